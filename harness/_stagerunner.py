@@ -1,0 +1,88 @@
+"""Stage runner: runs an atomic's stages inside a context, one JSON line per request.
+
+Stdlib only, standalone: it is copied to and started on the node (as PID 1 of a
+private PID namespace in the namespace context), so it must not import harness.
+
+Protocol (stdin -> stdout, JSON lines):
+  started:          {"ready": true, "pid": ..., "pidns": "...", "mntns": "...", "hostname": ...}
+  {"stage": N, "argv": [...], "env": {...}, "timeout": s}
+                 -> {"stage": N, "exit_code": c, "stdout": ..., "stderr": ..., "pid": p,
+                     "started_at": t0, "ended_at": t1, "error": null}
+  {"on_exit": [argv...], "env": {...}}  -> {"armed": true}  (run on EOF/SIGTERM if not run)
+  {"stage": "cleanup", ...}             -> also disarms on_exit
+  EOF / SIGTERM: runs the armed on_exit command, then exits.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+_armed = {}
+
+
+def _ns(kind):
+    try:
+        return os.readlink(f"/proc/self/ns/{kind}")
+    except OSError:
+        return ""
+
+
+def _run(req):
+    env = dict(os.environ)
+    env.update(req.get("env") or {})
+    fds = tuple(int(x) for x in req.get("pass_fds") or ())
+    started = time.time()
+    try:
+        proc = subprocess.Popen(
+            req["argv"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, pass_fds=fds, errors="replace",
+        )
+    except OSError as exc:
+        return {"stage": req["stage"], "exit_code": None, "stdout": "", "stderr": "",
+                "pid": None, "started_at": started, "ended_at": time.time(), "error": str(exc)}
+    try:
+        out, err = proc.communicate(timeout=req.get("timeout") or 30)
+        error = None
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        error = f"timed out after {req.get('timeout')} s"
+    return {"stage": req["stage"], "exit_code": proc.returncode, "stdout": out[-20000:],
+            "stderr": err[-20000:], "pid": proc.pid, "started_at": started,
+            "ended_at": time.time(), "error": error}
+
+
+def _on_exit(*_args):
+    req = _armed.pop("req", None)
+    if req is not None:
+        _run(req)
+    os._exit(0)
+
+
+def main():
+    signal.signal(signal.SIGTERM, _on_exit)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness decides; Ctrl-C reaches it first
+    hello = {"ready": True, "pid": os.getpid(), "pidns": _ns("pid"), "mntns": _ns("mnt"),
+             "hostname": os.uname().nodename}
+    sys.stdout.write(json.dumps(hello) + "\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        req = json.loads(line)
+        if "on_exit" in req:
+            _armed["req"] = {"stage": "cleanup", "argv": req["on_exit"], "env": req.get("env"),
+                             "timeout": req.get("timeout", 30)}
+            reply = {"armed": True}
+        else:
+            if req["stage"] == "cleanup":
+                _armed.pop("req", None)
+            reply = _run(req)
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    _on_exit()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""pytest11 entry point: options, ini keys, markers, hooks. Logic lives elsewhere."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from harness.collect import SCENARIO, ScenarioFile, is_scenario_file
+from harness.config import load_settings
+from harness.errors import ShadowtestError
+from harness.report import summary
+from harness.report.results import append_rows
+from harness.safety import check_nodes_allowed
+from harness.sensors.base import Sensor
+from harness.session import SESSION, ShadowtestSession, rows_of, session_of
+
+ROWS = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("shadowtest", "shadowtest: attack scenarios judged per sensor")
+    group.addoption("--shadowtest-results", metavar="FILE", default=None,
+                    help="append one JSON line per (run, sensor) to FILE")
+    group.addoption("--shadowtest-config", metavar="FILE", default=None,
+                    help="shadowtest.toml or pyproject.toml to read [tool.shadowtest] from")
+    group.addoption("--shadowtest-sensors", metavar="NAMES", default=None,
+                    help="comma-separated sensors to judge (default: all configured)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in (
+        "shadowtest_kernel(requirement): skip unless the node's kernel satisfies it, e.g. '>=5.8'",
+        "shadowtest_requires(*features): skip unless the node has them (btf, bpf_lsm, kprobes)",
+        "shadowtest_technique(id): the ATT&CK technique a scenario exercises",
+        "shadowtest_sensor(*names): the sensors judged for this test",
+    ):
+        config.addinivalue_line("markers", line)
+    explicit = config.getoption("--shadowtest-config")
+    try:
+        settings = load_settings(config.rootpath, Path(explicit) if explicit else None)
+        sensors = config.getoption("--shadowtest-sensors")
+        if sensors:
+            settings = settings.with_sensors(tuple(s for s in sensors.split(",") if s))
+    except ShadowtestError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[SESSION] = ShadowtestSession(settings)
+    config.stash[ROWS] = []
+    if _on_controller(config):
+        _install_sigterm()
+
+
+def _install_sigterm() -> None:
+    """SIGTERM becomes KeyboardInterrupt so teardown (cleanup) runs as for Ctrl-C."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    settings = session_of(parent.config).settings
+    if is_scenario_file(file_path, settings.scenarios):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Refuse, before any atomic runs, every node that is not explicitly allowed."""
+    nodes = {item.stash[SCENARIO][2] for item in items if SCENARIO in item.stash}
+    try:
+        check_nodes_allowed(nodes, session_of(config).settings)
+    except ShadowtestError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+@pytest.fixture(scope="session")
+def shadowtest_sensors(pytestconfig: pytest.Config) -> Iterator[dict[str, Sensor]]:
+    """Every configured sensor, started (live) once per process and stopped at the end."""
+    st = session_of(pytestconfig)
+    try:
+        yield st.start_sensors()
+    finally:
+        st.close()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Controller side (also under xdist): append this test's rows as soon as it ends."""
+    rows = rows_of(report)
+    if not rows or report.when != "call":
+        return
+    config = _config_of(report)
+    if config is None or not _on_controller(config):
+        return
+    config.stash[ROWS].extend(rows)
+    path = config.getoption("--shadowtest-results") or session_of(config).settings.results
+    if path:
+        append_rows(Path(path), rows)
+
+
+_CONFIG: list[pytest.Config] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG[:] = [session.config]
+
+
+def _config_of(report: pytest.TestReport) -> pytest.Config | None:
+    return _CONFIG[0] if _CONFIG else None
+
+
+def _on_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    rows = config.stash.get(ROWS, [])
+    if not rows:
+        return
+    terminalreporter.section("shadowtest")
+    width = int(os.environ.get("COLUMNS", "0") or 0) or terminalreporter._tw.fullwidth
+    terminalreporter.write(summary.render(rows, width=width, color=terminalreporter.hasmarkup))

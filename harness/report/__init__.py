@@ -1,0 +1,1 @@
+"""Results, summaries and reports."""

@@ -1,0 +1,115 @@
+"""Results rows (one JSON line per run x sensor) and the file they are appended to.
+
+The row is a public contract: keys are only added, never renamed (CHANGELOG.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.execute import Outcome
+from harness.scenario import Scenario
+from harness.verdict import Judgement, NearMiss
+
+SCHEMA = 1
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def rows_for(outcome: Outcome, scenario: Scenario) -> list[dict[str, Any]]:
+    """One row per sensor for one run."""
+    run = outcome.run
+    facts = run.facts
+    action_ms = round(run.action_seconds * 1000.0, 3)
+    out = []
+    for j in outcome.judgements:
+        health = outcome.health.get(j.sensor)
+        exp = scenario.expectation(j.sensor)
+        out.append({
+            "schema": SCHEMA,
+            "run_id": run.run_id,
+            "scenario": scenario.id,
+            "technique": scenario.technique,
+            "tactic": scenario.tactic,
+            "benign": scenario.benign,
+            "context": run.context,
+            "node": run.node,
+            "kernel": facts.get("kernel"),
+            "sensor": j.sensor,
+            "verdict": j.verdict.value,
+            "latency_ms": j.latency_ms,
+            "rule": j.detection.rule if j.detection else None,
+            "reason": j.reason,
+            "started_at": iso(run.started_at),
+            "ended_at": iso(run.ended_at),
+            "correlated_by": j.correlated_by,
+            "expected": {"technique": exp.technique, "rule": exp.rule},
+            "detection": j.detection.summary() if j.detection else None,
+            "near_misses": [near_row(n) for n in j.near_misses],
+            "lost_events": health.lost if health else 0,
+            "malformed_lines": health.malformed if health else 0,
+            "action_ms": action_ms,
+            "container_id": run.container_id,
+            "cgroup_id": run.cgroup_id,
+            "facts": facts,
+        })
+    return out
+
+
+def near_row(n: NearMiss) -> dict[str, Any]:
+    return {
+        "detection": n.detection.summary(),
+        "correlated_by": n.correlated_by,
+        "mismatches": [{"field": m.field, "expected": m.expected, "got": m.got}
+                       for m in n.mismatches],
+    }
+
+
+def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append rows as JSON lines, under an exclusive lock, flushed: an interrupted run keeps
+    every row written before the interrupt."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+    with path.open("a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(data)
+        fh.flush()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a results file; a torn last line (crash mid-write) is skipped."""
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def explain(scenario: str, context: str, node: str, kernel: str, run_id: str,
+            judgements: Iterable[Judgement]) -> str:
+    """The failure message: each sensor's verdict; for MISSED, nearest detections as
+    (field, expected, got)."""
+    lines = [f"{scenario}[{context}-{node}] on kernel {kernel} (run {run_id}):"]
+    for j in judgements:
+        extra = f" ({j.correlated_by}, {j.latency_ms} ms)" if j.latency_ms is not None else ""
+        lines.append(f"  {j.sensor:<10} {j.verdict.value:<13} {j.reason}{extra}")
+        if j.near_misses:
+            lines.append("      nearest detections:")
+        for i, n in enumerate(j.near_misses, 1):
+            d = n.detection
+            lines.append(f"      #{i} {d.rule} pid={d.pid} comm={d.comm} "
+                         f"(correlated by {n.correlated_by or 'nothing'})")
+            lines.append(f"         {'field':<12} {'expected':<24} got")
+            lines.extend(f"         {m.field:<12} {m.expected!s:<24} {m.got}" for m in n.mismatches)
+        if j.verdict.value == "MISSED" and not j.near_misses:
+            lines.append("      nearest detections: none in the window")
+    return "\n".join(lines)

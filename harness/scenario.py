@@ -1,0 +1,123 @@
+"""Scenarios: an atomic + arguments + contexts + technique + per-sensor expectations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness._schema import parse_duration, validate
+from harness._yaml import LinedDocument, load_lined
+from harness.atomic import Atomic, check_atomic
+from harness.errors import ScenarioError
+from harness.mitre import check_technique
+from harness.verdict import Expectation
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    id: str
+    name: str
+    path: Path
+    atomic: Atomic
+    contexts: tuple[str, ...]
+    technique: str | None
+    tactic: str
+    benign: bool = False
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    window: float | None = None
+    kernel: str | None = None
+    features: tuple[str, ...] = ()
+    expect: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+    def expectation(self, sensor: str) -> Expectation:
+        """What ``sensor`` must report; a sensor without an ``expect`` block must report
+        the scenario's technique (benign: nothing)."""
+        if self.benign:
+            return Expectation(technique=None)
+        block = self.expect.get(sensor, {})
+        return Expectation(
+            technique=block.get("technique", self.technique),
+            rule=block.get("rule"),
+            severity=block.get("severity"),
+            fields=dict(block.get("fields", {})),
+        )
+
+
+def _scenario_doc_errors(doc: LinedDocument, atomics: Mapping[str, Atomic]) -> list[ScenarioError]:
+    d = doc.data
+    errors: list[ScenarioError] = []
+    if d["id"] != doc.path.stem:
+        errors.append(doc.error(("id",), f"expected {doc.path.stem!r} (the file name), got {d['id']!r}"))
+    benign = d.get("benign", False)
+    if benign and "technique" in d:
+        errors.append(doc.error(("technique",), "a benign control has no technique; remove it"))
+    if benign and d.get("expect"):
+        errors.append(doc.error(("expect",), "a benign control expects nothing; remove expect"))
+    if not benign and "technique" not in d:
+        errors.append(doc.error((), "'technique' is a required property; add it (or benign: true)"))
+    if "technique" in d and (problem := check_technique(d["technique"])):
+        errors.append(doc.error(("technique",), problem))
+    for sensor, block in d.get("expect", {}).items():
+        if "technique" in block and (problem := check_technique(block["technique"])):
+            errors.append(doc.error(("expect", sensor, "technique"), problem))
+    atomic = atomics.get(d["atomic"])
+    if atomic is None:
+        errors.append(doc.error(
+            ("atomic",),
+            f"unknown atomic {d['atomic']!r}: expected one of {', '.join(sorted(atomics)) or '(none)'}",
+        ))
+    else:
+        for arg in d.get("arguments", {}):
+            if arg not in atomic.arguments:
+                errors.append(doc.error(
+                    ("arguments", arg),
+                    f"atomic {atomic.id!r} has no input argument {arg!r}: expected one of "
+                    f"{', '.join(sorted(atomic.arguments)) or '(none)'}",
+                ))
+    return errors
+
+
+def check_scenario(path: Path, atomics: Mapping[str, Atomic]) -> tuple[list[ScenarioError], Scenario | None]:
+    try:
+        doc = load_lined(path)
+    except ScenarioError as exc:
+        return [exc], None
+    errors = validate(doc, "scenario") or _scenario_doc_errors(doc, atomics)
+    if errors:
+        return errors, None
+    d: dict[str, Any] = doc.data
+    atomic = atomics[d["atomic"]]
+    req = d.get("requires", {})
+    return [], Scenario(
+        id=d["id"], name=d["name"], path=path, atomic=atomic,
+        contexts=tuple(d["contexts"]), technique=d.get("technique"),
+        tactic=path.parent.name, benign=d.get("benign", False),
+        arguments={**atomic.arguments, **d.get("arguments", {})},
+        window=parse_duration(d["window"]) if "window" in d else None,
+        kernel=req.get("kernel"), features=tuple(req.get("features", ())),
+        expect=d.get("expect", {}), description=d.get("description", ""),
+    )
+
+
+def load_atomics(dirs: Iterable[Path]) -> tuple[dict[str, Atomic], list[ScenarioError]]:
+    """Every ``*.yaml`` atomic under ``dirs`` by id, and every error found."""
+    out: dict[str, Atomic] = {}
+    errors: list[ScenarioError] = []
+    for d in dirs:
+        for path in sorted(d.glob("*.yaml")):
+            errs, atomic = check_atomic(path)
+            errors += errs
+            if atomic is not None:
+                out[atomic.id] = atomic
+    return out, errors
+
+
+def scenario_files(dirs: Iterable[Path]) -> list[Path]:
+    """``scenarios/<tactic>/<id>.yaml`` files, sorted (deterministic collection)."""
+    out: list[Path] = []
+    for d in dirs:
+        out += [d] if d.is_file() else sorted(d.rglob("*.yaml"))
+    return out

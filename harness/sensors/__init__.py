@@ -1,0 +1,1 @@
+"""Sensors: adapters that yield one product's detections, normalised."""

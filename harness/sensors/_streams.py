@@ -1,0 +1,111 @@
+"""Transports shared by sensors: a subprocess's stdout and an inotify file tail.
+
+Both read in a daemon thread and hand each line to a callback; neither sleeps in
+a poll loop (PLATFORM.md: inotify p50 0.1-0.3 ms vs 5 ms for a 10 ms poll loop).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from inotify_simple import INotify, flags
+
+
+class LineReader:
+    """Reads a text pipe line by line in a thread (``select`` on text pipes strands lines)."""
+
+    def __init__(self, pipe: IO[str], on_line: Callable[[str], None], on_eof: Callable[[], None],
+                 name: str) -> None:
+        self._pipe = pipe
+        self._on_line = on_line
+        self._on_eof = on_eof
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        for line in self._pipe:
+            self._on_line(line.rstrip("\n"))
+        self._on_eof()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+class FileTail:
+    """Follows a growing file from its current end (or ``offset``), woken by inotify.
+
+    Follows rotation: when the file is renamed or replaced, the rest of the old file
+    is read and the new file is opened from its start.
+    """
+
+    def __init__(self, path: Path, on_line: Callable[[str], None], name: str,
+                 from_start: bool = False) -> None:
+        self.path = path
+        self._on_line = on_line
+        self._stop = threading.Event()
+        self._inotify = INotify()
+        self._inotify.add_watch(str(path.parent), flags.CREATE | flags.MOVED_TO | flags.MODIFY)
+        self._fh = self._open(from_start)
+        self._partial = ""
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _open(self, from_start: bool) -> IO[str] | None:
+        try:
+            fh = self.path.open(encoding="utf-8", errors="replace", newline="\n")
+        except FileNotFoundError:
+            return None
+        if not from_start:
+            fh.seek(0, os.SEEK_END)
+        return fh
+
+    def _drain(self) -> None:
+        if self._fh is None:
+            return
+        chunk = self._fh.read()
+        if not chunk:
+            return
+        data = self._partial + chunk
+        *lines, self._partial = data.split("\n")
+        for line in lines:
+            self._on_line(line)
+
+    def _rotated(self) -> bool:
+        if self._fh is None:
+            return self.path.exists()
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _loop(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            self._drain()
+            if self._rotated():
+                self._drain()
+                if self._fh is not None:
+                    self._fh.close()
+                self._fh = self._open(from_start=True)
+                self._partial = ""
+                continue
+            ready, _, _ = select.select([self._inotify.fileno(), self._wake_r], [], [], 1.0)
+            if self._inotify.fileno() in ready:
+                self._inotify.read(timeout=0)
+        self._drain()
+
+    def stop(self) -> None:
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        if self._fh is not None:
+            self._fh.close()
+        self._inotify.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,356 @@
+"""The real kernel audit daemon as a sensor: rules keyed by ATT&CK ids, raw log parsed.
+
+One audit daemon per kernel: every shadowtest process on the node shares one instance
+(a lock file and a users directory of pids). The first user starts it and loads the
+rules; the last one deletes exactly those rules and stops it by pid.
+Correlation is by process tree (audit has no container id and its timestamps lag by up
+to 0.8 s): every exec record feeds a pid -> ppid map, and each detection carries its
+ancestors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.resources import files
+from itertools import count
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.detection import Detection
+from harness.errors import SensorError
+from harness.mitre import TECHNIQUE_ID
+from harness.sensors._auditlog import AuditEvent, AuditLogParser
+from harness.sensors._process import pid_alive, spawn, stop
+from harness.sensors._streams import FileTail
+from harness.sensors.base import DetectionStream
+from harness.verdict import Health
+
+STATE = Path("/run/shadowtest/auditd")
+SYNC_PREFIX = "shadowtest-sync "
+_CONF = """\
+# written by shadowtest: a private auditd configuration for the harness's own daemon
+local_events = yes
+write_logs = yes
+log_file = {log}
+log_group = root
+log_format = ENRICHED
+flush = INCREMENTAL_ASYNC
+freq = 20
+max_log_file = 100
+num_logs = 2
+priority_boost = 4
+name_format = NONE
+max_log_file_action = ROTATE
+space_left = 75
+space_left_action = IGNORE
+admin_space_left = 50
+admin_space_left_action = IGNORE
+disk_full_action = IGNORE
+disk_error_action = IGNORE
+use_libwrap = no
+tcp_listen_queue = 5
+tcp_max_per_addr = 1
+tcp_client_max_idle = 0
+transport = TCP
+distribute_network = no
+q_depth = 2000
+overflow_action = SYSLOG
+max_restarts = 10
+plugin_dir = /etc/audit/plugins.d
+end_of_event_timeout = 2
+"""
+
+
+def rules_path() -> Path:
+    return Path(str(files("harness").joinpath("sensors/auditd.rules")))
+
+
+def read_rules(path: Path) -> list[list[str]]:
+    """auditctl argument lists, one per non-comment line."""
+    out: list[list[str]] = []
+    for raw in path.read_text("utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            out.append(shlex.split(line))
+    return out
+
+
+def delete_form(rule: list[str]) -> list[str]:
+    """``-a always,exit ...`` -> ``-d always,exit ...``; ``-w PATH ...`` -> ``-W PATH ...``."""
+    flip = {"-a": "-d", "-A": "-d", "-w": "-W"}
+    return [flip.get(rule[0], rule[0]), *rule[1:]]
+
+
+def audit_status() -> dict[str, int]:
+    """``auditctl -s`` as numbers (enabled, pid, lost, backlog_limit, ...)."""
+    out = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=False).stdout
+    status: dict[str, int] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            status[key] = int(value.split()[0])
+    return status
+
+
+def auditctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["auditctl", *args], capture_output=True, text=True, check=False)
+
+
+@dataclass
+class _Shared:
+    """The node-wide audit daemon state, kept in files under STATE (guarded by a lock)."""
+
+    root: Path
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @property
+    def users(self) -> Path:
+        return self.root / "users"
+
+    def live_users(self) -> list[int]:
+        self.users.mkdir(parents=True, exist_ok=True)
+        alive = []
+        for f in self.users.iterdir():
+            pid = int(f.name) if f.name.isdigit() else 0
+            if pid and pid_alive(pid):
+                alive.append(pid)
+            else:
+                f.unlink(missing_ok=True)
+        return alive
+
+    def state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.root / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
+
+    def save(self, state: dict[str, Any]) -> None:
+        (self.root / "state.json").write_text(json.dumps(state))
+
+    def clear(self) -> None:
+        (self.root / "state.json").unlink(missing_ok=True)
+
+
+class AuditdSensor:
+    """auditd started (or attached to) by the harness; its raw log tailed and parsed."""
+
+    NAME: ClassVar[str] = "auditd"
+
+    def __init__(self, name: str = "auditd", attach: bool = False, log: str | None = None,
+                 rules: str | None = None, binary: str = "auditd", backlog: int = 8192,
+                 node: str | None = None, state_dir: str | None = None) -> None:
+        self.name = name
+        self.attach = attach
+        self.shared = _Shared(Path(state_dir) if state_dir else STATE)
+        self.log = Path(log) if log else (
+            Path("/var/log/audit/audit.log") if attach else self.shared.root / "audit.log")
+        self.rules = read_rules(Path(rules) if rules else rules_path())
+        self.binary = binary
+        self.backlog = backlog
+        self.node = node
+        self.stream = DetectionStream(name)
+        self._parser = AuditLogParser()
+        self._tail: FileTail | None = None
+        self._tree: dict[int, int] = {}
+        self._daemon_pid: int | None = None
+        self._lost_seen: int | None = None
+        self._tokens = count(os.getpid() * 1000)
+        self._started = False
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.attach:
+            status = audit_status()
+            if not status.get("pid"):
+                self._daemon_pid = None
+                self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail")
+                return  # health() reports SENSOR_DOWN with the reason
+            self._daemon_pid = status["pid"]
+        with self.shared.locked():
+            users = self.shared.live_users()
+            state = self.shared.state()
+            if not self.attach and not (users or _ours_running(state)):
+                state = self._start_daemon()
+            if not self.attach:
+                self._daemon_pid = int(state["pid"])
+            if not users:
+                self._load_rules()
+            (self.shared.users / str(os.getpid())).touch()
+        self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail")
+        self._started = True
+        self._lost_seen = audit_status().get("lost", 0)
+
+    def _start_daemon(self) -> dict[str, Any]:
+        status = audit_status()
+        if status.get("pid"):
+            raise SensorError(
+                f"{self.name}: an audit daemon not started by shadowtest runs already "
+                f"(pid {status['pid']}); one audit daemon per kernel: set attach = true and "
+                "log = '<its log file>' under [tool.shadowtest.sensors.auditd]"
+            )
+        binary = shutil.which(self.binary) or shutil.which(self.binary, path="/usr/sbin:/sbin")
+        if binary is None:
+            raise SensorError(f"{self.name}: {self.binary!r} not found; install auditd")
+        conf = self.shared.root / "conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        os.chmod(conf, 0o750)
+        (conf / "auditd.conf").write_text(_CONF.format(log=self.log))
+        os.chmod(conf / "auditd.conf", 0o640)
+        proc = spawn([binary, "-n", "-c", str(conf)])
+        deadline = time.time() + 15
+        while audit_status().get("pid") != proc.pid:
+            if proc.poll() is not None or time.time() > deadline:
+                err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+                stop(proc, signal.SIGTERM)
+                raise SensorError(f"{self.name}: auditd did not register: {err.strip()[:300]}")
+            time.sleep(0.05)
+        state = {"pid": proc.pid, "enabled": status.get("enabled", 0),
+                 "backlog_limit": status.get("backlog_limit", 64)}
+        auditctl("-b", str(self.backlog))
+        self.shared.save(state)
+        return state
+
+    def _load_rules(self) -> None:
+        for rule in self.rules:
+            res = auditctl(*rule)
+            if res.returncode != 0 and "exists" not in res.stderr:
+                self._delete_rules()
+                raise SensorError(
+                    f"{self.name}: auditctl {' '.join(rule)} failed: {res.stderr.strip()}"
+                )
+
+    def _delete_rules(self) -> None:
+        for rule in self.rules:
+            auditctl(*delete_form(rule))
+
+    def stop(self) -> None:
+        if self._tail is not None:
+            self._tail.stop()
+            self._tail = None
+        if not self._started:
+            return
+        self._started = False
+        with self.shared.locked():
+            (self.shared.users / str(os.getpid())).unlink(missing_ok=True)
+            if self.shared.live_users():
+                return
+            self._delete_rules()
+            state = self.shared.state()
+            if self.attach or not _ours_running(state):
+                return
+            _stop_pid(int(state["pid"]))
+            auditctl("-e", str(state.get("enabled", 0)))
+            auditctl("-b", str(state.get("backlog_limit", 64)))
+            self.shared.clear()
+
+    def health(self) -> Health:
+        if self._daemon_pid is None:
+            return Health(False, f"no audit daemon is running (auditctl -s: pid 0); "
+                                 f"{'start auditd or set attach = false' if self.attach else ''}")
+        if not pid_alive(self._daemon_pid):
+            return Health(False, f"auditd pid {self._daemon_pid} is not running")
+        status = audit_status()
+        if status.get("pid") != self._daemon_pid or not status.get("enabled"):
+            return Health(False, f"kernel audit is not delivering to pid {self._daemon_pid}: {status}")
+        lost = status.get("lost", 0)
+        if self._lost_seen is not None and lost > self._lost_seen:
+            self.stream.count_lost(lost - self._lost_seen)
+        self._lost_seen = lost
+        return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
+
+    def sync(self) -> str | None:
+        token = str(next(self._tokens))
+        res = auditctl("-m", SYNC_PREFIX + token)
+        return token if res.returncode == 0 else None
+
+    # ------------------------------------------------------------ parsing
+    def on_line(self, line: str) -> None:
+        before = self._parser.malformed
+        events = self._parser.feed(line)
+        if self._parser.malformed > before:
+            self.stream.count_malformed(line)
+        for event in events:
+            self._on_event(event)
+
+    def _on_event(self, event: AuditEvent) -> None:
+        msg = event.user_msg
+        if msg and msg.startswith(SYNC_PREFIX):
+            for event2 in self._parser.flush():
+                self._on_event(event2)
+            self.stream.mark(msg[len(SYNC_PREFIX):].strip())
+            return
+        if event.pid is not None and event.ppid is not None:
+            self._tree[event.pid] = event.ppid
+            if len(self._tree) > 200_000:
+                self._tree.clear()
+        det = self.normalise(event)
+        if det is not None:
+            self.stream.push(_with_ancestors(det, self._tree))
+
+    def normalise(self, raw: Any) -> Detection | None:
+        """Pure: an AuditEvent whose key is an ATT&CK id to a Detection."""
+        if not isinstance(raw, AuditEvent) or not raw.key or not TECHNIQUE_ID.match(raw.key):
+            return None
+        names = tuple(x for x in (*raw.paths, raw.proctitle or "", raw.exe or "") if x)
+        fields: dict[str, Any] = {"serial": raw.serial, "syscall": raw.syscall, "exe": raw.exe,
+                                  "success": raw.success, "opid": raw.opid,
+                                  "proctitle": raw.proctitle, "paths": list(raw.paths)}
+        return Detection(
+            sensor=self.name, rule=raw.key, technique=(raw.key,), node=self.node,
+            pid=raw.pid, ppid=raw.ppid, comm=raw.comm, names=names,
+            observed_at=raw.timestamp, received_at=time.time(), fields=fields, raw=raw,
+        )
+
+
+def _with_ancestors(det: Detection, tree: dict[int, int], depth: int = 8) -> Detection:
+    from dataclasses import replace
+
+    chain: list[int] = []
+    pid = det.ppid
+    while pid and len(chain) < depth and pid in tree:
+        pid = tree[pid]
+        if pid in chain or pid <= 1:
+            break
+        chain.append(pid)
+    return replace(det, ancestors=tuple(chain))
+
+
+def _ours_running(state: dict[str, Any]) -> bool:
+    pid = state.get("pid")
+    return bool(pid) and pid_alive(int(pid)) and audit_status().get("pid") == int(pid)
+
+
+def _stop_pid(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 10
+    while pid_alive(pid) and time.time() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+

@@ -1,0 +1,197 @@
+"""The sensor protocol, the detection stream every sensor feeds, and the registry."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from harness.detection import Detection
+from harness.errors import ConfigError
+from harness.verdict import Health
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    """A product's detections, normalised. Owns its transport and its daemon (if any)."""
+
+    NAME: ClassVar[str]
+    stream: DetectionStream
+
+    def start(self) -> None:
+        """Start (or attach to) the sensor; return only when its stream is live."""
+
+    def stop(self) -> None:
+        """Stop what ``start`` started, by pid; detach otherwise."""
+
+    def health(self) -> Health:
+        """Whether the sensor is alive now (lost/malformed counts are cumulative)."""
+
+    def sync(self) -> str | None:
+        """Ask the sensor to emit a marker; the stream sees it once every earlier event
+        was delivered (the watermark). None when the sensor cannot be synced."""
+
+    def normalise(self, raw: Any) -> Detection | None:
+        """Pure: one raw record of the product to a Detection (None: not a detection)."""
+
+
+@dataclass
+class _State:
+    detections: list[Detection] = field(default_factory=list)
+    markers: set[str] = field(default_factory=set)
+    lost: int = 0
+    malformed: int = 0
+    malformed_samples: list[str] = field(default_factory=list)
+    closed: str | None = None
+    watermark: float = 0.0
+
+
+class DetectionStream:
+    """Thread-safe, append-only stream of one sensor's detections.
+
+    Reader threads ``push``; a run ``subscribe``s before acting and then ``wait``s,
+    woken on every new line (no polling sleeps).
+    """
+
+    MAX_SAMPLES = 10
+
+    def __init__(self, sensor: str) -> None:
+        self.sensor = sensor
+        self._cond = threading.Condition()
+        self._s = _State()
+
+    # ------------------------------------------------------------- writers
+    def push(self, detection: Detection) -> None:
+        with self._cond:
+            self._s.detections.append(detection)
+            self._cond.notify_all()
+
+    def mark(self, token: str) -> None:
+        """A sync marker arrived: every event before it has been delivered."""
+        with self._cond:
+            self._s.markers.add(token)
+            self._s.watermark = time.time()
+            self._cond.notify_all()
+
+    def count_lost(self, n: int) -> None:
+        with self._cond:
+            self._s.lost += n
+            self._cond.notify_all()
+
+    def count_malformed(self, line: str) -> None:
+        with self._cond:
+            self._s.malformed += 1
+            if len(self._s.malformed_samples) < self.MAX_SAMPLES:
+                self._s.malformed_samples.append(line[:200])
+
+    def close(self, reason: str) -> None:
+        with self._cond:
+            self._s.closed = reason
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------- readers
+    @property
+    def lost(self) -> int:
+        return self._s.lost
+
+    @property
+    def malformed(self) -> int:
+        return self._s.malformed
+
+    @property
+    def malformed_samples(self) -> list[str]:
+        with self._cond:
+            return list(self._s.malformed_samples)
+
+    @property
+    def closed(self) -> str | None:
+        return self._s.closed
+
+    @property
+    def watermark(self) -> float:
+        return self._s.watermark
+
+    def subscribe(self) -> Subscription:
+        with self._cond:
+            return Subscription(self, len(self._s.detections), self._s.lost, self._s.malformed)
+
+    def _since(self, index: int) -> list[Detection]:
+        return self._s.detections[index:]
+
+    def wait(
+        self,
+        index: int,
+        done: Callable[[list[Detection]], bool],
+        marker: str | None,
+        deadline: float,
+    ) -> tuple[list[Detection], bool]:
+        """Block until ``done(detections since index)``, the marker, closure or the
+        deadline (epoch seconds). Returns the detections and whether the marker arrived."""
+        with self._cond:
+            while True:
+                seen = self._since(index)
+                synced = marker is not None and marker in self._s.markers
+                if done(seen) or synced or self._s.closed is not None:
+                    return seen, synced
+                left = deadline - time.time()
+                if left <= 0:
+                    return seen, False
+                self._cond.wait(left)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A run's view of a stream from the moment it subscribed (before acting)."""
+
+    stream: DetectionStream
+    index: int
+    lost_at_start: int
+    malformed_at_start: int
+
+    def wait(
+        self, done: Callable[[list[Detection]], bool], marker: str | None, deadline: float
+    ) -> tuple[list[Detection], bool]:
+        return self.stream.wait(self.index, done, marker, deadline)
+
+    def lost(self) -> int:
+        return self.stream.lost - self.lost_at_start
+
+    def malformed(self) -> int:
+        return self.stream.malformed - self.malformed_at_start
+
+
+# ----------------------------------------------------------------- registry
+BUILTIN: dict[str, str] = {
+    "auditd": "harness.sensors.auditd:AuditdSensor",
+    "bpftrace": "harness.sensors.bpftrace:BpftraceSensor",
+}
+
+
+def known_sensors() -> dict[str, str]:
+    """Built-in sensors merged with the ``shadowtest.sensors`` entry-point group."""
+    known = dict(BUILTIN)
+    for ep in entry_points(group="shadowtest.sensors"):
+        known[ep.name] = ep.value
+    return known
+
+
+def sensor_class(kind: str) -> Callable[..., Sensor]:
+    known = known_sensors()
+    if kind not in known:
+        raise ConfigError(
+            f"unknown sensor type {kind!r}: known types are {', '.join(sorted(known))}; "
+            "register more under the 'shadowtest.sensors' entry-point group"
+        )
+    module, _, name = known[kind].partition(":")
+    cls: Callable[..., Sensor] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def build_sensor(name: str, options: Mapping[str, Any]) -> Sensor:
+    """Build the sensor called ``name`` from its ``[tool.shadowtest.sensors.<name>]`` table."""
+    kind = str(options.get("type", name))
+    return sensor_class(kind)(name=name, **{k: v for k, v in options.items() if k != "type"})

@@ -1,0 +1,239 @@
+"""The reference eBPF sensor shipped with shadowtest: ``sensor.bt`` run by bpftrace.
+
+One JSON detection per matching event (pid, ppid, ancestors, comm, cgroup id,
+technique); ``lost_events`` lines are counted so a lossy window is SENSOR_DOWN,
+never MISSED. Sync markers: ``getpgid(0x5ad00000 + token)`` on every CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from importlib.resources import files
+from itertools import count
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+
+from harness.detection import Detection
+from harness.errors import SensorError
+from harness.sensors._process import pid_alive, spawn, stop
+from harness.sensors._streams import FileTail, LineReader
+from harness.sensors.base import DetectionStream
+from harness.targets.local import CGROUP2
+from harness.verdict import Health
+
+MARKER_BASE = 0x5AD00000
+_decoder = msgspec.json.Decoder()
+
+
+def program_path() -> Path:
+    return Path(str(files("harness").joinpath("sensors/bpftrace/sensor.bt")))
+
+
+class BpftraceSensor:
+    """Starts ``bpftrace -B none -f json sensor.bt`` (or tails a running one's output)."""
+
+    NAME: ClassVar[str] = "bpftrace"
+
+    def __init__(self, name: str = "bpftrace", program: str | None = None,
+                 binary: str = "bpftrace", attach_output: str | None = None,
+                 attach_pid: int | None = None, perf_rb_pages: int | None = None,
+                 start_timeout: float = 60.0, node: str | None = None) -> None:
+        self.name = name
+        self.program = Path(program) if program else program_path()
+        self.binary = binary
+        self.attach_output = Path(attach_output) if attach_output else None
+        self.attach_pid = attach_pid
+        self.perf_rb_pages = perf_rb_pages
+        self.start_timeout = start_timeout
+        self.node = node
+        self.stream = DetectionStream(name)
+        self._proc: subprocess.Popen[str] | None = None
+        self._readers: list[LineReader] = []
+        self._tail: FileTail | None = None
+        self._ready = threading.Event()
+        self._stderr: list[str] = []
+        self._markers: dict[int, set[int]] = {}
+        self._tokens = count(os.getpid() % 4096 * 256)
+        self._cgroups: dict[int, str] = {}
+        self._offset = time.time() - time.monotonic()  # bpftrace nsecs is CLOCK_MONOTONIC
+        self._ncpu = len(os.sched_getaffinity(0))
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.attach_output is not None:
+            self._tail = FileTail(self.attach_output, self.on_line, f"{self.name}-tail")
+            self._ready.set()
+            return
+        binary = shutil.which(self.binary)
+        if binary is None:
+            raise SensorError(f"{self.name}: {self.binary!r} not found on PATH; install bpftrace")
+        env = {"BPFTRACE_PERF_RB_PAGES": str(self.perf_rb_pages)} if self.perf_rb_pages else {}
+        self._proc = spawn([binary, "-B", "none", "-f", "json", str(self.program)], env)
+        assert self._proc.stdout is not None
+        assert self._proc.stderr is not None
+        self._readers = [
+            LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout"),
+            LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
+        ]
+        deadline = time.time() + self.start_timeout
+        while not self._ready.wait(0.05):
+            if self._proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise SensorError(
+                    f"{self.name}: bpftrace did not become ready (exit {self._proc.returncode}): "
+                    + " | ".join(self._stderr[-5:])
+                )
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop(self._proc, signal.SIGINT, grace=8.0, repeat=0.3)  # SIGTERM is sometimes ignored
+            for reader in self._readers:
+                reader.join(5)
+            for pipe in (self._proc.stdout, self._proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        if self._tail is not None:
+            self._tail.stop()
+
+    def health(self) -> Health:
+        if self._proc is not None and self._proc.poll() is not None:
+            err = " | ".join(x for x in self._stderr[-3:] if x.strip())
+            return Health(False, f"bpftrace exited with code {self._proc.returncode}: {err}")
+        if self.attach_pid is not None and not pid_alive(self.attach_pid):
+            return Health(False, f"attached bpftrace pid {self.attach_pid} is not running")
+        if self._proc is None and self._tail is None:
+            return Health(False, "bpftrace sensor was never started")
+        if self.stream.closed:
+            return Health(False, self.stream.closed)
+        return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
+
+    def sync(self) -> str | None:
+        """getpgid(MARKER_BASE + token) on every CPU: each CPU's perf buffer is drained
+        past this point once its marker line is read."""
+        token = next(self._tokens) & 0xFFFFF
+        self._markers[token] = set()
+        before = os.sched_getaffinity(0)
+        try:
+            for cpu in sorted(before):
+                os.sched_setaffinity(0, {cpu})
+                try:
+                    os.getpgid(MARKER_BASE + token)
+                except ProcessLookupError:
+                    pass
+        finally:
+            os.sched_setaffinity(0, before)
+        return str(token)
+
+    # ------------------------------------------------------------ parsing
+    def on_line(self, line: str) -> None:
+        if not line.strip():
+            return  # bpftrace prints blank lines on exit
+        try:
+            outer = _decoder.decode(line)
+            kind = outer.get("type") if isinstance(outer, dict) else None
+            if kind == "lost_events":
+                self.stream.count_lost(int(outer["data"]["events"]))
+                return
+            if kind != "printf":
+                if kind not in ("attached_probes", "map", "hist", "stats"):
+                    self.stream.count_malformed(line)
+                return
+            payload = _decoder.decode(outer["data"])
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            self.stream.count_malformed(line)
+            return
+        if not isinstance(payload, dict):
+            self.stream.count_malformed(line)
+            return
+        self._on_payload(payload, line)
+
+    def _on_payload(self, payload: dict[str, Any], line: str) -> None:
+        kind = payload.get("kind")
+        if kind == "ready":
+            self._ready.set()
+        elif kind == "marker":
+            self._on_marker(int(payload["token"]), int(payload["cpu"]))
+        elif kind == "detection":
+            try:
+                det = self.normalise(payload)
+            except (KeyError, TypeError, ValueError):
+                self.stream.count_malformed(line)
+                return
+            if det is not None:
+                self.stream.push(self._enrich(det))
+
+    def _on_marker(self, token: int, cpu: int) -> None:
+        seen = self._markers.setdefault(token, set())
+        seen.add(cpu)
+        if len(seen) >= self._ncpu:
+            self.stream.mark(str(token))
+
+    def _on_eof(self) -> None:
+        self.stream.close("bpftrace output ended (process exited)")
+
+    def normalise(self, raw: Any) -> Detection | None:
+        """Pure: a decoded ``{"kind": "detection", ...}`` payload to a Detection."""
+        if not isinstance(raw, dict) or raw.get("kind") != "detection":
+            return None
+        names = tuple(str(raw[k]) for k in ("path",) if raw.get(k))
+        extra = {k: v for k, v in raw.items() if k not in _CORE}
+        return Detection(
+            sensor=self.name, rule=str(raw["rule"]), technique=(str(raw["technique"]),),
+            severity=raw.get("severity"), node=self.node, cgroup_id=int(raw["cgroup"]),
+            pid=int(raw["pid"]), ppid=int(raw["ppid"]),
+            ancestors=tuple(int(a) for a in raw.get("ancestors", ()) if a),
+            comm=raw.get("comm"), names=names,
+            observed_at=_observed_at(raw, self._offset), received_at=time.time(),
+            fields=extra, raw=raw,
+        )
+
+    def _enrich(self, det: Detection) -> Detection:
+        """cgroup id (inode in the unified hierarchy) -> the container id it is named by."""
+        if det.cgroup_id is None:
+            return det
+        cid = self._cgroups.get(det.cgroup_id)
+        if cid is None:
+            self._cgroups = scan_cgroups()
+            cid = self._cgroups.get(det.cgroup_id)
+        if cid is None:
+            return det
+        from dataclasses import replace
+
+        return replace(det, container_id=cid)
+
+
+def _observed_at(raw: dict[str, Any], offset: float) -> float:
+    """bpftrace's own wall clock (``wall_ns``, microsecond precision) when it printed one,
+    else the monotonic ``ts_ns`` shifted by the harness's clock offset."""
+    wall = raw.get("wall_ns")
+    if isinstance(wall, int) and wall > 0:
+        return wall / 1e9
+    return int(raw["ts_ns"]) / 1e9 + offset
+
+
+_CORE = frozenset({"kind", "rule", "technique", "severity", "pid", "ppid", "ancestors", "comm",
+                   "cgroup", "ts_ns", "wall_ns"})
+
+
+def scan_cgroups(root: Path = CGROUP2) -> dict[int, str]:
+    """Inode -> container id for container-named cgroups (shadowtest/<id>, docker/<id>)."""
+    out: dict[int, str] = {}
+    for parent in ("shadowtest", "docker", "system.slice"):
+        base = root / parent
+        if not base.is_dir():
+            continue
+        for child in base.iterdir():
+            name = child.name.removeprefix("docker-").removesuffix(".scope")
+            if len(name) == 64 and child.is_dir():
+                try:
+                    out[os.stat(child).st_ino] = name
+                except OSError:
+                    continue
+    return out

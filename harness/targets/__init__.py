@@ -1,0 +1,1 @@
+"""Targets: where atomics run (local host, namespaced container context, ...)."""

@@ -1,0 +1,175 @@
+"""The target protocol, the stage-runner session every context uses, and the registry."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from harness.errors import ConfigError, TargetError
+from harness.node import NodeFacts
+from harness.run import StageResult
+
+
+@runtime_checkable
+class Target(Protocol):
+    """How commands run on one node and how its facts are read."""
+
+    NAME: ClassVar[str]
+    node: str
+
+    def contexts(self) -> tuple[str, ...]:
+        """The scenario contexts this target can provide (e.g. host, namespace)."""
+
+    def facts(self) -> NodeFacts:
+        """Facts read from the node itself."""
+
+    def open(self, context: str, run_id: str) -> Session:
+        """Start a stage runner in ``context``; return when it is ready and its ids known."""
+
+    def close(self) -> None:
+        """Release what the target holds (connections, daemons it started)."""
+
+
+@dataclass
+class Session:
+    """A live context on a node for one run: a stage-runner process and its ids.
+
+    ``pids`` are host pids the harness started for the run (process-tree roots);
+    ``variables`` are values atomics may use (``#{host_mntns_fd}`` ...)."""
+
+    context: str
+    proc: subprocess.Popen[str]
+    pids: frozenset[int]
+    hello: Mapping[str, Any]
+    cgroup_id: int | None = None
+    container_id: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    pass_fds: tuple[int, ...] = ()
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stage(self, name: str, argv: Sequence[str], env: Mapping[str, str],
+              timeout: float) -> StageResult:
+        """Run one stage in the context and wait for its result."""
+        reply = self._call({"stage": name, "argv": list(argv), "env": dict(env),
+                            "timeout": timeout, "pass_fds": list(self.pass_fds)}, timeout + 10)
+        return StageResult(
+            stage=name, exit_code=reply.get("exit_code"), stdout=reply.get("stdout", ""),
+            stderr=reply.get("stderr", ""), started_at=reply.get("started_at", 0.0),
+            ended_at=reply.get("ended_at", 0.0), pid=reply.get("pid"), error=reply.get("error"),
+        )
+
+    def arm_cleanup(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        """The runner runs ``argv`` itself if the harness dies before cleanup."""
+        self._call({"on_exit": list(argv), "env": dict(env)}, 10)
+
+    def _call(self, req: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        with self._lock:
+            try:
+                self.proc.stdin.write(json.dumps(req) + "\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError) as exc:
+                raise TargetError(f"{self.context}: stage runner is gone ({exc})") from exc
+            line = _readline(self.proc, timeout)
+        if not line:
+            raise TargetError(
+                f"{self.context}: stage runner exited (code {self.proc.poll()}) during "
+                f"{req.get('stage', 'on_exit')!r}"
+            )
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def close(self) -> None:
+        """Stop the runner by pid (SIGTERM runs any armed cleanup), then release the rest."""
+        try:
+            if self.proc.poll() is None:
+                assert self.proc.stdin is not None
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()  # EOF: the runner runs its armed cleanup and exits
+                try:
+                    self.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    self.proc.terminate()
+                    try:
+                        self.proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        self.proc.kill()
+                        self.proc.wait(5)
+        finally:
+            for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            while self.on_close:
+                self.on_close.pop()()
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """One line from the runner, or '' when it exits or ``timeout`` passes (then kill it)."""
+    assert proc.stdout is not None
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        return proc.stdout.readline()
+    finally:
+        timer.cancel()
+
+
+def stage_runner_argv() -> list[str]:
+    """How to start the stage runner with the node's python3."""
+    path = Path(str(files("harness").joinpath("_stagerunner.py")))
+    python = shutil.which("python3") or "/usr/bin/python3"
+    return [python, "-u", str(path)]
+
+
+def start_runner(argv: Sequence[str], context: str, pass_fds: Sequence[int] = (),
+                 env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``argv`` (which execs the stage runner) and wait for its hello line."""
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, pass_fds=tuple(pass_fds), env={**os.environ, **(env or {})},
+        start_new_session=True,  # Ctrl-C on the terminal reaches the harness, not the context
+    )
+    line = _readline(proc, 20)
+    if not line:
+        err = proc.stderr.read() if proc.stderr else ""
+        proc.wait(5)
+        raise TargetError(
+            f"{context}: the context did not start (exit {proc.returncode}): {err.strip()[:500]}"
+        )
+    hello: dict[str, Any] = json.loads(line)
+    return proc, hello
+
+
+# ----------------------------------------------------------------- registry
+BUILTIN: dict[str, str] = {"local": "harness.targets.local:LocalTarget"}
+
+
+def build_target(node: str, url: str) -> Target:
+    """``local://`` -> LocalTarget; schemes come from BUILTIN + 'shadowtest.targets' entry points."""
+    scheme = urlsplit(url).scheme
+    known = dict(BUILTIN)
+    for ep in entry_points(group="shadowtest.targets"):
+        known[ep.name] = ep.value
+    if scheme not in known:
+        raise ConfigError(
+            f"node {node!r}: unknown target scheme {scheme!r} in {url!r}: expected one of "
+            f"{', '.join(f'{k}://' for k in sorted(known))}"
+        )
+    module, _, name = known[scheme].partition(":")
+    cls: Callable[..., Target] = getattr(importlib.import_module(module), name)
+    return cls(node=node, url=url)

@@ -1,0 +1,191 @@
+"""The local node: the host context (plain process) and a namespaced-container context."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from harness.errors import TargetError
+from harness.node import NodeFacts
+from harness.targets.base import Session, stage_runner_argv, start_runner
+
+CGROUP2 = Path("/sys/fs/cgroup/unified")
+CGROUP_PARENT = "shadowtest"
+
+
+class LocalTarget:
+    """Runs atomics on this machine, in the host context or a namespaced container context."""
+
+    NAME: ClassVar[str] = "local"
+
+    def __init__(self, node: str, url: str = "local://") -> None:
+        self.node = node
+        self.url = url
+        self._facts: NodeFacts | None = None
+
+    def contexts(self) -> tuple[str, ...]:
+        return ("host", "namespace")
+
+    def facts(self) -> NodeFacts:
+        if self._facts is None:
+            self._facts = read_local_facts(self.node)
+        return self._facts
+
+    def open(self, context: str, run_id: str) -> Session:
+        if context == "host":
+            return _open_host(run_id)
+        if context == "namespace":
+            return _open_namespace(run_id)
+        raise TargetError(
+            f"node {self.node!r}: context {context!r} is not provided by local://: "
+            f"expected one of {', '.join(self.contexts())}"
+        )
+
+    def close(self) -> None:
+        """Nothing held between runs."""
+
+
+def _base_env(run_id: str) -> dict[str, str]:
+    return {"SHADOWTEST_RUN_ID": run_id}
+
+
+def _host_variables() -> dict[str, str]:
+    return {"host_pidns": os.readlink("/proc/self/ns/pid"), "host_mntns": os.readlink("/proc/self/ns/mnt")}
+
+
+def _open_host(run_id: str) -> Session:
+    proc, hello = start_runner(stage_runner_argv(), "host", env=_base_env(run_id))
+    return Session(context="host", proc=proc, pids=frozenset({proc.pid}), hello=hello,
+                   variables=_host_variables())
+
+
+def container_id_for(run_id: str) -> str:
+    """A container-like 64-hex id for a run (what docker would name the cgroup)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()
+
+
+def _open_namespace(run_id: str) -> Session:
+    """unshare pid/mnt/uts/ipc/net + a cgroup named like a container; the stage runner is
+    PID 1 of the new PID namespace. The host mount namespace's fd is passed in (as a
+    leaky runtime would), so escape scenarios have a real door to the host."""
+    if not CGROUP2.is_dir():
+        raise TargetError(f"namespace context needs cgroup2 at {CGROUP2}; mount it (cgroup2)")
+    cid = container_id_for(run_id)
+    cg = CGROUP2 / CGROUP_PARENT / cid
+    cg.mkdir(parents=True, exist_ok=True)
+    host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    hostname = f"shadowtest-{run_id}"
+    script = (
+        'echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --mount-proc --mount --uts '
+        '--ipc --net --kill-child=SIGTERM -- sh -c \'hostname "$0" && exec "$@"\' "$2" "${@:3}"'
+    )
+    argv = ["bash", "-c", script, "ns", str(cg), hostname, *stage_runner_argv()]
+    try:
+        proc, hello = start_runner(argv, "namespace", pass_fds=(host_mnt,), env=_base_env(run_id))
+    except BaseException:
+        os.close(host_mnt)
+        remove_cgroup(cg)
+        raise
+    inner = _children(proc.pid)
+    session = Session(
+        context="namespace", proc=proc, pids=frozenset({proc.pid, *inner}), hello=hello,
+        cgroup_id=os.stat(cg).st_ino, container_id=cid,
+        variables={**_host_variables(), "host_mntns_fd": host_mnt, "ns_init_pid": next(iter(inner), 0)},
+        pass_fds=(host_mnt,), on_close=[lambda: os.close(host_mnt), lambda: remove_cgroup(cg)],
+    )
+    return session
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def remove_cgroup(cg: Path) -> None:
+    """Kill what is left in the run's own cgroup (only it), then remove it."""
+    with contextlib.suppress(OSError):
+        (cg / "cgroup.kill").write_text("1")
+    for _ in range(100):
+        try:
+            cg.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # EBUSY while the killed processes are reaped
+            with contextlib.suppress(OSError):
+                os.waitpid(-1, os.WNOHANG)
+            time.sleep(0.01)
+
+
+def read_local_facts(node: str) -> NodeFacts:
+    """Kernel release, distro, arch and BPF features, probed on this machine."""
+    _ensure_mounted("/sys/kernel/tracing", "tracefs")
+    _ensure_mounted("/sys/kernel/security", "securityfs")
+    uname = platform.uname()
+    reasons: dict[str, str] = {}
+    btf = Path("/sys/kernel/btf/vmlinux").exists()
+    if not btf:
+        reasons["btf"] = "/sys/kernel/btf/vmlinux is missing (kernel built without BTF)"
+    kprobes = Path("/sys/kernel/tracing/kprobe_events").exists()
+    if not kprobes:
+        reasons["kprobes"] = "no kprobe_events in tracefs (kernel built without CONFIG_KPROBES)"
+    tracepoints = Path("/sys/kernel/tracing/events/syscalls").is_dir()
+    if not tracepoints:
+        reasons["tracepoints"] = "no syscall tracepoints in tracefs"
+    bpf_lsm, why = _probe_bpf_lsm()
+    if not bpf_lsm:
+        reasons["bpf_lsm"] = why
+    return NodeFacts(
+        node=node, kernel=uname.release, distro=_distro(), arch=uname.machine, btf=btf,
+        bpf_lsm=bpf_lsm, kprobes=kprobes, tracepoints=tracepoints, cgroup2=CGROUP2.is_dir(),
+        hostname=uname.node, reasons=tuple(sorted(reasons.items())),
+    )
+
+
+def _distro() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return ""
+
+
+def _ensure_mounted(path: str, fstype: str) -> None:
+    if os.path.ismount(path) or not os.path.isdir(path):
+        return
+    subprocess.run(["mount", "-t", fstype, "none", path], check=False, capture_output=True)
+
+
+def _probe_bpf_lsm() -> tuple[bool, str]:
+    """BPF LSM is usable only when 'bpf' is an active LSM *and* a BPF trampoline program
+    really attaches (LSM programs use the same mechanism as fentry): probed, not read."""
+    try:
+        lsms = Path("/sys/kernel/security/lsm").read_text().strip().split(",")
+    except OSError as exc:
+        return False, f"cannot read the active LSM list: {exc}"
+    if "bpf" not in lsms:
+        return False, f"'bpf' is not in the active LSM list ({','.join(lsms)})"
+    bpftrace = shutil.which("bpftrace")
+    if bpftrace is None:
+        return False, "bpftrace is not installed, so the trampoline probe could not run"
+    probe = subprocess.run(
+        [bpftrace, "-e", "kfunc:vmlinux:security_file_open { exit(); } BEGIN { exit(); }"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    if probe.returncode != 0:
+        err = [x for x in probe.stderr.splitlines() if "ERROR" in x or "rror" in x]
+        return False, "a BPF trampoline (fentry) program does not attach: " + (
+            err[-1].strip() if err else probe.stderr.strip()[:200])
+    return True, ""
