@@ -70,7 +70,6 @@ SCENARIO = pytest.StashKey[tuple[Scenario, str, str]]()
 
 def _make_test(scenario: Scenario, context: str, node: str) -> Callable[..., None]:
     def test_scenario(request: pytest.FixtureRequest, shadowtest_sensors: dict[str, Any]) -> None:
-        __tracebackhide__ = True
         session_of(request.config).run_item(request.node, scenario, context, node,
                                             shadowtest_sensors)
 

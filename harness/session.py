@@ -89,7 +89,6 @@ class ShadowtestSession:
     # ------------------------------------------------------------ one test
     def run_item(self, item: pytest.Item, scenario: Scenario, context: str, node: str,
                  sensors: Mapping[str, Sensor]) -> None:
-        __tracebackhide__ = True
         facts = self.facts(node)
         check_requirements(scenario, facts)
         target = self.target(node)

@@ -88,6 +88,8 @@ class Judgement:
 
 def matches(expected: Any, got: Any) -> bool:
     """Scalar = exact; one-key mapping = operator (prefix, contains, regex); list = any-of."""
+    if isinstance(got, tuple | list) and not isinstance(expected, tuple | list):
+        return any(matches(expected, g) for g in got)
     if isinstance(expected, Mapping):
         ((op, arg),) = expected.items()
         text = "" if got is None else str(got)
@@ -98,8 +100,6 @@ def matches(expected: Any, got: Any) -> bool:
         if op == "regex":
             return re.search(str(arg), text) is not None
         raise ValueError(f"unknown operator {op!r}: expected prefix, contains or regex")
-    if isinstance(got, tuple | list) and not isinstance(expected, tuple | list):
-        return expected in got
     return bool(expected == got)
 
 

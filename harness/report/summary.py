@@ -30,8 +30,8 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
         if r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED", "NOT_EXECUTED"):
             problems.append(r)
     table = Table(title="shadowtest verdicts by kernel, then sensor", title_justify="left")
-    table.add_column("kernel")
-    table.add_column("sensor")
+    table.add_column("kernel", no_wrap=True)
+    table.add_column("sensor", no_wrap=True)
     for v in ORDER:
         table.add_column(v, justify="right", style=STYLE.get(v, ""))
     table.add_column("p50 latency ms", justify="right")

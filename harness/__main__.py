@@ -1,0 +1,105 @@
+"""Command line: ``shadowtest run | validate | report``.
+
+Exit codes (public contract): run returns pytest's (0 every verdict passed, 1 a verdict
+failed, 2 interrupted, 3 internal error, 4 usage/config/safety error, 5 no scenario
+collected); validate returns 0 (valid) or 1 (errors printed as file:line: key: message);
+report returns 0, or 1 when the results hold a failing verdict; 2 is a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.config import load_settings
+from harness.errors import ShadowtestError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shadowtest", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run scenarios on the configured nodes and judge each sensor")
+    run.add_argument("paths", nargs="*", type=Path, help="scenario files or directories "
+                     "(default: [tool.shadowtest] scenarios)")
+    run.add_argument("--results", type=Path, help="append JSON lines (one per run x sensor)")
+    run.add_argument("--config", type=Path, help="shadowtest.toml or pyproject.toml")
+    run.add_argument("--sensors", help="comma-separated sensors (default: all configured)")
+    run.add_argument("-n", "--numprocesses", help="pytest-xdist workers, e.g. 2 or auto")
+    run.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                     help="after --: passed to pytest as is (e.g. -- -k ptrace --junitxml=j.xml)")
+    val = sub.add_parser("validate", help="validate scenario and atomic files (no attack)")
+    val.add_argument("paths", nargs="*", type=Path)
+    val.add_argument("--config", type=Path)
+    rep = sub.add_parser("report", help="print the verdict summary of a results file")
+    rep.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "validate":
+            return _validate(args)
+        return _report(args)
+    except ShadowtestError as exc:
+        print(f"shadowtest: error: {exc}", file=sys.stderr)
+        return 4 if args.command == "run" else 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pytest
+
+    settings = load_settings(Path.cwd(), args.config)
+    paths = [str(p) for p in (args.paths or settings.scenarios)]
+    extra = [a for a in args.pytest_args if a != "--"]
+    argv = [*paths, "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",
+            "-o", "filterwarnings=", "--strict-markers", "-rfEs"]
+    if args.results:
+        argv += ["--shadowtest-results", str(args.results)]
+    if args.config:
+        argv += ["--shadowtest-config", str(args.config)]
+    if args.sensors:
+        argv += ["--shadowtest-sensors", args.sensors]
+    if args.numprocesses:
+        argv += ["-n", str(args.numprocesses)]
+    return int(pytest.main([*argv, *extra]))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from harness.scenario import check_scenario, load_atomics, scenario_files
+
+    settings = load_settings(Path.cwd(), args.config)
+    paths = list(args.paths) or list(settings.scenarios)
+    atomic_dirs = list(settings.atomics)
+    for p in paths:
+        for parent in [p.resolve(), *p.resolve().parents]:
+            if parent.name == "scenarios" and (parent.parent / "atomic").is_dir():
+                atomic_dirs.insert(0, parent.parent / "atomic")
+            if parent.name == "atomic" and parent.is_dir():
+                atomic_dirs.insert(0, parent)
+    atomics, errors = load_atomics(dict.fromkeys(d for d in atomic_dirs if d.is_dir()))
+    count = len(atomics)
+    for path in scenario_files(p for p in paths if p.name != "atomic"):
+        errs, scenario = check_scenario(path, atomics)
+        errors += errs
+        count += scenario is not None
+    for err in errors:
+        print(err, file=sys.stderr)
+    print(f"shadowtest validate: {count} valid file(s), {len(errors)} error(s)")
+    return 1 if errors else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report.results import read_rows
+    from harness.report.summary import render
+
+    if not args.results.is_file():
+        print(f"shadowtest: error: {args.results}: no such results file", file=sys.stderr)
+        return 2
+    rows = list(read_rows(args.results))
+    print(render(rows), end="")
+    return 1 if any(r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
