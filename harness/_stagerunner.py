@@ -21,6 +21,7 @@ import sys
 import time
 
 _armed = {}
+_current = {}
 
 
 def _ns(kind):
@@ -39,7 +40,9 @@ def _run(req):
         proc = subprocess.Popen(
             req["argv"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, pass_fds=fds, errors="replace",
+            start_new_session=True,
         )
+        _current["proc"] = proc
     except OSError as exc:
         return {"stage": req["stage"], "exit_code": None, "stdout": "", "stderr": "",
                 "pid": None, "started_at": started, "ended_at": time.time(), "error": str(exc)}
@@ -56,6 +59,12 @@ def _run(req):
 
 
 def _on_exit(*_args):
+    proc = _current.pop("proc", None)
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the interrupted stage and its children
+        except OSError:
+            pass
     req = _armed.pop("req", None)
     if req is not None:
         _run(req)

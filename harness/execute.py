@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import time
@@ -55,10 +54,13 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
             session.arm_cleanup([shell, "-c", cleanup], env)
         run = _act(scenario, context, target.node, facts, session, values, env, run_id)
         judgements, health = _judge_all(run, scenario, sensors, subs, before, window)
+    except BaseException:
+        session.abort()  # Ctrl-C, SIGTERM or a crash mid-stage: the runner cleans up itself
+        raise
+    try:
+        if cleanup:
+            session.stage("cleanup", [shell, "-c", cleanup], env, atomic.timeout)
     finally:
-        with contextlib.suppress(Exception):
-            if cleanup and session.proc.poll() is None:
-                session.stage("cleanup", [shell, "-c", cleanup], env, atomic.timeout)
         session.close()
     return Outcome(run, judgements, health)
 

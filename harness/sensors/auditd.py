@@ -38,38 +38,15 @@ from harness.verdict import Health
 
 STATE = Path("/run/shadowtest/auditd")
 SYNC_PREFIX = "shadowtest-sync "
-_CONF = """\
-# written by shadowtest: a private auditd configuration for the harness's own daemon
-local_events = yes
-write_logs = yes
-log_file = {log}
-log_group = root
-log_format = ENRICHED
-flush = INCREMENTAL_ASYNC
-freq = 20
-max_log_file = 100
-num_logs = 2
-priority_boost = 4
-name_format = NONE
-max_log_file_action = ROTATE
-space_left = 75
-space_left_action = IGNORE
-admin_space_left = 50
-admin_space_left_action = IGNORE
-disk_full_action = IGNORE
-disk_error_action = IGNORE
-use_libwrap = no
-tcp_listen_queue = 5
-tcp_max_per_addr = 1
-tcp_client_max_idle = 0
-transport = TCP
-distribute_network = no
-q_depth = 2000
-overflow_action = SYSLOG
-max_restarts = 10
-plugin_dir = /etc/audit/plugins.d
-end_of_event_timeout = 2
-"""
+
+
+def render_conf(log: Path) -> str:
+    """The shipped auditd.conf with ``log_file`` pointing at ``log`` (auditd 3.0.9 needs
+    ``key = value`` with spaces, space_left > admin_space_left, and freq > 0)."""
+    template = Path(str(files("harness").joinpath("sensors/auditd_conf/auditd.conf")))
+    lines = [f"log_file = {log}" if ln.split("=")[0].strip() == "log_file" else ln
+             for ln in template.read_text("utf-8").splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def rules_path() -> Path:
@@ -215,7 +192,7 @@ class AuditdSensor:
         conf = self.shared.root / "conf"
         conf.mkdir(parents=True, exist_ok=True)
         os.chmod(conf, 0o750)
-        (conf / "auditd.conf").write_text(_CONF.format(log=self.log))
+        (conf / "auditd.conf").write_text(render_conf(self.log))
         os.chmod(conf / "auditd.conf", 0o640)
         proc = spawn([binary, "-n", "-c", str(conf)])
         deadline = time.time() + 15

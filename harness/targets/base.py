@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,7 @@ class Session:
     container_id: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     pass_fds: tuple[int, ...] = ()
+    runner_pid: int | None = None  # the stage runner's host pid when proc is a wrapper
     on_close: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,6 +94,19 @@ class Session:
             )
         reply: dict[str, Any] = json.loads(line)
         return reply
+
+    def abort(self) -> None:
+        """Interrupted mid-stage: SIGTERM the context by pid; the runner kills the running
+        stage, runs the armed cleanup itself and exits. Then release the rest."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.runner_pid or self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.close()
 
     def close(self) -> None:
         """Stop the runner by pid (SIGTERM runs any armed cleanup), then release the rest."""

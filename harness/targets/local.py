@@ -98,7 +98,7 @@ def _open_namespace(run_id: str) -> Session:
         context="namespace", proc=proc, pids=frozenset({proc.pid, *inner}), hello=hello,
         cgroup_id=os.stat(cg).st_ino, container_id=cid,
         variables={**_host_variables(), "host_mntns_fd": host_mnt, "ns_init_pid": next(iter(inner), 0)},
-        pass_fds=(host_mnt,), on_close=[lambda: os.close(host_mnt), lambda: remove_cgroup(cg)],
+        pass_fds=(host_mnt,), runner_pid=next(iter(inner), None), on_close=[lambda: os.close(host_mnt), lambda: remove_cgroup(cg)],
     )
     return session
 

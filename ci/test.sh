@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is needed, lint and type-check, then run every test,
+# including the ones that attack this node with the real daemons (--run-node, root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup.sh
+.venv/bin/ruff check harness tests benchmarks conftest.py atomic/bin
+.venv/bin/mypy
+set +e
+.venv/bin/python -m pytest --run-node -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "ci/test.sh: pytest collected no tests (exit 5): failing" >&2
+  exit 1
+fi
+exit "$rc"

@@ -1,0 +1,229 @@
+"""End to end, as root, with the real auditd and bpftrace: the acceptance of the skeleton."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import NOTHING_LEFT, REPO, Catalog, verdicts
+
+pytestmark = pytest.mark.node
+
+ATTACKS = ("container-escape-setns", "ptrace-pid1", "etc-write")
+BENIGN = ("read-etc-hostname", "debugger-own-child", "tmp-scratch-file")
+
+
+@pytest.fixture
+def bundled(catalog: Catalog) -> Catalog:
+    shutil.rmtree(catalog.root / "scenarios")
+    shutil.copytree(REPO / "scenarios", catalog.root / "scenarios")
+    return catalog
+
+
+def test_bundled_scenarios_detected_by_both_sensors(bundled: Catalog, clean_node) -> None:
+    res = bundled.run("run", "--results", "results.jsonl")
+    rows = bundled.rows()
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = verdicts(rows)
+    for (scenario, context, sensor), verdict in got.items():
+        want = "DETECTED" if scenario in ATTACKS else "CLEAN"
+        assert verdict == want, (scenario, context, sensor, res.stdout)
+    assert {s for s, _, _ in got} == {*ATTACKS, *BENIGN}
+    assert {sensor for _, _, sensor in got} == {"auditd", "bpftrace"}
+    attacks = [r for r in rows if r["verdict"] == "DETECTED"]
+    assert all(r["latency_ms"] is not None and r["latency_ms"] >= 0 for r in attacks)
+    assert all(r["correlated_by"] for r in attacks)
+    assert all(r["kernel"] == os.uname().release for r in rows)
+    assert {"btf", "bpf_lsm", "kprobes"} <= set(rows[0]["facts"])
+    assert "shadowtest verdicts by kernel, then sensor" in res.stdout
+    assert clean_node() == NOTHING_LEFT
+
+
+def test_sensor_not_running_is_sensor_down_not_missed(catalog: Catalog, clean_node) -> None:
+    catalog.config("""
+        [tool.shadowtest]
+        allowed_nodes = ["local"]
+        [tool.shadowtest.sensors.auditd]
+        type = "auditd"
+        attach = true
+        log = "audit-that-nobody-writes.log"
+        [tool.shadowtest.sensors.bpftrace]
+        type = "bpftrace"
+    """)
+    shutil.copy(REPO / "scenarios/persistence/etc-write.yaml", catalog.root / "x.yaml")
+    catalog.scenario("persistence", "etc-write", (catalog.root / "x.yaml").read_text())
+    res = catalog.run("run", "--results", "results.jsonl")
+    got = verdicts(catalog.rows())
+    assert res.returncode == 1, res.stdout
+    assert got[("etc-write", "host", "auditd")] == "SENSOR_DOWN"
+    assert got[("etc-write", "host", "bpftrace")] == "DETECTED"
+    down = [r for r in catalog.rows() if r["sensor"] == "auditd"]
+    assert all("no audit daemon is running" in r["reason"] for r in down)
+    assert clean_node() == NOTHING_LEFT
+
+
+def test_expectation_the_sensor_does_not_emit_is_missed_with_near_misses(catalog: Catalog) -> None:
+    catalog.scenario("persistence", "etc-write-wrong-rule", """
+        id: etc-write-wrong-rule
+        name: etc write, expecting a rule bpftrace does not have
+        technique: T1098
+        atomic: etc-file-create
+        contexts: [host]
+        expect:
+          bpftrace: {technique: T1098, rule: no-such-rule}
+          auditd: {technique: T1003.008}
+    """)
+    res = catalog.run("run", "--results", "results.jsonl")
+    rows = {r["sensor"]: r for r in catalog.rows()}
+    assert res.returncode == 1
+    assert rows["bpftrace"]["verdict"] == "MISSED"
+    assert rows["auditd"]["verdict"] == "MISSED"
+    near = rows["bpftrace"]["near_misses"][0]
+    assert near["mismatches"] == [{"field": "rule", "expected": "no-such-rule",
+                                   "got": "etc-file-create"}]
+    assert near["correlated_by"] == "run_id"
+    assert rows["auditd"]["near_misses"][0]["mismatches"][0]["field"] == "technique"
+    assert "nearest detections:" in res.stdout
+    assert "no-such-rule" in res.stdout
+
+
+def test_failed_precondition_is_not_executed(catalog: Catalog) -> None:
+    catalog.atomic("needs-missing-tool", """
+        id: needs-missing-tool
+        name: needs a tool this node does not have
+        technique: T1098
+        touches: [{kind: file, what: nothing}]
+        precondition:
+          - description: the tool /nonexistent/shadowtest-tool is installed
+            command: test -x /nonexistent/shadowtest-tool
+        executor: {name: sh, command: /nonexistent/shadowtest-tool}
+        proof: {command: "true"}
+    """)
+    catalog.scenario("persistence", "missing-tool", """
+        id: missing-tool
+        name: precondition fails
+        technique: T1098
+        atomic: needs-missing-tool
+        contexts: [host, namespace]
+    """)
+    res = catalog.run("run", "--results", "results.jsonl")
+    rows = catalog.rows()
+    assert res.returncode == 0, res.stdout
+    assert {r["verdict"] for r in rows} == {"NOT_EXECUTED"}
+    assert len(rows) == 4
+    assert all("/nonexistent/shadowtest-tool is installed" in r["reason"] for r in rows)
+    assert "NOT_EXECUTED" in res.stdout
+
+
+def test_benign_control_that_triggers_is_unexpected(catalog: Catalog, clean_node) -> None:
+    catalog.scenario("benign", "not-so-benign", """
+        id: not-so-benign
+        name: a "benign" control that writes to /etc
+        benign: true
+        atomic: etc-file-create
+        contexts: [namespace]
+    """)
+    res = catalog.run("run", "--results", "results.jsonl")
+    got = verdicts(catalog.rows())
+    assert res.returncode == 1
+    assert got == {("not-so-benign", "namespace", "auditd"): "UNEXPECTED",
+                   ("not-so-benign", "namespace", "bpftrace"): "UNEXPECTED"}
+    assert clean_node() == NOTHING_LEFT
+
+
+def test_node_not_in_allow_list_is_refused_before_any_atomic(catalog: Catalog, clean_node) -> None:
+    catalog.config("""
+        [tool.shadowtest]
+        allowed_nodes = ["staging-node-7"]
+        [tool.shadowtest.sensors.bpftrace]
+        type = "bpftrace"
+    """)
+    catalog.scenario("persistence", "etc-write",
+                     (REPO / "scenarios/persistence/etc-write.yaml").read_text())
+    res = catalog.run("run", "--results", "results.jsonl")
+    assert res.returncode == 4
+    assert "refusing to run atomics on node(s) local" in res.stderr + res.stdout
+    assert catalog.rows() == []
+    assert clean_node() == NOTHING_LEFT
+
+
+def test_malformed_files_fail_collection_with_file_line_key(catalog: Catalog) -> None:
+    bad = catalog.scenario("persistence", "bad", """
+        id: bad
+        name: bad scenario
+        technique: T1098
+        atomic: etc-file-create
+        contexts: [host]
+        expect:
+          bpftrace:
+            rulez: etc-file-create
+    """)
+    res = catalog.run("run", "--results", "results.jsonl")
+    assert res.returncode == 2  # pytest: interrupted by collection errors
+    assert f"{bad}:8: expect.bpftrace.rulez: unknown key 'rulez'" in res.stdout
+    val = catalog.run("validate")
+    assert val.returncode == 1
+    assert f"{bad}:8: expect.bpftrace.rulez" in val.stderr
+    assert catalog.rows() == []
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_mid_scenario_leaves_nothing_behind(catalog: Catalog, clean_node, sig) -> None:
+    catalog.atomic("etc-write-slow", """
+        id: etc-write-slow
+        name: write under /etc, then linger
+        technique: T1098
+        touches: [{kind: file, what: "/etc/shadowtest-#{run_id}.conf"}]
+        executor:
+          name: sh
+          command: "echo x > /etc/shadowtest-#{run_id}.conf && sleep 60"
+          cleanup_command: "rm -f /etc/shadowtest-#{run_id}.conf"
+          timeout: 90s
+        proof: {command: "test -e /etc/shadowtest-#{run_id}.conf"}
+    """)
+    catalog.scenario("persistence", "a-quick", """
+        id: a-quick
+        name: a quick scenario that finishes before the interrupt
+        benign: true
+        atomic: read-hostname
+        contexts: [host]
+    """)
+    catalog.scenario("persistence", "b-slow", """
+        id: b-slow
+        name: interrupted mid-action
+        technique: T1098
+        atomic: etc-write-slow
+        contexts: [namespace]
+    """)
+    proc = catalog.popen("run", "--results", "results.jsonl")
+    _wait_for(lambda: list(Path("/etc").glob("shadowtest-*")), 120, "the slow atomic's file")
+    rows_before = catalog.rows()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode in (2, 130, -sig), out
+    assert [r["scenario"] for r in rows_before] == ["a-quick", "a-quick"]
+    assert catalog.rows() == rows_before  # intact, nothing torn
+    json.dumps(catalog.rows())
+    assert clean_node() == NOTHING_LEFT
+
+
+def test_xdist_gives_the_same_verdicts_as_serial(bundled: Catalog) -> None:
+    serial = bundled.run("run", "--results", "serial.jsonl")
+    parallel = bundled.run("run", "-n", "2", "--results", "parallel.jsonl")
+    assert serial.returncode == 0, serial.stdout
+    assert parallel.returncode == 0, parallel.stdout
+    assert verdicts(bundled.rows("parallel.jsonl")) == verdicts(bundled.rows("serial.jsonl"))
+    assert len(bundled.rows("parallel.jsonl")) == 20
