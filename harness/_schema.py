@@ -34,8 +34,9 @@ def validate(doc: LinedDocument, schema: str) -> list[ScenarioError]:
 
 def _explain(doc: LinedDocument, err: ValidationError) -> ScenarioError:
     path: KeyPath = tuple(err.absolute_path)
+    schema = err.schema if isinstance(err.schema, dict) else {}
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = sorted(err.schema.get("properties", {}))
+        allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed))
         if extra:
             key = (*path, extra[0])
@@ -52,7 +53,7 @@ def _explain(doc: LinedDocument, err: ValidationError) -> ScenarioError:
 def _expected(err: ValidationError) -> str:
     v, s = err.validator, err.validator_value
     if v == "enum":
-        return "one of " + ", ".join(repr(x) for x in s)
+        return "one of " + ", ".join(repr(x) for x in s) if isinstance(s, list) else str(s)
     if v == "type":
         return f"type {s}"
     if v == "pattern":

@@ -13,25 +13,27 @@ Protocol (stdin -> stdout, JSON lines):
   EOF / SIGTERM: runs the armed on_exit command, then exits.
 """
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
-_armed = {}
-_current = {}
+_armed: dict[str, dict[str, Any]] = {}
+_current: dict[str, subprocess.Popen[str]] = {}
 
 
-def _ns(kind):
+def _ns(kind: str) -> str:
     try:
         return os.readlink(f"/proc/self/ns/{kind}")
     except OSError:
         return ""
 
 
-def _run(req):
+def _run(req: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     env.update(req.get("env") or {})
     fds = tuple(int(x) for x in req.get("pass_fds") or ())
@@ -58,20 +60,18 @@ def _run(req):
             "ended_at": time.time(), "error": error}
 
 
-def _on_exit(*_args):
+def _on_exit(*_args: object) -> None:
     proc = _current.pop("proc", None)
     if proc is not None and proc.poll() is None:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)  # the interrupted stage and its children
-        except OSError:
-            pass
     req = _armed.pop("req", None)
     if req is not None:
         _run(req)
     os._exit(0)
 
 
-def main():
+def main() -> None:
     signal.signal(signal.SIGTERM, _on_exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness decides; Ctrl-C reaches it first
     hello = {"ready": True, "pid": os.getpid(), "pidns": _ns("pid"), "mntns": _ns("mnt"),

@@ -35,7 +35,7 @@ class ScenarioFile(pytest.File):
                      style: Any = None) -> str:
         if isinstance(excinfo.value, ScenarioCollectionError | ScenarioError):
             return str(excinfo.value)
-        return str(super().repr_failure(excinfo, style))
+        return str(super().repr_failure(excinfo))
 
 
 def _items(parent: ScenarioFile, scenario: Scenario, st: ShadowtestSession) -> Iterator[pytest.Function]:

@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from harness.correlate import correlate
@@ -18,7 +18,6 @@ from harness.scenario import Scenario
 from harness.sensors.base import Sensor, Subscription
 from harness.targets.base import Session, Target
 from harness.verdict import Expectation, Health, Judgement, compare, judge
-
 
 
 def new_run_id() -> str:
@@ -132,8 +131,10 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
     for name, sensor in sensors.items():
         expectation = scenario.expectation(name)
         sub = subs[name]
-        seen, synced = (sub.wait(lambda ds, e=expectation: decided(run, e, ds),
-                                 markers.get(name), deadline) if run.executed else ([], False))
+        seen: list[Detection] = []
+        synced = False
+        if run.executed:
+            seen, synced = sub.wait(partial(decided, run, expectation), markers.get(name), deadline)
         now = sensor.health()
         start = before[name]
         health = Health(

@@ -43,8 +43,8 @@ class NodeFacts:
 
 
 def kernel_tuple(release: str) -> tuple[int, int, int]:
-    nums = [int(x) for x in re.findall(r"\d+", release.split("-")[0])[:3]]
-    return (nums + [0, 0, 0])[0], (nums + [0, 0, 0])[1], (nums + [0, 0, 0])[2]
+    nums = [*(int(x) for x in re.findall(r"\d+", release.split("-", maxsplit=1)[0])[:3]), 0, 0, 0]
+    return nums[0], nums[1], nums[2]
 
 
 def kernel_satisfies(release: str, requirement: str) -> bool:

@@ -131,6 +131,6 @@ def session_of(config: pytest.Config) -> ShadowtestSession:
 
 def rows_of(report: pytest.TestReport) -> list[dict[str, Any]]:
     for name, value in report.user_properties:
-        if name == ROWS_PROPERTY:
-            return list(value)
+        if name == ROWS_PROPERTY and isinstance(value, list):
+            return value
     return []

@@ -7,7 +7,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ptrace_attach import PTRACE_ATTACH, PTRACE_DETACH, libc, tracer_of  # noqa: E402
+from ptrace_attach import PTRACE_ATTACH, PTRACE_DETACH, libc, tracer_of
 
 
 def main():

@@ -13,7 +13,8 @@ from rich.table import Table
 from harness.verdict import Verdict
 
 ORDER = [v.value for v in Verdict]
-STYLE = {"DETECTED": "green", "CLEAN": "green", "BLOCKED": "green", "MISSED": "bold red", "UNEXPECTED": "bold red",
+STYLE = {"DETECTED": "green", "CLEAN": "green", "BLOCKED": "green", "MISSED": "bold red",
+         "UNEXPECTED": "bold red",
          "RACED": "yellow", "NOT_EXECUTED": "dim", "SENSOR_DOWN": "magenta"}
 
 
@@ -41,7 +42,8 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
         p50 = f"{lat[len(lat) // 2]:.1f}" if lat else "-"
         table.add_row(kernel, sensor, *(str(counts.get(v, 0) or "") for v in ORDER), p50)
     buf = io.StringIO()
-    console = Console(file=buf, width=max(width, 132), force_terminal=color, color_system="standard" if color else None)
+    console = Console(file=buf, width=max(width, 132), force_terminal=color,
+                      color_system="standard" if color else None)
     console.print(table)
     for r in problems:
         console.print(

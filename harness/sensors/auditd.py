@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import json
 import os
-
 import shlex
 import shutil
 import signal
@@ -314,8 +313,8 @@ def _with_ancestors(det: Detection, tree: dict[int, int], depth: int = 8) -> Det
 
 
 def _ours_running(state: dict[str, Any]) -> bool:
-    pid = state.get("pid")
-    return bool(pid) and pid_alive(int(pid)) and audit_status().get("pid") == int(pid)
+    pid = int(state.get("pid") or 0)
+    return bool(pid) and pid_alive(pid) and audit_status().get("pid") == pid
 
 
 def _stop_pid(pid: int) -> None:

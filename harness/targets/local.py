@@ -94,13 +94,14 @@ def _open_namespace(run_id: str) -> Session:
         remove_cgroup(cg)
         raise
     inner = _children(proc.pid)
-    session = Session(
+    return Session(
         context="namespace", proc=proc, pids=frozenset({proc.pid, *inner}), hello=hello,
         cgroup_id=os.stat(cg).st_ino, container_id=cid,
-        variables={**_host_variables(), "host_mntns_fd": host_mnt, "ns_init_pid": next(iter(inner), 0)},
-        pass_fds=(host_mnt,), runner_pid=next(iter(inner), None), on_close=[lambda: os.close(host_mnt), lambda: remove_cgroup(cg)],
+        variables={**_host_variables(), "host_mntns_fd": host_mnt,
+                   "ns_init_pid": next(iter(inner), 0)},
+        pass_fds=(host_mnt,), runner_pid=next(iter(inner), None),
+        on_close=[lambda: os.close(host_mnt), lambda: remove_cgroup(cg)],
     )
-    return session
 
 
 def _children(pid: int) -> list[int]:
@@ -118,13 +119,12 @@ def remove_cgroup(cg: Path) -> None:
     for _ in range(100):
         try:
             cg.rmdir()
-            return
         except FileNotFoundError:
             return
         except OSError:  # EBUSY while the killed processes are reaped
-            with contextlib.suppress(OSError):
-                os.waitpid(-1, os.WNOHANG)
             time.sleep(0.01)
+        else:
+            return
 
 
 def read_local_facts(node: str) -> NodeFacts:

@@ -7,6 +7,7 @@ never MISSED. Sync markers: ``getpgid(0x5ad00000 + token)`` on every CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -123,10 +124,8 @@ class BpftraceSensor:
         try:
             for cpu in sorted(before):
                 os.sched_setaffinity(0, {cpu})
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.getpgid(MARKER_BASE + token)
-                except ProcessLookupError:
-                    pass
         finally:
             os.sched_setaffinity(0, before)
         return str(token)
