@@ -44,7 +44,6 @@ def _items(parent: ScenarioFile, scenario: Scenario, st: ShadowtestSession) -> I
             fn = _make_test(scenario, context, node)
             item = ScenarioFunction.from_parent(
                 parent, name=f"{scenario.id}[{context}-{node}]", callobj=fn,
-                originalname=scenario.id,
             )
             if scenario.technique:
                 item.add_marker(pytest.mark.shadowtest_technique(scenario.technique))

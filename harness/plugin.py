@@ -18,9 +18,15 @@ from harness.report import summary
 from harness.report.results import append_rows
 from harness.safety import check_nodes_allowed
 from harness.sensors.base import Sensor
-from harness.session import SESSION, ShadowtestSession, rows_of, session_of
+from harness.session import SESSION, ShadowtestSession, check_markers, rows_of, session_of
 
 ROWS = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from harness import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
             settings = settings.with_sensors(tuple(s for s in sensors.split(",") if s))
     except ShadowtestError as exc:
         raise pytest.UsageError(str(exc)) from exc
-    config.stash[SESSION] = ShadowtestSession(settings)
+    config.stash[SESSION] = ShadowtestSession(settings, config)
     config.stash[ROWS] = []
     if _on_controller(config):
         _install_sigterm()
@@ -79,6 +85,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         check_nodes_allowed(nodes, session_of(config).settings)
     except ShadowtestError as exc:
         raise pytest.UsageError(str(exc)) from exc
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``shadowtest_kernel`` / ``shadowtest_requires`` skip at setup with the reason, for
+    scenario items (their node) and for users' own tests (the first configured node)."""
+    if not any(item.iter_markers("shadowtest_kernel")) and not any(
+        item.iter_markers("shadowtest_requires")
+    ):
+        return
+    st = session_of(item.config)
+    node = item.stash[SCENARIO][2] if SCENARIO in item.stash else next(iter(st.settings.nodes))
+    check_markers(item, st.facts(node))
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,9 @@ ROWS_PROPERTY = "shadowtest_rows"
 
 
 class ShadowtestSession:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config: pytest.Config | None = None) -> None:
         self.settings = settings
+        self.config = config
         self._atomics: dict[tuple[Path, ...], tuple[dict[str, Atomic], list[ScenarioError]]] = {}
         self._targets: dict[str, Target] = {}
         self._facts: dict[str, NodeFacts] = {}
@@ -57,6 +58,9 @@ class ShadowtestSession:
     def facts(self, node: str) -> NodeFacts:
         if node not in self._facts:
             self._facts[node] = self.target(node).facts()
+            if self.config is not None:
+                self.config.hook.pytest_shadowtest_node_facts(config=self.config,
+                                                             facts=self._facts[node])
         return self._facts[node]
 
     # ------------------------------------------------------------ sensors
@@ -90,11 +94,11 @@ class ShadowtestSession:
     def run_item(self, item: pytest.Item, scenario: Scenario, context: str, node: str,
                  sensors: Mapping[str, Sensor]) -> None:
         facts = self.facts(node)
-        check_requirements(scenario, facts)
         target = self.target(node)
         if context not in target.contexts():
             pytest.skip(f"node {node} ({self.settings.nodes[node]}) has no {context!r} context")
         outcome = execute(scenario, context, target, facts, sensors, window=_window(scenario, self))
+        item.config.hook.pytest_shadowtest_run_finished(item=item, outcome=outcome)
         rows = rows_for(outcome, scenario)
         item.user_properties.append((ROWS_PROPERTY, rows))
         for j in outcome.judgements:
@@ -114,15 +118,18 @@ def _window(scenario: Scenario, st: ShadowtestSession) -> float:
     return scenario.window if scenario.window is not None else st.settings.window
 
 
-def check_requirements(scenario: Scenario, facts: NodeFacts) -> None:
-    """Skip (with the reason) when the node's kernel or features do not meet the scenario's."""
-    __tracebackhide__ = True
-    if scenario.kernel and not kernel_satisfies(facts.kernel, scenario.kernel):
-        pytest.skip(f"kernel {facts.kernel} on {facts.node} does not satisfy {scenario.kernel}")
-    for feature in scenario.features:
-        ok, why = facts.feature(feature)
-        if not ok:
-            pytest.skip(f"{feature} not usable on {facts.node} ({facts.kernel}): {why}")
+def check_markers(item: pytest.Item, facts: NodeFacts) -> None:
+    """Skip (with the reason) when the node's kernel or features do not meet the item's
+    ``shadowtest_kernel`` / ``shadowtest_requires`` markers."""
+    for mark in item.iter_markers("shadowtest_kernel"):
+        for requirement in mark.args:
+            if not kernel_satisfies(facts.kernel, str(requirement)):
+                pytest.skip(f"kernel {facts.kernel} on {facts.node} does not satisfy {requirement}")
+    for mark in item.iter_markers("shadowtest_requires"):
+        for feature in mark.args:
+            ok, why = facts.feature(str(feature))
+            if not ok:
+                pytest.skip(f"{feature} not usable on {facts.node} ({facts.kernel}): {why}")
 
 
 def session_of(config: pytest.Config) -> ShadowtestSession:

@@ -23,7 +23,8 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
     grid: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     latency: dict[tuple[str, str], list[float]] = defaultdict(list)
     problems = []
-    for r in rows:
+    all_rows = list(rows)
+    for r in all_rows:
         key = (str(r.get("kernel")), str(r.get("sensor")))
         grid[key][r["verdict"]] += 1
         if r.get("latency_ms") is not None and r["verdict"] == "DETECTED":
@@ -45,6 +46,14 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
     console = Console(file=buf, width=max(width, 132), force_terminal=color,
                       color_system="standard" if color else None)
     console.print(table)
+    health: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in all_rows:
+        health[str(r.get("sensor"))]["lost events"] += int(r.get("lost_events") or 0)
+        health[str(r.get("sensor"))]["malformed lines"] += int(r.get("malformed_lines") or 0)
+    for sensor, counts in sorted(health.items()):
+        if any(counts.values()):
+            console.print(f"{sensor}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+                          highlight=False, markup=False)
     for r in problems:
         console.print(
             f"{r['verdict']:<13} {r['scenario']}[{r['context']}-{r['node']}] {r['sensor']} "
