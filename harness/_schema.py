@@ -27,7 +27,7 @@ def validator(name: str) -> Draft202012Validator:
 def validate(doc: LinedDocument, schema: str) -> list[ScenarioError]:
     """All schema errors of ``doc``, first by line, each with file:line:key."""
     if not isinstance(doc.data, dict):
-        return [doc.error((), f"expected a mapping (a {schema} document), got {_kind(doc.data)}")]
+        return [doc.error((), f"expected a mapping at the top of the {schema} file, got {_kind(doc.data)}")]
     errors = [_explain(doc, e) for e in validator(schema).iter_errors(doc.data)]
     return sorted(errors, key=lambda e: (e.line or 0, e.key))
 
@@ -43,9 +43,10 @@ def _explain(doc: LinedDocument, err: ValidationError) -> ScenarioError:
             return doc.error(key, f"unknown key {extra[0]!r}: expected one of {', '.join(allowed)}")
     if err.validator == "required":
         return doc.error(path, f"{err.message}; add it")
-    if err.validator == "oneOf" and isinstance(err.instance, dict):
+    if err.validator == "oneOf":
         return doc.error(
-            path, f"expected a scalar or one of {{prefix|contains|regex: ...}}, got {err.instance!r}"
+            path, f"expected a scalar (exact match) or a one-key mapping "
+                  f"{{prefix|contains|regex: ...}}, got {err.instance!r}"
         )
     return doc.error(path, f"expected {_expected(err)}, got {err.instance!r}")
 

@@ -55,7 +55,7 @@ def load_lined(path: Path) -> LinedDocument:
         raise ScenarioError(
             str(path), line, "", f"invalid YAML: {exc.problem or exc}; fix the syntax"
         ) from exc
-    lines: dict[KeyPath, int] = {}
+    lines: dict[KeyPath, int] = {(): 1}
     if node is None:
         return LinedDocument(path, None, lines)
     data = _convert(node, (), lines, path)

@@ -123,10 +123,19 @@ def load_settings(rootdir: Path, explicit: Path | None = None) -> Settings:
     )
 
 
-def _line_of(source: Path | None, key: str) -> str:
+def _line_of(source: Path | None, key: str, table: str = "tool.shadowtest") -> str:
+    """Line of ``key`` inside ``[table]`` (or a sub-table of it) in a TOML file."""
     if source is None:
         return "?"
+    current = "" if source.name == "shadowtest.toml" else None
     for n, line in enumerate(source.read_text("utf-8").splitlines(), 1):
-        if line.strip().startswith(f"{key} ") or line.strip().startswith(f"{key}="):
+        text = line.strip()
+        if text.startswith("["):
+            name = text.strip("[]").strip()
+            current = name if name == table or name.startswith(table + ".") else None
+            if source.name == "shadowtest.toml" and not name.startswith("tool."):
+                current = name
+            continue
+        if current is not None and (text.startswith(f"{key} ") or text.startswith(f"{key}=")):
             return str(n)
     return "?"

@@ -90,6 +90,8 @@ def matches(expected: Any, got: Any) -> bool:
     """Scalar = exact; one-key mapping = operator (prefix, contains, regex); list = any-of."""
     if isinstance(got, tuple | list) and not isinstance(expected, tuple | list):
         return any(matches(expected, g) for g in got)
+    if isinstance(expected, bool) or isinstance(got, bool):
+        return type(expected) is type(got) and expected == got  # true never matches 1
     if isinstance(expected, Mapping):
         ((op, arg),) = expected.items()
         text = "" if got is None else str(got)
@@ -181,6 +183,12 @@ def _healthy_or_down(sensor: str, health: Health, verdict: Verdict, reason: str)
         return Judgement(
             sensor, Verdict.SENSOR_DOWN,
             f"sensor lost {health.lost} events during the window: a miss cannot be proved",
+        )
+    if health.malformed and verdict is Verdict.MISSED:
+        return Judgement(
+            sensor, Verdict.SENSOR_DOWN,
+            f"{health.malformed} unreadable sensor line(s) during the window (one may be the "
+            "detection): a miss cannot be proved",
         )
     return Judgement(sensor, verdict, reason)
 

@@ -155,18 +155,17 @@ class BpftraceSensor:
 
     def _on_payload(self, payload: dict[str, Any], line: str) -> None:
         kind = payload.get("kind")
-        if kind == "ready":
-            self._ready.set()
-        elif kind == "marker":
-            self._on_marker(int(payload["token"]), int(payload["cpu"]))
-        elif kind == "detection":
-            try:
+        try:
+            if kind == "ready":
+                self._ready.set()
+            elif kind == "marker":
+                self._on_marker(int(payload["token"]), int(payload["cpu"]))
+            elif kind == "detection":
                 det = self.normalise(payload)
-            except (KeyError, TypeError, ValueError):
-                self.stream.count_malformed(line)
-                return
-            if det is not None:
-                self.stream.push(self._enrich(det))
+                if det is not None:
+                    self.stream.push(self._enrich(det))
+        except (KeyError, TypeError, ValueError):
+            self.stream.count_malformed(line)
 
     def _on_marker(self, token: int, cpu: int) -> None:
         seen = self._markers.setdefault(token, set())

@@ -1,0 +1,200 @@
+"""``harness.atomic.check_atomic`` on real YAML files: the model, and file:line: key errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.atomic import Atomic, Precondition, check_atomic
+from harness.errors import ScenarioError
+from harness.scenario import load_atomics
+
+# Line numbers below are this text's (see the comments at the right).
+ATOMIC = """\
+id: ptrace-attach
+name: ptrace attach to a process
+description: PTRACE_ATTACH to a target pid, check TracerPid, then detach.
+technique: T1055.008
+supported_platforms: [linux, containers]
+touches:
+  - {kind: process, what: "pid #{pid} of the run's private PID namespace"}
+input_arguments:
+  pid: {description: "pid to attach to, as seen in the context", type: integer, default: 1}
+precondition:
+  - description: runs in a private PID namespace
+    command: test "$(readlink /proc/self/ns/pid)" != "#{host_pidns}"
+executor:
+  name: sh
+  command: "python3 #{bin}/ptrace_attach.py #{pid}"
+  cleanup_command: "true"
+  timeout: 10s
+proof:
+  stdout: "^attached pid=#{pid} tracer=[1-9]"
+"""
+#  1 id            6 touches          11 - description   16 cleanup_command
+#  2 name          7   - {kind...}    12   command       17 timeout
+#  3 description   8 input_arguments  13 executor        18 proof
+#  4 technique     9   pid            14 name            19 stdout
+#  5 platforms    10 precondition     15 command
+
+
+def _edit(text: str, line: int, new: str) -> str:
+    """``text`` with its line ``line`` (1-based) replaced by ``new`` (may hold newlines)."""
+    lines = text.split("\n")
+    lines[line - 1] = new
+    return "\n".join(lines)
+
+
+def _write(tmp_path: Path, text: str, name: str = "ptrace-attach") -> Path:
+    path = tmp_path / "atomic" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _only_error(path: Path) -> ScenarioError:
+    errors, atomic = check_atomic(path)
+    assert atomic is None
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+# ---------------------------------------------------------------- valid
+def test_check_atomic_loads_a_valid_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, ATOMIC)
+    assert check_atomic(path) == ([], Atomic(  # noqa: S604 - a field named shell, no subprocess
+        id="ptrace-attach", name="ptrace attach to a process", technique="T1055.008",
+        path=path, command="python3 #{bin}/ptrace_attach.py #{pid}", shell="sh",
+        cleanup="true", timeout=10.0,
+        precondition=(Precondition(
+            "runs in a private PID namespace",
+            'test "$(readlink /proc/self/ns/pid)" != "#{host_pidns}"'),),
+        proof_command=None, proof_stdout="^attached pid=#{pid} tracer=[1-9]",
+        touches=(("process", "pid #{pid} of the run's private PID namespace"),),
+        arguments={"pid": 1},
+        description="PTRACE_ATTACH to a target pid, check TracerPid, then detach.",
+    ))
+
+
+def test_check_atomic_defaults_timeout_and_cleanup(tmp_path: Path) -> None:
+    text = _edit(_edit(ATOMIC, 16, "# no cleanup"), 17, "# no timeout")
+    errors, atomic = check_atomic(_write(tmp_path, text))
+    assert errors == []
+    assert atomic is not None
+    assert (atomic.timeout, atomic.cleanup) == (30.0, "")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[2] / "atomic").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_check_atomic_bundled_files_are_valid(path: Path) -> None:
+    errors, atomic = check_atomic(path)
+    assert (errors, atomic is not None) == ([], True)
+
+
+def test_load_atomics_keeps_good_files_and_reports_bad_ones(tmp_path: Path) -> None:
+    _write(tmp_path, ATOMIC)
+    bad = _write(tmp_path, _edit(ATOMIC, 1, "id: ptrace-attach"), name="ptrace-seize")
+    atomics, errors = load_atomics([tmp_path / "atomic"])
+    assert list(atomics) == ["ptrace-attach"]
+    assert [str(e) for e in errors] == [
+        f"{bad}:1: id: expected 'ptrace-seize' (the file name), got 'ptrace-attach'"
+    ]
+
+
+# ---------------------------------------------------------------- errors: file:line: key
+@pytest.mark.parametrize(
+    ("text", "line", "key", "message"),
+    [
+        pytest.param(_edit(ATOMIC, 5, "platforms: [linux]"), 5, "platforms",
+                     "unknown key 'platforms': expected one of description, executor, id,",
+                     id="unknown-top-level-key"),
+        pytest.param(_edit(ATOMIC, 16, '  cleanup: "true"'), 16, "executor.cleanup",
+                     "unknown key 'cleanup': expected one of cleanup_command, command,",
+                     id="unknown-executor-key"),
+        pytest.param(_edit(ATOMIC, 7, '  - {kind: process, what: "x", path: /etc}'), 7,
+                     "touches[0].path", "unknown key 'path': expected one of kind, what",
+                     id="unknown-key-in-list-item"),
+        pytest.param(_edit(ATOMIC, 17, "  timeout: 10 seconds"), 17, "executor.timeout",
+                     "expected a value matching ^[0-9]+", id="bad-duration"),
+        pytest.param(_edit(ATOMIC, 4, "technique: T12"), 4, "technique",
+                     "expected an ATT&CK id like T1611 or T1055.008, got 'T12'",
+                     id="bad-technique-format"),
+        pytest.param(_edit(ATOMIC, 4, "technique: T9999"), 4, "technique",
+                     "T9999 is not in shadowtest's technique table", id="unknown-technique"),
+        pytest.param(_edit(ATOMIC, 4, "technique: T1089"), 4, "technique",
+                     "T1089 (Disabling Security Tools) is deprecated in ATT&CK; use T1562.001",
+                     id="deprecated-technique"),
+        pytest.param(_edit(ATOMIC, 1, "id: ptrace-seize"), 1, "id",
+                     "expected 'ptrace-attach' (the file name), got 'ptrace-seize'",
+                     id="id-is-not-file-name"),
+        pytest.param(_edit(ATOMIC, 15, '  command: "python3 #{bin}/ptrace_attach.py #{target}"'),
+                     15, "executor.command",
+                     "placeholder #{target} is not an input argument: expected one of ",
+                     id="undeclared-placeholder-in-command"),
+        pytest.param(_edit(ATOMIC, 12, "    command: test -d /proc/#{target}"), 12,
+                     "precondition[0].command", "placeholder #{target} is not an input argument",
+                     id="undeclared-placeholder-in-precondition"),
+        pytest.param(_edit(ATOMIC, 19, '  stdout: "^attached pid=#{target}"'), 19,
+                     "proof.stdout", "placeholder #{target} is not an input argument",
+                     id="undeclared-placeholder-in-proof"),
+        pytest.param(_edit(ATOMIC, 15, "  command: python3 #{bin}/ptrace_attach.py"), 15,
+                     "executor.command", "unquoted value followed by ' #{...}'",
+                     id="yaml-comment-trap"),
+        pytest.param(_edit(ATOMIC, 15, "  command: #{python} #{bin}/ptrace_attach.py"), 15,
+                     "executor.command", "unquoted value followed by ' #{...}'",
+                     id="yaml-comment-trap-whole-value"),
+        pytest.param(_edit(ATOMIC, 2, "name: ptrace: attach"), 2, "<root>",
+                     "invalid YAML: mapping values are not allowed here", id="yaml-syntax"),
+        pytest.param(_edit(ATOMIC, 17, "  timeout: 10s\n  timeout: 20s"), 18,
+                     "executor.timeout", "duplicate key", id="duplicate-key"),
+        pytest.param(_edit(_edit(ATOMIC, 18, ""), 19, ""), 1, "<root>",
+                     "'proof' is a required property; add it", id="missing-required"),
+        pytest.param("- id: ptrace-attach\n", 1, "<root>",
+                     "expected a mapping at the top of the atomic file, got list", id="not-a-mapping"),
+    ],
+)
+def test_check_atomic_error_names_file_line_and_key(
+    tmp_path: Path, text: str, line: int, key: str, message: str
+) -> None:
+    path = _write(tmp_path, text)
+    err = _only_error(path)
+    assert str(err).startswith(f"{path}:{line}: {key}: {message}")
+    assert (err.path, err.line) == (str(path), line)
+
+
+def test_check_atomic_empty_file_error_names_file_line_and_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    err = _only_error(path)
+    assert str(err).startswith(f"{path}:1: <root>: expected a mapping")
+
+
+def test_check_atomic_undeclared_placeholder_lists_known_values(tmp_path: Path) -> None:
+    path = _write(tmp_path, _edit(ATOMIC, 15, '  command: "#{python} #{target}"'))
+    message = _only_error(path).message
+    known = re.search(r"expected one of (.*); add it under input_arguments", message)
+    assert known is not None
+    assert known.group(1).split(", ") == sorted([
+        "bin", "host_mntns", "host_mntns_fd", "host_pidns", "ns_init_pid", "pid", "python",
+        "run_id",
+    ])
+
+
+# ---------------------------------------------------------------- render
+def test_atomic_render_fills_and_quotes_placeholders(tmp_path: Path) -> None:
+    _, atomic = check_atomic(_write(tmp_path, ATOMIC))
+    assert atomic is not None
+    assert atomic.render(atomic.command, {"bin": "/opt/a b", "pid": 1}) == (
+        "python3 /opt/a b/ptrace_attach.py 1")
+    assert atomic.render(atomic.proof_stdout or "", {"pid": "1.5"}, quote=re.escape) == (
+        r"^attached pid=1\.5 tracer=[1-9]")
+
+
+def test_atomic_render_unknown_placeholder_raises(tmp_path: Path) -> None:
+    _, atomic = check_atomic(_write(tmp_path, ATOMIC))
+    assert atomic is not None
+    with pytest.raises(ScenarioError, match=r"placeholder #\{bin\} has no value"):
+        atomic.render(atomic.command, {"pid": 1})

@@ -1,0 +1,351 @@
+"""``harness.verdict``: matching, comparison and the pure ``judge``, as tables of cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.detection import Detection
+from harness.run import Run, StageResult
+from harness.verdict import (
+    Expectation,
+    Health,
+    Mismatch,
+    NearMiss,
+    Verdict,
+    compare,
+    judge,
+    matches,
+)
+
+# Epoch seconds with binary-exact offsets (.25, .5, .75), so latencies are exact.
+T0 = 1_700_000_000.0
+RUN_ID = "st0123456789ab"
+RUN_PID = 4242
+OTHER_PID = 9999
+
+PTRACE = Expectation(technique="T1055.008", rule="ptrace-pid1", severity="high")
+BENIGN = Expectation(technique=None)
+UP = Health(up=True)
+DOWN = Health(up=False, reason="bpftrace exited with code 1")
+LOSSY = Health(up=True, lost=3)
+
+
+def _run(executed: bool = True, **kw: Any) -> Run:
+    values: dict[str, Any] = {
+        "run_id": RUN_ID, "scenario": "ptrace-pid1", "context": "namespace", "node": "local",
+        "started_at": T0, "ended_at": T0 + 2.0, "executed": executed,
+        "pids": frozenset({RUN_PID}),
+        "stages": (
+            StageResult("precondition", 0, started_at=T0, ended_at=T0 + 0.25),
+            StageResult("command", 0, started_at=T0 + 0.5, ended_at=T0 + 0.75),
+            StageResult("proof", 0, started_at=T0 + 0.75, ended_at=T0 + 1.0),
+        ),
+    }
+    values.update(kw)
+    return Run(**values)
+
+
+def _detection(pid: int = RUN_PID, **kw: Any) -> Detection:
+    values: dict[str, Any] = {
+        "sensor": "bpftrace", "rule": "ptrace-pid1", "technique": ("T1055.008",),
+        "severity": "high", "pid": pid, "ppid": pid - 1, "comm": "python3",
+        "observed_at": T0 + 0.625, "received_at": T0 + 0.75,
+    }
+    values.update(kw)
+    return Detection(**values)
+
+
+HIT = _detection()
+STRAY = _detection(pid=OTHER_PID)  # matches the expectation, not tied to the run
+WRONG_RULE = _detection(rule="ptrace-own-child")
+
+
+# ---------------------------------------------------------------- matches
+@pytest.mark.parametrize(
+    ("expected", "got", "result"),
+    [
+        ("ptrace", "ptrace", True),
+        ("ptrace", "ptrace2", False),
+        (131072, 131072, True),
+        (131072, "131072", False),
+        ("T1098", ["T1611", "T1098"], True),
+        ("T1098", ("T1611", "T1055"), False),
+        ({"prefix": "/etc/"}, "/etc/shadowtest-st1.conf", True),
+        ({"prefix": "/etc/"}, "/tmp/etc/x", False),
+        ({"prefix": "131"}, 131072, True),
+        ({"contains": "shadowtest"}, "/etc/shadowtest-st1.conf", True),
+        ({"contains": "shadowtest"}, "/etc/passwd", False),
+        ({"contains": "x"}, None, False),
+        ({"regex": r"^/etc/shadowtest-st[0-9a-f]+\.conf$"}, "/etc/shadowtest-st0a.conf", True),
+        ({"regex": r"^/etc/shadowtest-st[0-9a-f]+\.conf$"}, "/etc/shadowtest-stZZ.conf", False),
+        ({"regex": "etc"}, "/etc/x", True),  # search, not fullmatch
+        ({"prefix": "/etc/"}, ["/tmp/a", "/etc/b"], True),
+        ({"prefix": "/etc/"}, ["/tmp/a", "/var/b"], False),
+    ],
+)
+def test_matches_table(expected: Any, got: Any, result: bool) -> None:
+    assert matches(expected, got) is result
+
+
+def test_matches_unknown_operator_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown operator 'glob'"):
+        matches({"glob": "/etc/*"}, "/etc/x")
+
+
+# ---------------------------------------------------------------- compare
+@pytest.mark.parametrize(
+    ("expected", "got", "ok"),
+    [
+        ("T1055", ("T1055.008",), True),
+        ("T1055", ("T1055",), True),
+        ("T1055.008", ("T1055.008",), True),
+        ("T1055.008", ("T1055",), False),
+        ("T1055.008", ("T1055.009",), False),
+        ("T1055", ("T10550",), False),
+        ("T1611", ("T1098", "T1611"), True),
+        ("T1611", (), False),
+    ],
+)
+def test_compare_technique_parent_is_satisfied_by_subtechnique(
+    expected: str, got: tuple[str, ...], ok: bool
+) -> None:
+    mismatches = compare(Expectation(technique=expected), _detection(technique=got))
+    assert mismatches == (() if ok else (Mismatch("technique", expected, list(got)),))
+
+
+def test_compare_lists_every_mismatch_technique_first() -> None:
+    expectation = Expectation(
+        technique="T1611", rule="container-setns-mnt", severity="high",
+        fields={"nstype": 131072, "comm": {"prefix": "runc"}, "path": {"prefix": "/etc/"}},
+    )
+    detection = _detection(
+        rule="etc-file-create", technique=("T1098",), severity="medium",
+        fields={"nstype": 0},
+    )
+    assert compare(expectation, detection) == (
+        Mismatch("technique", "T1611", ["T1098"]),
+        Mismatch("rule", "container-setns-mnt", "etc-file-create"),
+        Mismatch("severity", "high", "medium"),
+        Mismatch("nstype", 131072, 0),
+        Mismatch("comm", {"prefix": "runc"}, "python3"),
+        Mismatch("path", {"prefix": "/etc/"}, None),
+    )
+
+
+def test_compare_matching_detection_has_no_mismatch() -> None:
+    expectation = Expectation(
+        technique="T1098", rule={"regex": "^etc-"}, severity="medium",
+        fields={"path": {"prefix": "/etc/shadowtest-"}, "proc.exe": {"contains": "python"}},
+    )
+    detection = _detection(
+        rule="etc-file-create", technique=("T1098",), severity="medium",
+        fields={"path": "/etc/shadowtest-st1.conf", "proc": {"exe": "/usr/bin/python3"}},
+    )
+    assert compare(expectation, detection) == ()
+
+
+def test_compare_benign_expectation_checks_no_technique() -> None:
+    assert compare(BENIGN, _detection(technique=("T1098",))) == ()
+
+
+# ---------------------------------------------------------------- judge: one case per verdict
+@pytest.mark.parametrize(
+    ("run", "detections", "expectation", "health", "verdict"),
+    [
+        pytest.param(_run(executed=False), [HIT], PTRACE, UP, Verdict.NOT_EXECUTED,
+                     id="not-executed-despite-hit"),
+        pytest.param(_run(executed=False), [], PTRACE, UP, Verdict.NOT_EXECUTED,
+                     id="not-executed-nothing-seen"),
+        pytest.param(_run(executed=False), [], PTRACE, DOWN, Verdict.NOT_EXECUTED,
+                     id="not-executed-sensor-down"),
+        pytest.param(_run(executed=False), [HIT], BENIGN, UP, Verdict.NOT_EXECUTED,
+                     id="not-executed-benign"),
+        pytest.param(_run(), [HIT], PTRACE, UP, Verdict.DETECTED, id="detected"),
+        pytest.param(_run(), [STRAY, WRONG_RULE, HIT], PTRACE, UP, Verdict.DETECTED,
+                     id="detected-among-others"),
+        pytest.param(_run(), [HIT], PTRACE, DOWN, Verdict.DETECTED, id="detected-sensor-down"),
+        pytest.param(_run(), [HIT], PTRACE, LOSSY, Verdict.DETECTED, id="detected-lossy"),
+        pytest.param(_run(), [], PTRACE, UP, Verdict.MISSED, id="missed-nothing"),
+        pytest.param(_run(), [WRONG_RULE], PTRACE, UP, Verdict.MISSED, id="missed-wrong-rule"),
+        pytest.param(_run(), [STRAY], PTRACE, UP, Verdict.MISSED, id="missed-uncorrelated"),
+        pytest.param(_run(), [], PTRACE, DOWN, Verdict.SENSOR_DOWN, id="down-not-missed"),
+        pytest.param(_run(), [WRONG_RULE], PTRACE, DOWN, Verdict.SENSOR_DOWN,
+                     id="down-with-near-miss"),
+        pytest.param(_run(), [], PTRACE, LOSSY, Verdict.SENSOR_DOWN, id="lossy-not-missed"),
+        pytest.param(_run(), [HIT], BENIGN, UP, Verdict.UNEXPECTED, id="benign-correlated"),
+        pytest.param(_run(), [HIT], BENIGN, DOWN, Verdict.UNEXPECTED,
+                     id="benign-correlated-sensor-down"),
+        pytest.param(_run(), [STRAY], BENIGN, UP, Verdict.CLEAN, id="benign-uncorrelated"),
+        pytest.param(_run(), [], BENIGN, UP, Verdict.CLEAN, id="benign-quiet"),
+        pytest.param(_run(), [], BENIGN, DOWN, Verdict.SENSOR_DOWN, id="benign-sensor-down"),
+        pytest.param(_run(), [STRAY], BENIGN, LOSSY, Verdict.SENSOR_DOWN, id="benign-lossy"),
+    ],
+)
+def test_judge_table(
+    run: Run, detections: list[Detection], expectation: Expectation, health: Health,
+    verdict: Verdict,
+) -> None:
+    judgement = judge(run, detections, expectation, health, "bpftrace")
+    assert (judgement.sensor, judgement.verdict) == ("bpftrace", verdict)
+
+
+def test_judge_not_executed_carries_the_run_reason() -> None:
+    run = _run(executed=False, reason="precondition failed: /etc is writable here")
+    judgement = judge(run, [HIT], PTRACE, UP, "auditd")
+    assert judgement.reason == "precondition failed: /etc is writable here"
+    assert judgement.detection is None
+
+
+def test_judge_detected_carries_detection_key_and_latency() -> None:
+    judgement = judge(_run(), [STRAY, HIT], PTRACE, UP, "bpftrace")
+    assert (judgement.detection, judgement.correlated_by) == (HIT, "process_tree")
+    # received T0+0.75 - observed T0+0.625 (after the command stage started)
+    assert judgement.latency_ms == 125.0
+    assert judgement.near_misses == ()
+
+
+@pytest.mark.parametrize(
+    ("observed_at", "received_at", "stages", "latency_ms"),
+    [
+        # the sensor's clock says before the action started (audit clocks lag): from start
+        pytest.param(T0 + 0.25, T0 + 0.75, None, 250.0, id="observed-before-command"),
+        pytest.param(T0 + 0.625, T0 + 0.75, None, 125.0, id="observed-after-command"),
+        pytest.param(T0 - 5.0, T0 + 1.5, (), 1500.0, id="no-command-stage-uses-run-start"),
+        pytest.param(T0 + 0.75, T0 + 0.5, None, 0.0, id="never-negative"),
+        pytest.param(T0 + 0.625, 0.0, None, None, id="not-received"),
+    ],
+)
+def test_judge_latency_from_max_of_observed_and_command_start(
+    observed_at: float, received_at: float, stages: tuple[StageResult, ...] | None,
+    latency_ms: float | None,
+) -> None:
+    run = _run() if stages is None else _run(stages=stages)
+    detection = _detection(observed_at=observed_at, received_at=received_at)
+    judgement = judge(run, [detection], PTRACE, UP, "bpftrace")
+    assert (judgement.verdict, judgement.latency_ms) == (Verdict.DETECTED, latency_ms)
+
+
+def test_judge_missed_ranks_near_misses_by_mismatch_count() -> None:
+    three = _detection(rule="x", technique=("T1098",), severity="low")
+    one = _detection(rule="ptrace-own-child")
+    two = _detection(rule="x", severity="low")
+    judgement = judge(_run(), [three, one, two], PTRACE, UP, "bpftrace")
+    assert judgement.verdict is Verdict.MISSED
+    assert [n.detection for n in judgement.near_misses] == [one, two, three]
+    assert [len(n.mismatches) for n in judgement.near_misses] == [1, 2, 3]
+    assert {n.correlated_by for n in judgement.near_misses} == {"process_tree"}
+
+
+@pytest.mark.parametrize(("near", "count"), [(0, 0), (1, 1), (2, 2), (3, 3), (10, 3)])
+def test_judge_missed_caps_near_misses(near: int, count: int) -> None:
+    detections = [_detection(rule="a"), _detection(rule="b"), _detection(rule="c")]
+    judgement = judge(_run(), detections, PTRACE, UP, "bpftrace", near=near)
+    assert len(judgement.near_misses) == count
+
+
+def test_judge_missed_lists_uncorrelated_match_with_run_mismatch() -> None:
+    judgement = judge(_run(), [STRAY, WRONG_RULE], PTRACE, UP, "bpftrace")
+    assert judgement.verdict is Verdict.MISSED
+    assert judgement.near_misses == (
+        NearMiss(WRONG_RULE, (Mismatch("rule", "ptrace-pid1", "ptrace-own-child"),),
+                 "process_tree"),
+        NearMiss(STRAY, (Mismatch("run", RUN_ID, None),), None),
+    )
+
+
+def test_judge_missed_ignores_uncorrelated_non_matching_detections() -> None:
+    unrelated = _detection(pid=OTHER_PID, rule="etc-file-create", technique=("T1098",))
+    judgement = judge(_run(), [unrelated], PTRACE, UP, "bpftrace")
+    assert (judgement.verdict, judgement.near_misses) == (Verdict.MISSED, ())
+
+
+def test_judge_missed_reason_names_technique_run_and_counts() -> None:
+    judgement = judge(_run(), [STRAY, WRONG_RULE], PTRACE, Health(up=True, synced=True), "x")
+    assert judgement.reason == (
+        f"no T1055.008 detection correlated to run {RUN_ID} "
+        "(1 correlated, 2 seen in the window, sensor synced past the window)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("health", "reason"),
+    [
+        (DOWN, "bpftrace exited with code 1"),
+        (Health(up=False), "sensor not running"),
+        (LOSSY, "sensor lost 3 events during the window: a miss cannot be proved"),
+    ],
+)
+def test_judge_sensor_down_says_why(health: Health, reason: str) -> None:
+    judgement = judge(_run(), [WRONG_RULE], PTRACE, health, "bpftrace")
+    assert (judgement.verdict, judgement.reason, judgement.near_misses) == (
+        Verdict.SENSOR_DOWN, reason, ())
+
+
+def test_judge_unexpected_carries_the_false_positive() -> None:
+    judgement = judge(_run(), [STRAY, HIT], BENIGN, UP, "bpftrace")
+    assert judgement.verdict is Verdict.UNEXPECTED
+    assert (judgement.detection, judgement.correlated_by, judgement.latency_ms) == (
+        HIT, "process_tree", 125.0)
+    assert judgement.verdict.failed
+
+
+@pytest.mark.parametrize(
+    ("verdict", "failed"),
+    [(v, v in (Verdict.MISSED, Verdict.UNEXPECTED)) for v in Verdict],
+)
+def test_verdict_failed_only_for_missed_and_unexpected(verdict: Verdict, failed: bool) -> None:
+    assert verdict.failed is failed
+
+
+# ---------------------------------------------------------------- judge: property
+_pids = st.sampled_from([0, 1, RUN_PID, RUN_PID + 1, OTHER_PID])
+_detections = st.builds(
+    Detection,
+    sensor=st.just("bpftrace"),
+    rule=st.sampled_from(["ptrace-pid1", "ptrace-own-child", "etc-file-create"]),
+    technique=st.lists(st.sampled_from(["T1055", "T1055.008", "T1098"]), max_size=2).map(tuple),
+    severity=st.sampled_from([None, "high", "medium"]),
+    container_id=st.sampled_from([None, "a" * 64, "b" * 12]),
+    cgroup_id=st.sampled_from([None, 1, 77]),
+    pid=st.none() | _pids,
+    ppid=st.none() | _pids,
+    ancestors=st.lists(_pids, max_size=3).map(tuple),
+    names=st.lists(st.sampled_from([RUN_ID, "/etc/x"]), max_size=1).map(tuple),
+    observed_at=st.sampled_from([0.0, T0, T0 + 0.625]),
+    received_at=st.sampled_from([0.0, T0 + 0.75]),
+)
+_runs = st.builds(
+    _run,
+    executed=st.booleans(),
+    pids=st.frozensets(_pids, max_size=2),
+    cgroup_id=st.sampled_from([None, 77]),
+    container_id=st.sampled_from([None, "a" * 64]),
+)
+_expectations = st.builds(
+    Expectation,
+    technique=st.sampled_from([None, "T1055", "T1055.008", "T1098"]),
+    rule=st.sampled_from([None, "ptrace-pid1", {"prefix": "etc-"}]),
+)
+_healths = st.builds(Health, up=st.booleans(), lost=st.integers(0, 2), synced=st.booleans())
+
+
+@settings(database=None, max_examples=300)
+@given(
+    run=_runs, detections=st.lists(_detections, max_size=4), expectation=_expectations,
+    health=_healths, near=st.integers(0, 4),
+)
+def test_judge_is_deterministic_and_never_misses_an_unexecuted_run(
+    run: Run, detections: list[Detection], expectation: Expectation, health: Health, near: int,
+) -> None:
+    first = judge(run, detections, expectation, health, "bpftrace", near=near)
+    assert first == judge(run, list(detections), expectation, health, "bpftrace", near=near)
+    if not run.executed:
+        assert first.verdict is Verdict.NOT_EXECUTED
+    if first.verdict is Verdict.MISSED:
+        assert health.up
+        assert not health.lost
+        assert len(first.near_misses) <= near
