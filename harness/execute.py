@@ -78,16 +78,18 @@ def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session:
             stages=tuple(stages), names=(run_id,), facts=facts.as_row(),
         )
 
-    for pre in atomic.precondition:
-        res = session.stage("precondition", [atomic.shell, "-c", atomic.render(pre.command, values)],
-                            env, atomic.timeout)
+    def step(stage: str, command: str) -> StageResult:
+        res = session.stage(stage, [atomic.shell, "-c", atomic.render(command, values)], env,
+                            atomic.timeout)
         stages.append(res)
+        return res
+
+    for pre in atomic.precondition:
+        res = step("precondition", pre.command)
         if res.exit_code != 0:
             return finish(False, f"precondition failed: {pre.description} "
                                  f"(exit {res.exit_code}{_tail(res.stderr)})")
-    res = session.stage("command", [atomic.shell, "-c", atomic.render(atomic.command, values)],
-                        env, atomic.timeout)
-    stages.append(res)
+    res = step("command", atomic.command)
     if res.error or res.exit_code != 0:
         return finish(False, f"the action failed: exit {res.exit_code}"
                              f"{' (' + res.error + ')' if res.error else ''}{_tail(res.stderr)}")
@@ -95,13 +97,9 @@ def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session:
     if proof_re and not re.search(proof_re, res.stdout, re.MULTILINE):
         return finish(False, f"no proof: the action's stdout does not match {proof_re!r}"
                              f"{_tail(res.stdout)}")
-    if atomic.proof_command:
-        proof = session.stage("proof", [atomic.shell, "-c", atomic.render(atomic.proof_command, values)],
-                              env, atomic.timeout)
-        stages.append(proof)
-        if proof.exit_code != 0:
-            return finish(False, f"no proof the action happened: proof exited {proof.exit_code}"
-                                 f"{_tail(proof.stderr)}")
+    if atomic.proof_command and (proof := step("proof", atomic.proof_command)).exit_code != 0:
+        return finish(False, f"no proof the action happened: proof exited {proof.exit_code}"
+                             f"{_tail(proof.stderr)}")
     return finish(True, "")
 
 
