@@ -27,14 +27,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", type=Path, help="shadowtest.toml or pyproject.toml")
     run.add_argument("--sensors", help="comma-separated sensors (default: all configured)")
     run.add_argument("-n", "--numprocesses", help="pytest-xdist workers, e.g. 2 or auto")
-    run.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                     help="after --: passed to pytest as is (e.g. -- -k ptrace --junitxml=j.xml)")
+    run.epilog = "Arguments after -- go to pytest as they are, e.g. -- -k ptrace --junitxml=j.xml"
     val = sub.add_parser("validate", help="validate scenario and atomic files (no attack)")
     val.add_argument("paths", nargs="*", type=Path)
     val.add_argument("--config", type=Path)
     rep = sub.add_parser("report", help="print the verdict summary of a results file")
     rep.add_argument("results", type=Path)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in argv:  # everything after -- goes to pytest untouched
+        passthrough = argv[argv.index("--") + 1:]
+        argv = argv[: argv.index("--")]
     args = parser.parse_args(argv)
+    args.pytest_args = passthrough
     try:
         if args.command == "run":
             return _run(args)
@@ -51,8 +56,10 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings(Path.cwd(), args.config)
     paths = [str(p) for p in (args.paths or settings.scenarios)]
-    extra = [a for a in args.pytest_args if a != "--"]
-    argv = [*paths, "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",
+    extra = list(args.pytest_args)
+    # hypothesis's plugin (if installed) costs ~0.5 s at every run and has no use here
+    argv = [*paths, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
+            "-o", "testpaths=",
             "-o", "filterwarnings=", "--strict-markers", "-rfEs"]
     if args.results:
         argv += ["--shadowtest-results", str(args.results)]

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,10 +146,10 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 def stage_runner_argv() -> list[str]:
-    """How to start the stage runner with the node's python3."""
+    """How to start the stage runner (stdlib only) on the local node: with this very
+    interpreter, not a PATH lookup (a pyenv shim costs ~60 ms and extra processes)."""
     path = Path(str(files("harness").joinpath("_stagerunner.py")))
-    python = shutil.which("python3") or "/usr/bin/python3"
-    return [python, "-u", str(path)]
+    return [sys.executable or shutil.which("python3") or "/usr/bin/python3", "-u", str(path)]
 
 
 def start_runner(argv: Sequence[str], context: str, pass_fds: Sequence[int] = (),

@@ -63,6 +63,7 @@ class BpftraceSensor:
         self._markers: dict[int, set[int]] = {}
         self._tokens = count(os.getpid() % 4096 * 256)
         self._cgroups: dict[int, str] = {}
+        self._not_containers: set[int] = set()
         self._offset = time.time() - time.monotonic()  # bpftrace nsecs is CLOCK_MONOTONIC
         self._ncpu = len(os.sched_getaffinity(0))
 
@@ -197,9 +198,11 @@ class BpftraceSensor:
         if det.cgroup_id is None:
             return det
         cid = self._cgroups.get(det.cgroup_id)
-        if cid is None:
-            self._cgroups = scan_cgroups()
+        if cid is None and det.cgroup_id not in self._not_containers:
+            self._cgroups = scan_cgroups()  # a new container: cgroup ids are not reused soon
             cid = self._cgroups.get(det.cgroup_id)
+            if cid is None:
+                self._not_containers.add(det.cgroup_id)
         if cid is None:
             return det
         from dataclasses import replace
