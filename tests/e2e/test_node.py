@@ -213,7 +213,7 @@ def test_interrupt_mid_scenario_leaves_nothing_behind(catalog: Catalog, clean_no
     rows_before = catalog.rows()
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode in (2, 130, -sig), out
+    assert proc.returncode == 2, out  # pytest: interrupted; cleanup ran
     assert [r["scenario"] for r in rows_before] == ["a-quick", "a-quick"]
     assert catalog.rows() == rows_before  # intact, nothing torn
     json.dumps(catalog.rows())
