@@ -123,7 +123,6 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
                subs: Mapping[str, Subscription], before: Mapping[str, Health],
                window: float) -> tuple[tuple[Judgement, ...], dict[str, Health]]:
     markers = {name: s.sync() for name, s in sensors.items()} if run.executed else {}
-    deadline = run.ended_at + window
     out: list[Judgement] = []
     healths: dict[str, Health] = {}
     for name, sensor in sensors.items():
@@ -132,7 +131,9 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         seen: list[Detection] = []
         synced = False
         if run.executed:
-            seen, synced = sub.wait(partial(decided, run, expectation), markers.get(name), deadline)
+            deadline = run.ended_at + window + getattr(sensor, "delay", 0.0)
+            seen, synced = sub.wait(partial(decided, run, expectation), markers.get(name),
+                                    deadline, until=run.ended_at)
         now = sensor.health()
         start = before[name]
         health = Health(

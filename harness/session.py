@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from harness.execute import execute
 from harness.node import NodeFacts, kernel_satisfies
 from harness.report.results import explain, rows_for
 from harness.scenario import Scenario, load_atomics
+from harness.secrets import redact
 from harness.sensors.base import Sensor, build_sensor
 from harness.targets.base import Target, build_target
 from harness.verdict import Verdict
@@ -100,6 +102,7 @@ class ShadowtestSession:
         outcome = execute(scenario, context, target, facts, sensors, window=_window(scenario, self))
         item.config.hook.pytest_shadowtest_run_finished(item=item, outcome=outcome)
         rows = rows_for(outcome, scenario)
+        rows = json.loads(redact(json.dumps(rows, default=str)))
         item.user_properties.append((ROWS_PROPERTY, rows))
         for j in outcome.judgements:
             item.user_properties.append((f"shadowtest.{j.sensor}.verdict", j.verdict.value))

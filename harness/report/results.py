@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.execute import Outcome
 from harness.scenario import Scenario
+from harness.secrets import redact
 from harness.verdict import Judgement, NearMiss
 
 SCHEMA = 1
@@ -76,7 +77,7 @@ def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Append rows as JSON lines, under an exclusive lock, flushed: an interrupted run keeps
     every row written before the interrupt."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+    data = redact("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
     with path.open("a", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write(data)
@@ -112,4 +113,4 @@ def explain(scenario: str, context: str, node: str, kernel: str, run_id: str,
             lines.extend(f"         {m.field:<12} {m.expected!s:<24} {m.got}" for m in n.mismatches)
         if j.verdict.value == "MISSED" and not j.near_misses:
             lines.append("      nearest detections: none in the window")
-    return "\n".join(lines)
+    return redact("\n".join(lines))

@@ -76,12 +76,17 @@ class FileTail:
             self._on_line(line)
 
     def _rotated(self) -> bool:
+        """Renamed/replaced (another inode at the path) or truncated in place (shorter than
+        what was read): either way, read the new content from its start."""
         if self._fh is None:
             return self.path.exists()
         try:
-            return os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+            st = os.stat(self.path)
         except FileNotFoundError:
             return False
+        if st.st_ino != os.fstat(self._fh.fileno()).st_ino:
+            return True
+        return st.st_size < self._fh.tell()
 
     def _loop(self) -> None:
         import select

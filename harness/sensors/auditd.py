@@ -146,6 +146,7 @@ class AuditdSensor:
         self.backlog = backlog
         self.node = node
         self.stream = DetectionStream(name)
+        self.delay = 0.0  # synchronous: the sync marker closes the window
         self._parser = AuditLogParser()
         self._tail: FileTail | None = None
         self._tree: dict[int, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,9 @@ class Sensor(Protocol):
 
     NAME: ClassVar[str]
     stream: DetectionStream
+    #: expected ingestion delay in seconds (SaaS backends: seconds to minutes); the window
+    #: of every run is extended by it, so a slow backend is not reported MISSED too early
+    delay: float
 
     def start(self) -> None:
         """Start (or attach to) the sensor; return only when its stream is live."""
@@ -74,8 +78,15 @@ class DetectionStream:
         """A sync marker arrived: every event before it has been delivered."""
         with self._cond:
             self._s.markers.add(token)
-            self._s.watermark = time.time()
             self._cond.notify_all()
+
+    def advance(self, watermark: float) -> None:
+        """Every event that happened before ``watermark`` (epoch seconds) has been delivered
+        (a poller's last complete query end, minus the backend's ingestion delay)."""
+        with self._cond:
+            if watermark > self._s.watermark:
+                self._s.watermark = watermark
+                self._cond.notify_all()
 
     def count_lost(self, n: int) -> None:
         with self._cond:
@@ -128,13 +139,16 @@ class DetectionStream:
         done: Callable[[list[Detection]], bool],
         marker: str | None,
         deadline: float,
+        until: float | None = None,
     ) -> tuple[list[Detection], bool]:
-        """Block until ``done(detections since index)``, the marker, closure or the
-        deadline (epoch seconds). Returns the detections and whether the marker arrived."""
+        """Block until ``done(detections since index)``, the marker, the watermark passing
+        ``until``, closure, or the deadline (epoch seconds). Returns the detections and
+        whether the sensor was synced past the run (marker or watermark)."""
         with self._cond:
             while True:
                 seen = self._since(index)
-                synced = marker is not None and marker in self._s.markers
+                synced = (marker is not None and marker in self._s.markers) or (
+                    until is not None and self._s.watermark >= until)
                 if done(seen) or synced or self._s.closed is not None:
                     return seen, synced
                 left = deadline - time.time()
@@ -153,9 +167,10 @@ class Subscription:
     malformed_at_start: int
 
     def wait(
-        self, done: Callable[[list[Detection]], bool], marker: str | None, deadline: float
+        self, done: Callable[[list[Detection]], bool], marker: str | None, deadline: float,
+        until: float | None = None,
     ) -> tuple[list[Detection], bool]:
-        return self.stream.wait(self.index, done, marker, deadline)
+        return self.stream.wait(self.index, done, marker, deadline, until)
 
     def lost(self) -> int:
         return self.stream.lost - self.lost_at_start
@@ -168,6 +183,12 @@ class Subscription:
 BUILTIN: dict[str, str] = {
     "auditd": "harness.sensors.auditd:AuditdSensor",
     "bpftrace": "harness.sensors.bpftrace:BpftraceSensor",
+    "falco": "harness.sensors.falco:FalcoSensor",
+    "tetragon": "harness.sensors.tetragon:TetragonSensor",
+    "tracee": "harness.sensors.tracee:TraceeSensor",
+    "sysdig": "harness.sensors.sysdig:SysdigSensor",
+    "crowdstrike": "harness.sensors.crowdstrike:CrowdStrikeSensor",
+    "replay": "harness.sensors.replay:ReplaySensor",
 }
 
 
@@ -194,4 +215,13 @@ def sensor_class(kind: str) -> Callable[..., Sensor]:
 def build_sensor(name: str, options: Mapping[str, Any]) -> Sensor:
     """Build the sensor called ``name`` from its ``[tool.shadowtest.sensors.<name>]`` table."""
     kind = str(options.get("type", name))
-    return sensor_class(kind)(name=name, **{k: v for k, v in options.items() if k != "type"})
+    cls = sensor_class(kind)
+    kwargs = {k: v for k, v in options.items() if k != "type"}
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:
+        raise ConfigError(
+            f"[tool.shadowtest.sensors.{name}]: unknown key(s) {', '.join(unknown)} for type "
+            f"{kind!r}: expected {', '.join(sorted(k for k in accepted if k != 'name'))}"
+        )
+    return cls(name=name, **kwargs)

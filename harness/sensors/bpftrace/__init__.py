@@ -55,6 +55,7 @@ class BpftraceSensor:
         self.start_timeout = start_timeout
         self.node = node
         self.stream = DetectionStream(name)
+        self.delay = 0.0  # synchronous: the sync marker closes the window
         self._proc: subprocess.Popen[str] | None = None
         self._readers: list[LineReader] = []
         self._tail: FileTail | None = None

@@ -1,0 +1,128 @@
+"""Base of sensors whose transport is JSON lines: a file tailed (following rotation and
+truncation) or a command's stdout. Subclasses write ``normalise(raw) -> Detection | None``
+and may override ``on_record`` to read health events (drop alerts, lost events)."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+
+from harness.detection import Detection
+from harness.errors import ConfigError, SensorError
+from harness.sensors._process import spawn, stop
+from harness.sensors._streams import FileTail, LineReader
+from harness.sensors.base import DetectionStream
+from harness.verdict import Health
+
+_decoder = msgspec.json.Decoder()
+
+
+class JsonLinesSensor:
+    """``path`` (tail it) or ``command`` (run it, read stdout); one JSON object per line."""
+
+    NAME: ClassVar[str] = "jsonlines"
+
+    def __init__(self, name: str, path: str | None = None, command: str | list[str] | None = None,
+                 from_start: bool = False, delay: float = 0.0, node: str | None = None) -> None:
+        if (path is None) == (command is None):
+            raise ConfigError(
+                f"sensor {name!r}: set exactly one of path = '<file to tail>' or "
+                f"command = '<program printing JSON lines>' under [tool.shadowtest.sensors.{name}]"
+            )
+        self.name = name
+        self.path = Path(path) if path else None
+        self.command = shlex.split(command) if isinstance(command, str) else command
+        self.from_start = from_start
+        self.delay = float(delay)
+        self.node = node
+        self.stream = DetectionStream(name)
+        self._tail: FileTail | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._readers: list[LineReader] = []
+        self._stderr: list[str] = []
+        self._unhealthy: str | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.path is not None:
+            if not self.path.parent.is_dir():
+                raise SensorError(f"{self.name}: directory of {self.path} does not exist")
+            self._tail = FileTail(self.path, self.on_line, f"{self.name}-tail",
+                                  from_start=self.from_start)
+            return
+        assert self.command is not None
+        try:
+            self._proc = spawn(self.command)
+        except OSError as exc:
+            raise SensorError(f"{self.name}: cannot start {self.command[0]!r}: {exc}") from exc
+        assert self._proc.stdout is not None
+        assert self._proc.stderr is not None
+        self._readers = [
+            LineReader(self._proc.stdout, self.on_line,
+                       lambda: self.stream.close(f"{self.name}: command output ended"),
+                       f"{self.name}-stdout"),
+            LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
+        ]
+
+    def stop(self) -> None:
+        if self._tail is not None:
+            self._tail.stop()
+            self._tail = None
+        if self._proc is not None:
+            stop(self._proc, signal.SIGTERM)
+            for reader in self._readers:
+                reader.join(5)
+            for pipe in (self._proc.stdout, self._proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            self._proc = None
+
+    def health(self) -> Health:
+        if self.stream.closed:
+            return Health(False, self.stream.closed)
+        if self._proc is not None and self._proc.poll() is not None:
+            return Health(False, f"{self.name}: command exited {self._proc.returncode}: "
+                                 + " | ".join(self._stderr[-3:]))
+        if self._tail is None and self._proc is None:
+            return Health(False, f"{self.name}: not started")
+        return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
+
+    def sync(self) -> str | None:
+        """A file or stream written by another product cannot be asked for a marker."""
+        return None
+
+    # ------------------------------------------------------------ parsing
+    def on_line(self, line: str) -> None:
+        if not line.strip():
+            return
+        try:
+            raw = _decoder.decode(line)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            self.stream.count_malformed(line)
+            return
+        if not isinstance(raw, dict):
+            self.stream.count_malformed(line)
+            return
+        try:
+            self.on_record(raw)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self.stream.count_malformed(line)
+
+    def on_record(self, raw: dict[str, Any]) -> None:
+        """Push the record's detection, if it is one (override for health events)."""
+        det = self.normalise(raw)
+        if det is not None:
+            self.stream.push(det)
+
+    def normalise(self, raw: Any) -> Detection | None:
+        raise NotImplementedError
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
