@@ -33,6 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     val.add_argument("--config", type=Path)
     rep = sub.add_parser("report", help="print the verdict summary of a results file")
     rep.add_argument("results", type=Path)
+    rj = sub.add_parser("rejudge", help="judge recorded runs again against recorded detections")
+    rj.add_argument("results", type=Path, help="a results file written by shadowtest run")
+    rj.add_argument("--sensor", action="append", required=True, metavar="NAME=FORMAT:PATH",
+                    help="a recorded detection file and the adapter that reads it, e.g. "
+                         "falco=falco:alerts.jsonl (repeatable)")
+    rj.add_argument("--out", type=Path, help="append the new rows to this results file")
+    rj.add_argument("--config", type=Path)
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough: list[str] = []
     if "--" in argv:  # everything after -- goes to pytest untouched
@@ -45,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "rejudge":
+            return _rejudge(args)
         return _report(args)
     except ShadowtestError as exc:
         print(f"shadowtest: error: {exc}", file=sys.stderr)
@@ -94,6 +103,37 @@ def _validate(args: argparse.Namespace) -> int:
         print(err, file=sys.stderr)
     print(f"shadowtest validate: {count} valid file(s), {len(errors)} error(s)")
     return 1 if errors else 0
+
+
+def _rejudge(args: argparse.Namespace) -> int:
+    from harness.report.rejudge import rejudge
+    from harness.report.results import append_rows, read_rows
+    from harness.report.summary import render
+    from harness.scenario import check_scenario, load_atomics, scenario_files
+    from harness.sensors.replay import ReplaySensor
+
+    settings = load_settings(Path.cwd(), args.config)
+    sensors = {}
+    for spec in args.sensor:
+        name, _, rest = spec.partition("=")
+        fmt, _, path = rest.partition(":")
+        if not (name and fmt and path):
+            print(f"shadowtest: error: --sensor {spec!r}: expected NAME=FORMAT:PATH", file=sys.stderr)
+            return 2
+        sensor = ReplaySensor(name=name, path=path, format=fmt)
+        sensor.start()
+        sensors[name] = sensor
+    atomics, _ = load_atomics(d for d in settings.atomics if d.is_dir())
+    scenarios = {}
+    for path in scenario_files(d for d in settings.scenarios if d.exists()):
+        _, scenario = check_scenario(path, atomics)
+        if scenario is not None:
+            scenarios[scenario.id] = scenario
+    rows = rejudge(read_rows(args.results), sensors, scenarios)
+    if args.out:
+        append_rows(args.out, rows)
+    print(render(rows), end="")
+    return 1 if any(r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN") for r in rows) else 0
 
 
 def _report(args: argparse.Namespace) -> int:

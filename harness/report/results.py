@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.execute import Outcome
+from harness.run import Run
 from harness.scenario import Scenario
 from harness.secrets import redact
 from harness.verdict import Judgement, NearMiss
@@ -59,6 +60,8 @@ def rows_for(outcome: Outcome, scenario: Scenario) -> list[dict[str, Any]]:
             "action_ms": action_ms,
             "container_id": run.container_id,
             "cgroup_id": run.cgroup_id,
+            "executed": run.executed,
+            "pids": sorted(run.pids),
             "facts": facts,
         })
     return out
@@ -83,6 +86,20 @@ def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         fh.write(data)
         fh.flush()
         fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_of(row: dict[str, Any]) -> Run:
+    """The Run a results row was judged on (for judging again offline)."""
+    return Run(
+        run_id=row["run_id"], scenario=row["scenario"], context=row["context"], node=row["node"],
+        started_at=dt.datetime.fromisoformat(row["started_at"]).timestamp(),
+        ended_at=dt.datetime.fromisoformat(row["ended_at"]).timestamp(),
+        executed=bool(row.get("executed", row["verdict"] != "NOT_EXECUTED")),
+        reason=row["reason"] if row["verdict"] == "NOT_EXECUTED" else "",
+        pids=frozenset(int(p) for p in row.get("pids", ())),
+        cgroup_id=row.get("cgroup_id"), container_id=row.get("container_id"),
+        names=(row["run_id"],), facts=dict(row.get("facts") or {}),
+    )
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:

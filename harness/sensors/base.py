@@ -126,6 +126,11 @@ class DetectionStream:
     def watermark(self) -> float:
         return self._s.watermark
 
+    def snapshot(self) -> list[Detection]:
+        """Every detection so far (offline use: replay, rejudge)."""
+        with self._cond:
+            return list(self._s.detections)
+
     def subscribe(self) -> Subscription:
         with self._cond:
             return Subscription(self, len(self._s.detections), self._s.lost, self._s.malformed)

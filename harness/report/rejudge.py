@@ -1,0 +1,56 @@
+"""Judge recorded runs again, offline, against a recorded detection file of any adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from harness.execute import Outcome
+from harness.report.results import rows_for, run_of
+from harness.scenario import Scenario
+from harness.sensors.base import Sensor
+from harness.verdict import Expectation, Health, judge
+
+
+def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
+            scenarios: Mapping[str, Scenario]) -> list[dict[str, Any]]:
+    """One new row per (recorded run, sensor). Expectations come from the scenario files
+    when found by id, else from the row's ``expected``."""
+    runs: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        runs.setdefault(row["run_id"], row)
+    detections = {name: s.stream.snapshot() for name, s in sensors.items()}
+    out: list[dict[str, Any]] = []
+    for row in runs.values():
+        run = run_of(row)
+        scenario = scenarios.get(row["scenario"])
+        judgements = []
+        for name, sensor in sensors.items():
+            expectation = scenario.expectation(name) if scenario else _expected(row)
+            health = sensor.health()
+            judgements.append(judge(run, detections[name], expectation,
+                                    Health(health.up, health.reason, synced=True), name))
+        outcome = Outcome(run, tuple(judgements), {n: s.health() for n, s in sensors.items()})
+        out += rows_for(outcome, scenario) if scenario else _rows(outcome, row)
+    return out
+
+
+def _expected(row: dict[str, Any]) -> Expectation:
+    exp = row.get("expected") or {}
+    if row.get("benign"):
+        return Expectation(technique=None)
+    return Expectation(technique=exp.get("technique") or row.get("technique"), rule=exp.get("rule"))
+
+
+def _rows(outcome: Outcome, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for a run whose scenario file is not at hand: the recorded row's identity with
+    the new verdicts."""
+    out = []
+    for j in outcome.judgements:
+        new = dict(row)
+        new.update(sensor=j.sensor, verdict=j.verdict.value, latency_ms=j.latency_ms,
+                   rule=j.detection.rule if j.detection else None, reason=j.reason,
+                   correlated_by=j.correlated_by,
+                   detection=j.detection.summary() if j.detection else None, near_misses=[])
+        out.append(new)
+    return out
