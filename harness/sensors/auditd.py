@@ -171,6 +171,7 @@ class AuditdSensor:
                 state = self._start_daemon()
             if not self.attach:
                 self._daemon_pid = int(state["pid"])
+                self.log = Path(state.get("log", self.log))  # the shared daemon's own log
             if not users:
                 self._load_rules()
             (self.shared.users / str(os.getpid())).touch()
@@ -203,7 +204,7 @@ class AuditdSensor:
                 raise SensorError(f"{self.name}: auditd did not register: {err.strip()[:300]}")
             time.sleep(0.05)
         state = {"pid": proc.pid, "enabled": status.get("enabled", 0),
-                 "backlog_limit": status.get("backlog_limit", 64)}
+                 "backlog_limit": status.get("backlog_limit", 64), "log": str(self.log)}
         auditctl("-b", str(self.backlog))
         self.shared.save(state)
         return state

@@ -227,3 +227,26 @@ def test_xdist_gives_the_same_verdicts_as_serial(bundled: Catalog) -> None:
     assert parallel.returncode == 0, parallel.stdout
     assert verdicts(bundled.rows("parallel.jsonl")) == verdicts(bundled.rows("serial.jsonl"))
     assert len(bundled.rows("parallel.jsonl")) == 20
+
+
+def test_rejudge_from_recorded_output_gives_the_same_verdicts(bundled: Catalog) -> None:
+    """Record bpftrace's raw output and auditd's log during a run, then judge again offline."""
+    audit_log = bundled.root / "audit" / "audit.log"
+    audit_log.parent.mkdir()
+    bundled.config(f"""
+        [tool.shadowtest]
+        allowed_nodes = ["local"]
+        [tool.shadowtest.sensors.auditd]
+        type = "auditd"
+        log = "{audit_log}"
+        [tool.shadowtest.sensors.bpftrace]
+        type = "bpftrace"
+        record = "bpftrace.jsonl"
+    """)
+    live = bundled.run("run", "--results", "results.jsonl")
+    assert live.returncode == 0, live.stdout
+    again = bundled.run("rejudge", "results.jsonl", "--out", "rejudged.jsonl",
+                        "--sensor", "bpftrace=bpftrace:bpftrace.jsonl",
+                        "--sensor", f"auditd=auditd:{audit_log}")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert verdicts(bundled.rows("rejudged.jsonl")) == verdicts(bundled.rows())
