@@ -30,11 +30,7 @@ class JsonLinesSensor:
 
     def __init__(self, name: str, path: str | None = None, command: str | list[str] | None = None,
                  from_start: bool = False, delay: float = 0.0, node: str | None = None) -> None:
-        if (path is None) == (command is None):
-            raise ConfigError(
-                f"sensor {name!r}: set exactly one of path = '<file to tail>' or "
-                f"command = '<program printing JSON lines>' under [tool.shadowtest.sensors.{name}]"
-            )
+        self._check_transport(name, path, command)
         self.name = name
         self.path = Path(path) if path else None
         self.command = shlex.split(command) if isinstance(command, str) else command
@@ -47,6 +43,16 @@ class JsonLinesSensor:
         self._readers: list[LineReader] = []
         self._stderr: list[str] = []
         self._unhealthy: str | None = None
+
+    def _check_transport(self, name: str, path: str | None,
+                         command: str | list[str] | None) -> None:
+        """Exactly one of ``path`` / ``command``; a subclass with one more transport of its own
+        (an HTTP receiver) overrides this, and its ``start`` handles that transport."""
+        if (path is None) == (command is None):
+            raise ConfigError(
+                f"sensor {name!r}: set exactly one of path = '<file to tail>' or "
+                f"command = '<program printing JSON lines>' under [tool.shadowtest.sensors.{name}]"
+            )
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -103,7 +109,7 @@ class JsonLinesSensor:
             return
         try:
             raw = _decoder.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeError):
             self.stream.count_malformed(line)
             return
         if not isinstance(raw, dict):
@@ -111,7 +117,7 @@ class JsonLinesSensor:
             return
         try:
             self.on_record(raw)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except Exception:  # a bad record must never kill the reader thread
             self.stream.count_malformed(line)
 
     def on_record(self, raw: dict[str, Any]) -> None:

@@ -95,6 +95,8 @@ class FileTail:
             self._drain()
             if self._rotated():
                 self._drain()
+                if self._partial:  # the old file's last line had no newline: still a line
+                    self._on_line(self._partial)
                 if self._fh is not None:
                     self._fh.close()
                 self._fh = self._open(from_start=True)

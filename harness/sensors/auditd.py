@@ -269,7 +269,10 @@ class AuditdSensor:
         if self._parser.malformed > before:
             self.stream.count_malformed(line)
         for event in events:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:  # a bad record must never kill the reader thread
+                self.stream.count_malformed(line)
 
     def _on_event(self, event: AuditEvent) -> None:
         msg = event.user_msg

@@ -68,6 +68,8 @@ class ReplaySensor:
             self.stream.push(replace(det, received_at=det.observed_at))
         for _ in range(self.adapter.stream.malformed):
             self.stream.count_malformed("")
+        if self.adapter.stream.lost:
+            self.stream.count_lost(self.adapter.stream.lost)
         self.stream.advance(float("inf"))
 
     def stop(self) -> None:

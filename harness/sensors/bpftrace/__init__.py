@@ -177,7 +177,7 @@ class BpftraceSensor:
                 det = self.normalise(payload)
                 if det is not None:
                     self.stream.push(self._enrich(det))
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # a bad record must never kill the reader thread
             self.stream.count_malformed(line)
 
     def _on_marker(self, token: int, cpu: int) -> None:

@@ -1,0 +1,309 @@
+"""Tracee: its JSON events (``tracee --output json`` to a file, or run as a command).
+
+Reads both event shapes Tracee has written: the current ``v1beta1.Event`` (``name``,
+``timestamp{seconds,nanos}``, ``workload{process, container, k8s}``, ``threat``) and the
+legacy ``trace.Event`` (``eventName``, ``timestamp`` in ns, ``hostProcessId``,
+``metadata{Properties}``). Only signature findings are detections (a ``threat`` object,
+or legacy ``metadata.Properties``); plain syscall/trace events are not. The pid is the
+host pid (the harness correlates by the host pids it started); the namespace pid is
+kept in ``fields["ns_pid"]``. Tracee's events carry no node name: ``node`` is the
+configured one (legacy ``hostName`` is the process's UTS name, kept in fields).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+from harness.detection import Detection
+from harness.sensors._jsonlines import JsonLinesSensor
+from harness.sensors.tetragon import TECHNIQUE, parse_rfc3339
+
+#: legacy ``Properties.Severity`` (and the v1beta1 enum's numbers)
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+#: legacy ``Properties`` keys that only a signature finding has
+_SIGNATURE_KEYS = ("Severity", "Technique", "external_id", "Category", "signatureID", "id")
+_MAX_DEPTH = 4
+#: 1973 in ns: a smaller legacy timestamp is relative to boot, not the epoch
+_EPOCH_NS_FLOOR = 10**17
+
+
+class TraceeSensor(JsonLinesSensor):
+    """``path`` = the JSON events file Tracee writes (followed across rotation and
+    truncation), or ``command`` = a program printing them."""
+
+    NAME: ClassVar[str] = "tracee"
+
+    def __init__(self, name: str = "tracee", path: str | None = None,
+                 command: str | list[str] | None = None, from_start: bool = False,
+                 delay: float = 0.0, node: str | None = None) -> None:
+        super().__init__(name, path, command, from_start, delay, node)
+
+    def normalise(self, raw: Any) -> Detection | None:
+        """Pure: one decoded Tracee event (either shape) to a Detection (None: not one)."""
+        if not isinstance(raw, dict):
+            return None
+        if "eventName" in raw or "processId" in raw or "hostProcessId" in raw:
+            return self._legacy(raw)
+        return self._v1beta1(raw)
+
+    # ------------------------------------------------------------ v1beta1.Event
+    def _v1beta1(self, raw: dict[str, Any]) -> Detection | None:
+        threat = raw.get("threat")
+        if threat is None:
+            return None  # a plain event: only signature findings carry a threat
+        if not isinstance(threat, dict):
+            raise TypeError(f"threat is {type(threat).__name__}, expected an object")
+        rule = _str(raw.get("name"))
+        if not rule:
+            raise ValueError("v1beta1 event with a threat but no name")
+        workload = _dict(raw.get("workload") or raw.get("context"))  # "context": early v1beta1
+        process = _dict(workload.get("process"))
+        thread = _dict(process.get("thread"))
+        container = _dict(workload.get("container"))
+        k8s = _dict(workload.get("k8s"))
+        pod = _dict(k8s.get("pod") or workload.get("pod"))  # the doc's table says workload.pod
+        namespace = _dict(k8s.get("namespace"))
+        mitre = _dict(threat.get("mitre"))
+        technique = _dict(mitre.get("technique"))
+        properties = _dict(threat.get("properties"))
+        container_id = _container_id(container.get("id"))
+        ns_pid = _int(process.get("pid"))
+        host_pid = _int(_first(process, "host_pid", "hostPid"))
+        if host_pid is None and _int(process.get("namespaced_pid")) is not None:
+            host_pid, ns_pid = ns_pid, _int(process.get("namespaced_pid"))  # early v1beta1
+        elif host_pid is None and container_id is None:
+            host_pid = ns_pid  # a host process: its pid namespace is the host's
+        chain = [_host_pid(_dict(a)) for a in _list(process.get("ancestors"))]
+        if not chain and isinstance(process.get("parent"), dict):
+            chain = [_host_pid(process["parent"])]
+        executable = _str(_dict(process.get("executable")).get("path"))
+        pod_name = _str(pod.get("name"))
+        data = _list(raw.get("data"))
+        detected_from = _dict(raw.get("detected_from"))
+        fields: dict[str, Any] = {
+            "format": "v1beta1",
+            "event_id": raw.get("id"),
+            "threat_name": _str(threat.get("name")),
+            "description": _str(threat.get("description")),
+            "tactic": _str(_dict(mitre.get("tactic")).get("name")),
+            "technique_name": _str(technique.get("name")),
+            "signature_id": _str(properties.get("signatureID")) or _str(properties.get("id")),
+            "properties": properties,
+            "policies": [str(p) for p in _list(_dict(raw.get("policies")).get("matched"))],
+            "pod": {"name": pod_name, "namespace": _str(namespace.get("name"))},
+            "container_name": _str(container.get("name")),
+            "image": _str(_dict(container.get("image")).get("name")),
+            "ns_pid": ns_pid,
+            "tid": _int(_first(thread, "host_tid", "hostTid", "tid")),
+            "syscall": _str(thread.get("syscall")),
+            "executable": executable,
+            "data": data,
+            "detected_from": _str(detected_from.get("name")),
+        }
+        names = [executable, pod_name, *_strings(data), *_strings(_list(detected_from.get("data")))]
+        return Detection(
+            sensor=self.name, rule=rule,
+            technique=_techniques(technique.get("id"), properties.get("external_id")),
+            severity=_severity(threat.get("severity"), default=None),
+            node=self.node, container_id=container_id,
+            pid=host_pid, ppid=chain[0] if chain else None,
+            ancestors=tuple(p for p in chain[1:] if p is not None),
+            comm=_str(thread.get("name")) or _basename(executable),
+            names=_unique(names), observed_at=_v1_time(raw.get("timestamp")),
+            received_at=time.time(), fields=fields, raw=raw,
+        )
+
+    # ------------------------------------------------------------ legacy trace.Event
+    def _legacy(self, raw: dict[str, Any]) -> Detection | None:
+        metadata = raw.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        properties = _dict(metadata.get("Properties"))
+        if not any(properties.get(k) not in (None, "") for k in _SIGNATURE_KEYS):
+            return None
+        rule = _str(raw.get("eventName"))
+        if not rule:
+            raise ValueError("legacy signature event without eventName")
+        container = _dict(raw.get("container"))
+        kubernetes = _dict(raw.get("kubernetes"))
+        container_id = _container_id(raw.get("containerId") or container.get("id"))
+        ns_pid = _int(raw.get("processId"))
+        host_pid = _int(raw.get("hostProcessId"))
+        if host_pid is None and container_id is None:
+            host_pid = ns_pid
+        args = _list(raw.get("args"))
+        pod_name = _str(kubernetes.get("podName"))
+        executable = _executable(raw)
+        fields: dict[str, Any] = {
+            "format": "legacy",
+            "event_id": raw.get("eventId"),
+            "description": _str(metadata.get("Description")),
+            "category": _str(properties.get("Category")),
+            "technique_name": _str(properties.get("Technique")),
+            "kubernetes_technique": _str(properties.get("Kubernetes_Technique")),
+            "signature_id": _str(properties.get("signatureID")) or _signature_id(properties.get("id")),
+            "attack_pattern": _str(properties.get("id")),
+            "properties": properties,
+            "tags": [str(t) for t in _list(metadata.get("Tags"))],
+            "policies": [str(p) for p in _list(raw.get("matchedPolicies"))],
+            "pod": {"name": pod_name, "namespace": _str(kubernetes.get("podNamespace"))},
+            "container_name": _str(container.get("name")),
+            "image": _str(container.get("image")),
+            "hostname": _str(raw.get("hostName")),
+            "ns_pid": ns_pid,
+            "ns_ppid": _int(raw.get("parentProcessId")),
+            "tid": _int(raw.get("hostThreadId")) or _int(raw.get("threadId")),
+            "executable": executable,
+            "args": args,
+        }
+        return Detection(
+            sensor=self.name, rule=rule,
+            technique=_techniques(properties.get("external_id"), properties.get("Technique")),
+            severity=_severity(properties.get("Severity"), default=None),
+            node=self.node, container_id=container_id,
+            pid=host_pid, ppid=_int(raw.get("hostParentProcessId")),
+            comm=_str(raw.get("processName")),
+            names=_unique([executable, pod_name, *_strings(args)]),
+            observed_at=_legacy_time(raw.get("timestamp")), received_at=time.time(),
+            fields=fields, raw=raw,
+        )
+
+
+# ---------------------------------------------------------------- field readers
+def _dict(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any) -> int | None:
+    """Integers: bare, as strings (protojson's 64-bit ints) or ``{"value": n}`` wrappers."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _first(obj: dict[str, Any], *keys: str) -> Any:
+    return next((obj[k] for k in keys if obj.get(k) not in (None, "")), None)
+
+
+def _host_pid(process: dict[str, Any]) -> int | None:
+    return _int(_first(process, "host_pid", "hostPid", "pid"))
+
+
+def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i for i in items if i))
+
+
+def _basename(path: str | None) -> str | None:
+    return path.rpartition("/")[2] or None if path else None
+
+
+def _container_id(value: Any) -> str | None:
+    cid = _str(value)
+    return cid.rpartition("://")[2] or None if cid else None
+
+
+def _techniques(*candidates: Any) -> tuple[str, ...]:
+    """ATT&CK ids among the candidates (T-ids only: ``attack-pattern--…`` and names are not)."""
+    return _unique(c.strip().upper() for c in candidates
+                   if isinstance(c, str) and TECHNIQUE.fullmatch(c.strip().upper()))
+
+
+def _severity(value: Any, default: str | None) -> str | None:
+    """v1beta1 enum name (``HIGH``) or number, legacy int 0..4 -> ``info`` .. ``critical``."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise TypeError("severity is a boolean")
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        return value.strip().lower()
+    level = int(value)
+    return SEVERITIES[min(max(level, 0), len(SEVERITIES) - 1)]
+
+
+def _signature_id(value: Any) -> str | None:
+    sid = _str(value)
+    return sid if sid and sid.upper().startswith("TRC-") else None
+
+
+def _executable(raw: dict[str, Any]) -> str | None:
+    """``executable.path`` (late legacy versions), else a path among the args."""
+    path = _dict(raw.get("executable")).get("path")
+    if isinstance(path, str) and path:
+        return path
+    for arg in _list(raw.get("args")):
+        if isinstance(arg, dict) and arg.get("name") in ("pathname", "exe_path", "binary.path"):
+            path = arg.get("value")
+            if isinstance(path, str) and path.startswith("/"):
+                return path
+    return None
+
+
+def _strings(values: list[Any], depth: int = 0) -> Iterator[str]:
+    """String values of event data/args: ``str``, ``str_array.value``, legacy ``value``
+    (strings, lists of strings, and a ``triggeredBy`` event's own args)."""
+    if depth > _MAX_DEPTH:
+        return
+    for item in values:
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            yield from _strings(item, depth + 1)
+        elif isinstance(item, dict):
+            for key in ("str", "value", "str_array", "args"):
+                value = item.get(key)
+                if isinstance(value, str):
+                    yield value
+                elif isinstance(value, list):
+                    yield from _strings(value, depth + 1)
+                elif isinstance(value, dict):
+                    yield from _strings([value], depth + 1)
+
+
+def _v1_time(stamp: Any) -> float:
+    """``{seconds, nanos}`` (seconds may be a string: protojson int64) or RFC 3339."""
+    try:
+        if isinstance(stamp, str):
+            return parse_rfc3339(stamp)
+        if isinstance(stamp, dict):
+            seconds = _int(stamp.get("seconds")) or 0
+            nanos = _int(stamp.get("nanos")) or 0
+            return seconds + nanos / 1e9
+    except (ValueError, OverflowError):
+        pass
+    return 0.0
+
+
+def _legacy_time(stamp: Any) -> float:
+    """Nanoseconds since the epoch (Tracee's default; with ``--output option:relative-time``
+    it is since boot and cannot be placed: latency then counts from the run's start)."""
+    if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp < _EPOCH_NS_FLOOR:
+        return 0.0
+    try:
+        return stamp / 1e9
+    except OverflowError:
+        return 0.0

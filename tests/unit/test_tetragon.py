@@ -1,0 +1,555 @@
+"""The Tetragon sensor's contract: export lines (``GetEventsResponse`` JSON) to Detections.
+
+export.jsonl = REAL Tetragon export lines (unedited): exec, exit, 6 ``harness-observe``
+tracepoints (ptrace, openat, setns, unshare, mount, openat), 1 ``harness-enforce-canary``
+tracepoint with KPROBE_ACTION_SIGKILL and the exit of that process by SIGKILL.
+edge.jsonl = written from the documented schema (api/v1/tetragon, SENSORS.md 3), one case
+a line: 1 kprobe with a full pod (``containerd://`` id) and ``mitre.T1611`` tag;
+2 kprobe KPROBE_ACTION_SIGKILL of a host process (no pod, null parent); 3 its exit by
+SIGKILL; 4 tracepoint with a null container, null tags/args; 5 tracepoint with the 15-char
+``docker`` id only; 6 LSM hook without tags; 7 uprobe with a non-ATT&CK tag; 8 kprobe
+without policy_name; 9 exec; 10 unknown kind ``process_foo``; 11 ``process_throttle``;
+12-13 ``rate_limit_info`` (42 as a number, "7" as protojson's string); 14 kprobe without
+node_name/time; 15 a line cut mid-object; 16 invalid UTF-8 bytes where JSON structure is
+expected; 17 line 1 with invalid UTF-8 bytes inside a file name.
+
+Lines are decoded as the transports decode them (UTF-8, errors replaced) and fed to
+``on_line``; the rotation and 10 MB tests run the real FileTail on tmp files.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.correlate import correlate
+from harness.detection import Detection
+from harness.errors import ConfigError
+from harness.run import Run
+from harness.sensors import tetragon
+from harness.sensors.tetragon import TetragonSensor, parse_rfc3339
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "tetragon"
+CID = "50231b1d286349530411bbd7a95993daa6c8a642fe6c5bc05052b71f51665ad5"
+TECHNIQUES = {"exec-from-tmp": "T1059", "bash-readline:readline": "T1059.004",
+              "bash-readline": "T1204", "namespace-changes:sys_enter_unshare": "T1611"}
+
+
+def _lines(name: str) -> list[str]:
+    """The file's lines as FileTail/LineReader hand them over (UTF-8, errors replaced)."""
+    data = (DATA / name).read_bytes().decode("utf-8", errors="replace")
+    return data.split("\n")[:-1]
+
+
+def _feed(lines: list[str], **kw: Any) -> TetragonSensor:
+    sensor = TetragonSensor(name="tetragon", path="/nonexistent/tetragon.log", **kw)
+    for line in lines:
+        sensor.on_line(line)
+    return sensor
+
+
+def _detections(sensor: TetragonSensor) -> list[Detection]:
+    return sensor.stream._since(0)
+
+
+def _run(**kw: Any) -> Run:
+    values: dict[str, Any] = {
+        "run_id": "st000000000000", "scenario": "s", "context": "namespace", "node": "n",
+        "started_at": 0, "ended_at": 1, "executed": True, "container_id": CID,
+    }
+    values.update(kw)
+    return Run(**values)
+
+
+def _epoch(stamp: str, nanos: int) -> float:
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) + nanos / 1e9
+
+
+@pytest.fixture(scope="module")
+def export() -> TetragonSensor:
+    return _feed(_lines("export.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def edge() -> TetragonSensor:
+    return _feed(_lines("edge.jsonl"), techniques=TECHNIQUES, node="configured-node")
+
+
+def _edge(edge: TetragonSensor, rule: str, index: int = 0) -> Detection:
+    return [d for d in _detections(edge) if d.rule == rule][index]
+
+
+# ---------------------------------------------------------------- real export lines
+def test_on_line_export_yields_every_policy_event_in_order(export: TetragonSensor) -> None:
+    assert [(d.rule, d.fields["function_name"], d.action) for d in _detections(export)] == [
+        ("harness-observe", "sys_enter_ptrace", "KPROBE_ACTION_POST"),
+        ("harness-observe", "sys_enter_openat", "KPROBE_ACTION_POST"),
+        ("harness-observe", "sys_enter_setns", "KPROBE_ACTION_POST"),
+        ("harness-observe", "sys_enter_unshare", "KPROBE_ACTION_POST"),
+        ("harness-observe", "sys_enter_mount", "KPROBE_ACTION_POST"),
+        ("harness-observe", "sys_enter_openat", "KPROBE_ACTION_POST"),
+        ("harness-enforce-canary", "sys_enter_openat", "KPROBE_ACTION_SIGKILL"),
+    ]
+
+
+def test_on_line_export_has_no_lost_or_malformed_lines(export: TetragonSensor) -> None:
+    assert (export.stream.lost, export.stream.malformed) == (0, 0)
+
+
+def test_normalise_export_tracepoint_maps_every_field(export: TetragonSensor) -> None:
+    d = _detections(export)[0]
+    assert (d.sensor, d.rule, d.technique, d.severity, d.action, d.node) == (
+        "tetragon", "harness-observe", (), None, "KPROBE_ACTION_POST", "vm")
+    assert (d.container_id, d.cgroup_id, d.pid, d.ppid, d.ancestors, d.comm) == (
+        None, None, 31971, 31929, (), "python3")
+    assert d.names == ("python3",
+                       "$PEERS/tetragon-trigger.py $PEERS_OUT/tetragon.json $PEERS_OUT/samples-tp.jsonl")
+    assert d.observed_at == _epoch("2026-11-23T02:01:35", 738796110)
+    assert d.received_at > 0
+    assert d.fields["function_name"] == "sys_enter_ptrace"
+    assert d.fields["subsys"] == "syscalls"
+    assert d.fields["policy_name"] == "harness-observe"
+    assert d.fields["return_action"] is None
+    assert d.fields["message"] == "ptrace attach/seize"
+    assert d.fields["tags"] == ["harness", "ptrace"]
+    assert d.fields["pod"] == {"name": None, "namespace": None}
+    assert d.fields["args"] == [{"long_arg": "16"}, {"long_arg": "1"}]
+    assert d.fields["exec_id"] == "dm06NTUxNTMyNTY2Mzc5OTozMTk3MQ=="
+    assert d.value("pod.name") is None
+    assert d.raw["node_name"] == "vm"
+
+
+def test_normalise_export_string_args_name_the_opened_file(export: TetragonSensor) -> None:
+    opened = [d for d in _detections(export) if d.fields["function_name"] == "sys_enter_openat"]
+    assert [d.names[-1] for d in opened] == [
+        "/etc/harness-test-write", "/etc/harness-canary", "/etc/harness-canary"]
+
+
+def test_normalise_export_exec_and_exit_are_not_detections() -> None:
+    raws = [json.loads(line) for line in _lines("export.jsonl")]
+    sensor = TetragonSensor(path="/nonexistent/tetragon.log")
+    assert [sensor.normalise(r) is not None for r in raws] == [
+        False, False, True, True, True, True, True, True, True, False]
+
+
+def test_exit_signal_export_keeps_the_enforced_kill(export: TetragonSensor) -> None:
+    enforced = _detections(export)[-1]
+    assert enforced.action == "KPROBE_ACTION_SIGKILL"
+    assert export.exit_signal(enforced.fields["exec_id"]) == "SIGKILL"
+
+
+def test_exit_signal_export_exit_without_signal_and_unknown_exec_are_none(
+        export: TetragonSensor) -> None:
+    assert export.exit_signal("dm06NTQ3Nzk3NDc0ODA0OTozMTEwMQ==") is None  # cat exited normally
+    assert export.exit_signal("bm90LXNlZW4=") is None
+
+
+def test_normalise_is_pure(export: TetragonSensor) -> None:
+    raw = json.loads(_lines("export.jsonl")[-2])
+    before = json.dumps(raw, sort_keys=True)
+    sensor = TetragonSensor(path="/nonexistent/tetragon.log")
+    first, second = sensor.normalise(raw), sensor.normalise(raw)
+    assert first is not None
+    assert second is not None
+    # received_at is when the harness read the line: the only input besides the record
+    assert replace(first, received_at=0.0) == replace(second, received_at=0.0)
+    assert first.fields == second.fields
+    assert json.dumps(raw, sort_keys=True) == before
+    assert (sensor.stream.lost, sensor.stream.malformed, sensor.exit_signal("x")) == (0, 0, None)
+    assert sensor.stream._since(0) == []
+
+
+# ---------------------------------------------------------------- edge.jsonl
+def test_on_line_edge_counts_detections_lost_and_malformed(edge: TetragonSensor) -> None:
+    assert [d.rule for d in _detections(edge)] == [
+        "cgroup-release-agent", "block-ptrace-attach", "namespace-changes", "namespace-changes",
+        "exec-from-tmp", "bash-readline", "mounts", "cgroup-release-agent"]
+    assert edge.stream.lost == 42 + 7
+    assert edge.stream.malformed == 2
+    assert edge.stream.malformed_samples[0].startswith('{"process_kprobe":{"process":')
+    assert edge.stream.malformed_samples[1].startswith('{"process_kprobe":\ufffd\ufffd')
+
+
+def test_normalise_edge_full_pod_strips_the_runtime_prefix(edge: TetragonSensor) -> None:
+    d = _edge(edge, "cgroup-release-agent")
+    assert d.container_id == CID
+    assert (d.pid, d.ppid, d.ancestors, d.comm, d.node) == (41001, 41000, (40990, 1), "sh", "node-a")
+    assert d.names == ("/bin/sh", "-c echo /tmp/x > /sys/fs/cgroup/release_agent",
+                       "/sys/fs/cgroup/release_agent", "st-st00000000ab12-escape")
+    assert d.fields["pod"] == {"name": "st-st00000000ab12-escape", "namespace": "shadowtest"}
+    assert d.fields["ns_pid"] == 7
+    assert d.fields["function_name"] == "security_file_permission"
+    assert d.fields["return"] == {"int_arg": 0}
+    assert d.fields["message"] == "release_agent written"
+    assert d.observed_at == _epoch("2026-11-23T02:05:00", 123456789)
+
+
+def test_normalise_edge_technique_from_mitre_tag(edge: TetragonSensor) -> None:
+    d = _edge(edge, "cgroup-release-agent")
+    assert d.technique == ("T1611",)
+    assert d.fields["tags"] == ["observability.privilege_escalation", "mitre.T1611"]
+
+
+def test_normalise_edge_sigkill_action_and_exit_signal_kept(edge: TetragonSensor) -> None:
+    d = _edge(edge, "block-ptrace-attach")
+    assert (d.action, d.fields["return_action"]) == ("KPROBE_ACTION_SIGKILL", "KPROBE_ACTION_POST")
+    assert d.technique == ("T1055.008",)
+    assert edge.exit_signal(d.fields["exec_id"]) == "SIGKILL"
+
+
+def test_normalise_edge_host_process_without_pod_or_parent(edge: TetragonSensor) -> None:
+    d = _edge(edge, "block-ptrace-attach")
+    assert (d.container_id, d.ppid, d.ancestors) == (None, None, ())
+    assert d.fields["pod"] == {"name": None, "namespace": None}
+    assert d.names == ("/usr/bin/python3", "/tmp/st-st00000000ab12/ptrace.py 1")
+    assert d.observed_at == _epoch("2026-11-23T02:05:01", 500000000)
+
+
+def test_normalise_edge_null_container_tags_and_args(edge: TetragonSensor) -> None:
+    d = _edge(edge, "namespace-changes", 0)
+    assert d.container_id is None
+    assert d.fields["pod"] == {"name": "st-pod-nocontainer", "namespace": "shadowtest"}
+    assert (d.fields["tags"], d.fields["args"]) == ([], [])
+    assert d.technique == ("T1611",)  # from the map: namespace-changes:sys_enter_unshare
+
+
+def test_normalise_edge_docker_short_id_only(edge: TetragonSensor) -> None:
+    d = _edge(edge, "namespace-changes", 1)
+    assert d.container_id == CID[:15]
+    assert d.technique == ()  # the map names only the unshare hook of this policy
+    assert d.observed_at == _epoch("2026-11-23T02:05:03", 1000)
+
+
+def test_normalise_edge_lsm_technique_from_policy_map(edge: TetragonSensor) -> None:
+    d = _edge(edge, "exec-from-tmp")
+    assert d.technique == ("T1059",)
+    assert d.fields["function_name"] == "bprm_check_security"
+    assert "/tmp/st-st00000000ab12/payload" in d.names  # linux_binprm_arg path
+    assert d.observed_at == _epoch("2026-11-23T00:05:04", 250000000)  # +02:00
+
+
+def test_normalise_edge_uprobe_policy_function_key_beats_policy_key(edge: TetragonSensor) -> None:
+    d = _edge(edge, "bash-readline")
+    assert d.technique == ("T1059.004",)
+    assert (d.fields["function_name"], d.fields["path"], d.action) == ("readline", "/bin/bash", None)
+
+
+def test_normalise_edge_missing_node_and_time_fall_back(edge: TetragonSensor) -> None:
+    d = _edge(edge, "mounts")
+    assert (d.node, d.observed_at) == ("configured-node", 0.0)
+    assert d.names[-2:] == ("none", "/mnt")  # string_arg, path_arg
+
+
+def test_normalise_edge_invalid_utf8_in_a_file_name_keeps_the_detection(edge: TetragonSensor) -> None:
+    d = _edge(edge, "cgroup-release-agent", 1)
+    assert "/tmp/ev\ufffdil" in d.names
+    assert d.container_id == CID
+
+
+@pytest.mark.parametrize(("index", "kind"), [
+    (7, "kprobe without policy_name"), (8, "process_exec"), (9, "process_foo"),
+    (10, "process_throttle"), (11, "rate_limit_info"), (12, "rate_limit_info (string)"),
+    (2, "process_exit"),
+])
+def test_normalise_edge_non_detections_are_none(index: int, kind: str) -> None:
+    raw = json.loads(_lines("edge.jsonl")[index])
+    assert TetragonSensor(path="/nonexistent/tetragon.log").normalise(raw) is None, kind
+
+
+def test_normalise_tags_win_over_the_technique_map() -> None:
+    raw = json.loads(_lines("edge.jsonl")[0])
+    sensor = TetragonSensor(path="/x/tetragon.log", techniques={"cgroup-release-agent": "T1068"})
+    det = sensor.normalise(raw)
+    assert det is not None
+    assert det.technique == ("T1611",)
+
+
+@pytest.mark.parametrize(("tags", "technique"), [
+    (["T1611"], ("T1611",)),
+    (["mitre.T1055.008"], ("T1055.008",)),
+    (["attack:t1611", "mitre.T1611"], ("T1611",)),
+    (["mitre_T1611", "T1055"], ("T1611", "T1055")),
+    (["observability.process", "T16111", "xT1611", "T1611.1"], ()),
+    ([], ()),
+])
+def test_normalise_technique_from_tags(tags: list[str], technique: tuple[str, ...]) -> None:
+    raw = json.loads(_lines("edge.jsonl")[0])
+    raw["process_kprobe"]["tags"] = tags
+    det = TetragonSensor(path="/x/tetragon.log").normalise(raw)
+    assert det is not None
+    assert det.technique == technique
+
+
+@pytest.mark.parametrize("prefix", ["containerd://", "docker://", "cri-o://", ""])
+def test_normalise_container_runtime_prefixes_are_stripped(prefix: str) -> None:
+    raw = json.loads(_lines("edge.jsonl")[0])
+    raw["process_kprobe"]["process"]["pod"]["container"]["id"] = prefix + CID
+    det = TetragonSensor(path="/x/tetragon.log").normalise(raw)
+    assert det is not None
+    assert det.container_id == CID
+
+
+# ---------------------------------------------------------------- options
+def test_events_option_narrows_the_detection_kinds() -> None:
+    sensor = _feed(_lines("edge.jsonl"), events=["KPROBE", "process_lsm"])
+    assert [d.rule for d in _detections(sensor)] == [
+        "cgroup-release-agent", "block-ptrace-attach", "exec-from-tmp", "mounts",
+        "cgroup-release-agent"]
+    assert (sensor.stream.lost, sensor.exit_signal("a2lsbGVk")) == (49, "SIGKILL")
+
+
+@pytest.mark.parametrize("events", [["process_exec"], ["process_foo"], ["rate_limit_info"]])
+def test_events_option_rejects_non_hook_kinds(events: list[str]) -> None:
+    with pytest.raises(ConfigError, match="not a policy-hook event"):
+        TetragonSensor(path="/x/tetragon.log", events=events)
+
+
+@pytest.mark.parametrize("value", ["t1611", "1611", "T1611.1", "Escape to Host"])
+def test_techniques_option_rejects_non_attack_ids(value: str) -> None:
+    with pytest.raises(ConfigError, match="ATT&CK ids"):
+        TetragonSensor(path="/x/tetragon.log", techniques={"p": value})
+
+
+def test_constructor_needs_exactly_one_transport() -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        TetragonSensor()
+
+
+# ---------------------------------------------------------------- health records
+def test_on_line_rate_limit_info_counts_lost_events() -> None:
+    sensor = _feed([
+        '{"rate_limit_info":{"number_of_dropped_process_events":3},"node_name":"n","time":"2026-11-23T00:00:00Z"}',
+        '{"rate_limit_info":{"number_of_dropped_process_events":"18446744073709551615"}}',
+        '{"rate_limit_info":{"number_of_dropped_process_events":"lots"}}',
+        '{"rate_limit_info":{}}',
+    ])
+    assert sensor.stream.lost == 3 + 18446744073709551615 + 1 + 1
+    assert sensor.stream.malformed == 0
+
+
+def test_exit_signal_is_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tetragon, "MAX_EXITS", 3)
+    lines = [json.dumps({"process_exit": {"process": {"exec_id": f"e{i}", "pid": i}, "signal": "SIGKILL"}})
+             for i in range(5)]
+    sensor = _feed(lines)
+    assert [sensor.exit_signal(f"e{i}") for i in range(5)] == [None, None, "SIGKILL", "SIGKILL", "SIGKILL"]
+
+
+def test_exit_signal_of_a_repeated_exec_id_is_the_latest() -> None:
+    sensor = _feed([json.dumps({"process_exit": {"process": {"exec_id": "e"}, "signal": s}})
+                    for s in ("SIGTERM", "SIGKILL")])
+    assert sensor.exit_signal("e") == "SIGKILL"
+
+
+# ---------------------------------------------------------------- never raises
+@pytest.mark.parametrize("line", [
+    '{"process_kprobe": "not an object", "policy_name": "p"}',
+    '{"process_kprobe": {"policy_name": 5}}',
+    '{"process_kprobe": {"policy_name": "p", "process": {"pid": "abc"}}}',
+    '{"process_kprobe": {"policy_name": "p", "process": {"pod": []}}}',
+    '{"process_kprobe": {"policy_name": "p", "tags": "T1611"}}',
+    '{"process_kprobe": {"policy_name": "p", "ancestors": [{"pid": true}]}}',
+    '{"process_tracepoint": {"policy_name": "p", "process": "x"}}',
+    '{"process_exit": {"process": [], "signal": "SIGKILL"}}',
+    '[{"process_kprobe": {}}]',
+    '"process_kprobe"',
+    "null",
+    '{"process_kprobe": {"policy_name": "p"',
+    "\ufffd\ufffd",
+])
+def test_on_line_bad_line_is_counted_as_malformed_not_raised(line: str) -> None:
+    sensor = _feed([line])
+    assert (sensor.stream.malformed, _detections(sensor)) == (1, [])
+
+
+@pytest.mark.parametrize("line", [
+    "", "   ", "{}", '{"node_name": "n"}', '{"process_kprobe": null}',
+    '{"process_foo": {"policy_name": "p"}}', '{"process_loader": {"path": "/lib/x.so"}}',
+    '{"process_kprobe": {"process": {"pid": 1}}}',
+    '{"process_throttle": {"type": "THROTTLE_STOP", "cgroup": "x"}}',
+    '{"process_exit": {"process": {"exec_id": "e"}}}',
+    '{"process_exit": null}',
+])
+def test_on_line_non_detection_line_is_ignored(line: str) -> None:
+    sensor = _feed([line])
+    assert (sensor.stream.malformed, sensor.stream.lost, _detections(sensor)) == (0, 0, [])
+
+
+def test_normalise_minimal_hook_event_has_only_the_rule() -> None:
+    det = TetragonSensor(path="/x/tetragon.log", node="n1").normalise(
+        {"process_kprobe": {"policy_name": "p"}})
+    assert det is not None
+    assert (det.rule, det.technique, det.pid, det.ppid, det.comm, det.names, det.node,
+            det.container_id, det.observed_at) == ("p", (), None, None, None, (), "n1", None, 0.0)
+
+
+def test_normalise_unreadable_time_keeps_the_detection() -> None:
+    det = TetragonSensor(path="/x/tetragon.log").normalise(
+        {"process_kprobe": {"policy_name": "p"}, "time": "yesterday"})
+    assert det is not None
+    assert det.observed_at == 0.0
+
+
+@pytest.mark.parametrize(("stamp", "expected"), [
+    ("2026-11-23T02:01:35.738796110Z", _epoch("2026-11-23T02:01:35", 738796110)),
+    ("2026-11-23T02:01:35.000000001Z", _epoch("2026-11-23T02:01:35", 1)),
+    ("2026-11-23T02:01:35Z", _epoch("2026-11-23T02:01:35", 0)),
+    ("2026-11-23T02:01:35.5z", _epoch("2026-11-23T02:01:35", 500000000)),
+    ("2026-11-23T04:01:35.738796110+02:00", _epoch("2026-11-23T02:01:35", 738796110)),
+    ("2026-11-22T21:01:35.1-05:00", _epoch("2026-11-23T02:01:35", 100000000)),
+])
+def test_parse_rfc3339_keeps_nanoseconds_and_offsets(stamp: str, expected: float) -> None:
+    assert parse_rfc3339(stamp) == expected
+
+
+@pytest.mark.parametrize("stamp", ["", "2026-11-23", "2026-11-23T02:01:35", "2026-13-23T02:01:35Z"])
+def test_parse_rfc3339_rejects_other_text(stamp: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the message varies with the cause
+        parse_rfc3339(stamp)
+
+
+# ---------------------------------------------------------------- correlation
+def test_correlate_full_pod_container_id_matches_the_run(edge: TetragonSensor) -> None:
+    assert correlate(_run(), _edge(edge, "cgroup-release-agent")) == "container_id"
+
+
+def test_correlate_short_docker_id_matches_the_run_by_prefix(edge: TetragonSensor) -> None:
+    d = _edge(edge, "namespace-changes", 1)
+    assert len(d.container_id or "") == 15
+    assert correlate(_run(), d) == "container_id"
+
+
+def test_correlate_other_container_does_not_match(edge: TetragonSensor) -> None:
+    other = "f" * 64
+    assert correlate(_run(container_id=other), _edge(edge, "namespace-changes", 1)) is None
+    assert correlate(_run(container_id=other), _edge(edge, "cgroup-release-agent")) is None
+
+
+def test_correlate_run_id_in_a_pod_name_or_path(edge: TetragonSensor) -> None:
+    run = _run(run_id="st00000000ab12", container_id=None)
+    assert correlate(run, _edge(edge, "cgroup-release-agent")) == "run_id"  # pod name
+    assert correlate(run, _edge(edge, "block-ptrace-attach")) == "run_id"  # arguments
+    assert correlate(run, _edge(edge, "exec-from-tmp")) == "run_id"  # binary
+
+
+def test_correlate_process_tree_by_ancestor(edge: TetragonSensor) -> None:
+    run = _run(container_id=None, pids=frozenset({40990}))
+    assert correlate(run, _edge(edge, "cgroup-release-agent")) == "process_tree"
+
+
+# ---------------------------------------------------------------- real FileTail
+def _event(i: int) -> str:
+    """A real export tracepoint line, made distinct by its policy name and pid."""
+    raw = json.loads(_lines("export.jsonl")[2])
+    raw["process_tracepoint"]["policy_name"] = f"rot-{i}"
+    raw["process_tracepoint"]["process"]["pid"] = 50000 + i
+    return json.dumps(raw, separators=(",", ":")) + "\n"
+
+
+def _append(path: Path, *lines: str) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("".join(lines))
+
+
+
+
+def test_filetail_rotation_and_truncation_deliver_each_detection_once_in_order(
+        tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    _append(log, _event(-1))  # already there when the sensor starts: not read (from the end)
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        sub = sensor.stream.subscribe()
+        _append(log, _event(0), _event(1), _event(2))
+        seen, _ = sub.wait(lambda ds: len(ds) >= 3, None, time.time() + 5)
+        assert len(seen) == 3
+        # Tetragon's rotation: rename to tetragon.log.1, then a new tetragon.log
+        log.rename(tmp_path / "tetragon.log.1")
+        _append(tmp_path / "tetragon.log.1", _event(3))  # written before the new file exists
+        _append(log, _event(4), _event(5))
+        seen, _ = sub.wait(lambda ds: len(ds) >= 6, None, time.time() + 5)
+        assert len(seen) == 6
+        # truncation in place, then shorter content (a rewrite to the same size or more
+        # before the tail notices is not detectable by size: see the report)
+        with log.open("r+", encoding="utf-8") as fh:
+            fh.truncate(0)
+        _append(log, _event(6))
+        seen, _ = sub.wait(lambda ds: len(ds) >= 7, None, time.time() + 5)
+        assert len(seen) == 7
+        _append(log, _event(7))
+        seen, _ = sub.wait(lambda ds: len(ds) >= 8, None, time.time() + 5)
+        _append(log, _event(99))  # sentinel: anything read twice would come before it
+        seen, _ = sub.wait(lambda ds: any(d.rule == "rot-99" for d in ds), None, time.time() + 5)
+    finally:
+        sensor.stop()
+    assert [d.rule for d in seen] == [f"rot-{i}" for i in (*range(8), 99)]
+    assert [d.pid for d in seen] == [50000 + i for i in (*range(8), 99)]
+    assert (sensor.stream.malformed, sensor.stream.lost) == (0, 0)
+
+
+def test_filetail_from_start_reads_existing_lines_and_follows_a_late_file(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    sensor = TetragonSensor(path=str(log), from_start=True)  # the file does not exist yet
+    sensor.start()
+    try:
+        sub = sensor.stream.subscribe()
+        _append(log, _event(0), _event(1))
+        seen, _ = sub.wait(lambda ds: len(ds) >= 2, None, time.time() + 5)
+    finally:
+        sensor.stop()
+    assert [d.rule for d in seen] == ["rot-0", "rot-1"]
+
+
+# ---------------------------------------------------------------- 10 MB line
+def _huge(tmp_path: Path) -> tuple[Path, str, str]:
+    raw = json.loads(_lines("edge.jsonl")[0])
+    raw["process_kprobe"]["process"]["arguments"] = "A" * (10 * 1024 * 1024) + " st0000000000ff"
+    huge = json.dumps(raw, separators=(",", ":"))
+    normal = _lines("edge.jsonl")[1]
+    path = tmp_path / "huge.jsonl"
+    path.write_text(huge + "\n" + normal + "\n", encoding="utf-8")
+    return path, huge, normal
+
+
+def test_on_line_10mb_line_normalises_and_so_does_the_next(tmp_path: Path) -> None:
+    _, huge, normal = _huge(tmp_path)
+    assert len(huge) > 10 * 1024 * 1024
+    sensor = _feed([huge, normal])
+    big, after = _detections(sensor)
+    assert (big.rule, big.pid, big.container_id) == ("cgroup-release-agent", 41001, CID)
+    assert len(big.fields["arguments"]) == 10 * 1024 * 1024 + 15
+    assert correlate(_run(run_id="st0000000000ff", container_id=None), big) == "run_id"
+    assert (after.rule, after.action) == ("block-ptrace-attach", "KPROBE_ACTION_SIGKILL")
+    assert sensor.stream.malformed == 0
+
+
+def test_filetail_10mb_line_written_in_pieces_then_a_normal_line(tmp_path: Path) -> None:
+    path, huge, normal = _huge(tmp_path)
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        sub = sensor.stream.subscribe()
+        data = (huge + "\n" + normal + "\n").encode()
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+        try:
+            for at in range(0, len(data), 1 << 20):  # the tail sees partial lines
+                os.write(fd, data[at:at + (1 << 20)])
+        finally:
+            os.close(fd)
+        seen, _ = sub.wait(lambda ds: len(ds) >= 2, None, time.time() + 20)
+    finally:
+        sensor.stop()
+    assert [d.rule for d in seen] == ["cgroup-release-agent", "block-ptrace-attach"]
+    assert len(seen[0].fields["arguments"]) == 10 * 1024 * 1024 + 15
+    assert sensor.stream.malformed == 0
+    assert path.stat().st_size == len(data)
