@@ -38,6 +38,8 @@ class Detection:
         head, _, rest = path.partition(".")
         if head in _ATTRS and not rest:
             return getattr(self, head)
+        if path in self.fields:  # products' own dotted names: proc.pid, container.id
+            return self.fields[path]
         node: Any = self.fields
         for part in path.split("."):
             if not isinstance(node, dict) or part not in node:

@@ -12,7 +12,7 @@ import pytest
 
 from harness.atomic import Atomic
 from harness.config import Settings
-from harness.errors import ScenarioError, SensorError
+from harness.errors import ConfigError, ScenarioError, SensorError
 from harness.execute import execute
 from harness.node import NodeFacts, kernel_satisfies
 from harness.report.results import explain, rows_for
@@ -78,6 +78,9 @@ class ShadowtestSession:
                 sensor.start()
             except SensorError as exc:
                 sensor.stream.close(str(exc))
+            except ConfigError as exc:  # e.g. a literal credential: stop before any attack
+                self.stop_sensors()
+                pytest.exit(f"shadowtest: configuration error: {exc}", returncode=4)
         return self.sensors
 
     def stop_sensors(self) -> None:

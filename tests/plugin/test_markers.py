@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+# in-process runs: the plugin is imported already, which pytest may warn about
+QUIET = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
 CONFIG = """
 [tool.shadowtest]
 allowed_nodes = ["local"]
@@ -27,7 +29,7 @@ def test_shadowtest_kernel_marker_skips_users_test_at_setup(pytester: pytest.Pyt
         def test_any_kernel():
             pass
     """)
-    result = pytester.runpytest("-rs", "--strict-markers")
+    result = pytester.runpytest("-rs", "--strict-markers", *QUIET)
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines([f"*kernel {os.uname().release} on local does not satisfy >=999.0*"])
 
@@ -41,7 +43,7 @@ def test_shadowtest_requires_unknown_feature_skips_with_reason(pytester: pytest.
         def test_needs_feature():
             pass
     """)
-    result = pytester.runpytest("-rs")
+    result = pytester.runpytest("-rs", *QUIET)
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no_such_feature not usable on local*"])
 
@@ -49,7 +51,7 @@ def test_shadowtest_requires_unknown_feature_skips_with_reason(pytester: pytest.
 def test_collection_is_deterministic_and_offline(pytester: pytest.Pytester) -> None:
     """Collect-only the bundled catalogue twice: same ids, same order, nothing run."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    args = ("--collect-only", "-q", "-p", "no:cacheprovider",
+    args = ("--collect-only", "-q", "-p", "no:cacheprovider", *QUIET,
             os.path.join(repo, "scenarios"), "--shadowtest-config",
             os.path.join(repo, "pyproject.toml"))
     first = pytester.runpytest(*args)
