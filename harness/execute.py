@@ -136,11 +136,17 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
                                     deadline, until=run.ended_at)
         now = sensor.health()
         start = before[name]
-        health = Health(
-            up=start.up and now.up,
-            reason=start.reason if not start.up else now.reason,
-            lost=sub.lost(), malformed=sub.malformed(), synced=synced,
-        )
+        # synced past the run = everything it caused was delivered: healthy for this window
+        # even if the backend blipped; a sensor that can sync but did not is not proven
+        up = (start.up and now.up) or synced
+        reason = start.reason if not start.up else now.reason
+        can_sync = markers.get(name) is not None or sensor.stream.watermark > 0
+        if up and run.executed and can_sync and not synced:
+            up, reason = False, (f"{name} did not deliver up to the end of the run within the "
+                                 f"window ({window:g} s + {getattr(sensor, 'delay', 0.0):g} s "
+                                 "ingestion delay): a miss cannot be proved")
+        health = Health(up=up, reason=reason, lost=sub.lost(), malformed=sub.malformed(),
+                        synced=synced)
         healths[name] = health
         out.append(judge(run, seen, expectation, health, name))
     return tuple(out), healths
