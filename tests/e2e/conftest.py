@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,10 +36,11 @@ class Catalog:
     def config(self, text: str) -> None:
         (self.root / "shadowtest.toml").write_text(textwrap.dedent(text).lstrip())
 
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "harness", *args], cwd=self.root, capture_output=True,
-            text=True, timeout=timeout, check=False,
+            text=True, timeout=timeout, check=False, env={**os.environ, **(env or {})},
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:

@@ -1,0 +1,174 @@
+"""Kernel event -> product-shaped output -> adapter -> verdict, with the real atomics.
+
+A bridge (tests/bridges/bpftrace_bridge.py) runs the bundled bpftrace sensor and re-emits
+each detection as a Falco http_output alert, a Tetragon export line (with rotation), or an
+event/alert ingested by the local Sysdig / CrowdStrike API servers (with ingestion delay).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import REPO, Catalog, verdicts
+from tests.servers.crowdstrike_server import CrowdStrikeServer
+from tests.servers.sysdig_server import SysdigServer
+
+pytestmark = pytest.mark.node
+
+SYSDIG_TOKEN = "sdc-token-5f1e9c0b7a2d4e6f8a1b3c5d7e9f0a2b"
+CS_ID = "0123456789abcdef0123456789abcdef"
+CS_SECRET = "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Jh1Gf0EdCbA9z8y"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Bridge:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests/bridges/bpftrace_bridge.py"), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # blocks until bpftrace's probes are attached
+        assert line.strip() == "READY", (line, self.proc.stderr.read() if self.proc.stderr else "")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def attacks(catalog: Catalog) -> Catalog:
+    for rel in ("privilege-escalation/ptrace-pid1.yaml", "privilege-escalation/container-escape-setns.yaml",
+                "persistence/etc-write.yaml", "benign/read-etc-hostname.yaml"):
+        src = REPO / "scenarios" / rel
+        catalog.scenario(src.parent.name, src.stem, src.read_text())
+    return catalog
+
+
+@pytest.fixture
+def sysdig() -> Iterator[SysdigServer]:
+    with SysdigServer(SYSDIG_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def crowdstrike() -> Iterator[CrowdStrikeServer]:
+    with CrowdStrikeServer(CS_ID, CS_SECRET) as server:
+        yield server
+
+
+def test_falco_webhook_receiver_judges_real_atomics(attacks: Catalog) -> None:
+    port = free_port()
+    attacks.config(f"""
+        [tool.shadowtest]
+        allowed_nodes = ["local"]
+        window = "3s"
+        [tool.shadowtest.sensors.falco]
+        type = "falco"
+        listen = "127.0.0.1:{port}"
+    """)
+    bridge = Bridge("--falco-url", f"http://127.0.0.1:{port}/")
+    try:
+        res = attacks.run("run", "--results", "results.jsonl")
+    finally:
+        bridge.stop()
+    got = verdicts(attacks.rows())
+    assert res.returncode == 0, res.stdout
+    assert got[("ptrace-pid1", "namespace", "falco")] == "DETECTED"
+    assert got[("container-escape-setns", "namespace", "falco")] == "DETECTED"
+    assert got[("etc-write", "host", "falco")] == "DETECTED"
+    assert got[("etc-write", "namespace", "falco")] == "DETECTED"
+    assert got[("read-etc-hostname", "host", "falco")] == "CLEAN"
+    rows = {(r["scenario"], r["context"]): r for r in attacks.rows()}
+    # Falco's 12-char container id correlated with the context's 64-hex id
+    assert rows[("ptrace-pid1", "namespace")]["correlated_by"] in ("container_id", "run_id")
+    assert rows[("ptrace-pid1", "namespace")]["rule"] == "PTRACE attached to process"
+
+
+def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
+        attacks: Catalog, sysdig: SysdigServer, tmp_path: Path) -> None:
+    """A sensor pair (incumbent tetragon, candidate sysdig): each gets its own verdict row."""
+    export = tmp_path / "tetragon" / "tetragon.log"
+    export.parent.mkdir()
+    attacks.config(f"""
+        [tool.shadowtest]
+        allowed_nodes = ["local"]
+        window = "3s"
+        [tool.shadowtest.sensors.tetragon]
+        type = "tetragon"
+        path = "{export}"
+        techniques = {{ "shadowtest-setns" = "T1611" }}
+        [tool.shadowtest.sensors.sysdig]
+        type = "sysdig"
+        url = "{sysdig.url}"
+        token = "env:ST_TEST_SYSDIG_TOKEN"
+        poll_interval = 0.25
+        delay = 1.0
+    """)
+    bridge = Bridge("--tetragon-file", str(export), "--tetragon-rotate", "1500",
+                    "--sysdig-url", f"{sysdig.url}/_shadowtest/ingest", "--sysdig-delay", "0.5")
+    try:
+        res = attacks.run("run", "--results", "results.jsonl",
+                          env={"ST_TEST_SYSDIG_TOKEN": SYSDIG_TOKEN})
+    finally:
+        bridge.stop()
+    got = verdicts(attacks.rows())
+    assert res.returncode == 0, res.stdout
+    for sensor in ("tetragon", "sysdig"):
+        assert got[("ptrace-pid1", "namespace", sensor)] == "DETECTED"
+        assert got[("container-escape-setns", "namespace", sensor)] == "DETECTED"
+        assert got[("etc-write", "host", sensor)] == "DETECTED"
+        assert got[("read-etc-hostname", "host", sensor)] == "CLEAN"
+    assert list(export.parent.glob("tetragon.log.1")), "the bridge rotated the export file"
+    sysdig_rows = [r for r in attacks.rows() if r["sensor"] == "sysdig" and r["verdict"] == "DETECTED"]
+    assert all(r["latency_ms"] >= 400 for r in sysdig_rows)  # the backend's ingestion delay
+
+
+def test_secrets_never_appear_in_output_results_or_junit(
+        attacks: Catalog, sysdig: SysdigServer, crowdstrike: CrowdStrikeServer) -> None:
+    """Good and refused credentials, debug logging on: no secret in anything written."""
+    attacks.config(f"""
+        [tool.shadowtest]
+        allowed_nodes = ["local"]
+        window = "2s"
+        [tool.shadowtest.sensors.sysdig]
+        type = "sysdig"
+        url = "{sysdig.url}"
+        token = "env:ST_TEST_SYSDIG_TOKEN"
+        poll_interval = 0.25
+        delay = 0.5
+        [tool.shadowtest.sensors.crowdstrike]
+        type = "crowdstrike"
+        base_url = "{crowdstrike.url}"
+        client_id = "env:ST_TEST_CS_ID"
+        client_secret = "env:ST_TEST_CS_SECRET"
+        poll_interval = 0.25
+        delay = 0.5
+    """)
+    wrong = "Wr0ngSecretWr0ngSecretWr0ngSecret"
+    env = {"ST_TEST_SYSDIG_TOKEN": SYSDIG_TOKEN, "ST_TEST_CS_ID": CS_ID, "ST_TEST_CS_SECRET": wrong}
+    res = attacks.run("run", "scenarios/benign", "--results", "results.jsonl", "--",
+                      "--junitxml=junit.xml", "--log-level=DEBUG", "-o", "log_cli=true", "-rA",
+                      env=env)
+    got = verdicts(attacks.rows())
+    assert got[("read-etc-hostname", "host", "sysdig")] == "CLEAN"
+    assert got[("read-etc-hostname", "host", "crowdstrike")] == "SENSOR_DOWN"
+    assert res.returncode == 1
+    written = "\n".join([res.stdout, res.stderr, (attacks.root / "results.jsonl").read_text(),
+                         (attacks.root / "junit.xml").read_text()])
+    assert "SENSOR_DOWN" in written
+    for secret in (SYSDIG_TOKEN, wrong, CS_SECRET):
+        assert secret not in written
+    assert os.environ.get("ST_TEST_SYSDIG_TOKEN") is None  # nothing leaked into this process
