@@ -1,0 +1,443 @@
+"""Falco: JSON alerts from a file (``file_output`` with ``json_output: true``), from a
+program's stdout (``falco -o json_output=true``), or POSTed to an HTTP receiver (Falco's
+``http_output``, a Falcosidekick ``webhook`` output).
+
+Every transport hands each alert object to ``on_record``: internal alerts are health, not
+detections ("Falco internal: syscall event drop" counts its ``n_drops`` as lost events, so
+the window is SENSOR_DOWN rather than MISSED); every other alert goes to ``normalise``.
+
+The receiver is an aiohttp server in a thread of its own with its own event loop. An alert is
+pushed to the stream before its request is answered, so a 200 means the stream has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from harness.detection import Detection
+from harness.errors import ConfigError, SensorError
+from harness.sensors._jsonlines import JsonLinesSensor
+from harness.verdict import Health
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+#: rules Falco emits about itself (drops, timeouts, metrics snapshots): never detections
+INTERNAL_PREFIX = "Falco internal:"
+DROP_RULE = "Falco internal: syscall event drop"
+#: what Falcosidekick's ``/test`` endpoint forwards to its outputs (``source: internal``)
+SIDEKICK_TEST_RULE = "Test rule"
+MAX_BODY = 16 * 1024 * 1024
+
+_decoder = msgspec.json.Decoder()
+_TECHNIQUE = re.compile(r"[Tt]\d{4}(?:\.\d{3})?")
+_TIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?(?:[Zz]|([+-])(\d\d):?(\d\d))?"
+)
+_HOST = "host"  # Falco's container.id / container.name for a process outside any container
+
+
+class FalcoSensor(JsonLinesSensor):
+    """Exactly one transport: ``path`` (tail a JSON alerts file), ``command`` (read a program's
+    stdout) or ``listen`` (``"HOST:PORT"``; port 0 picks a free one, see ``port``/``url``)."""
+
+    NAME: ClassVar[str] = "falco"
+
+    def __init__(self, name: str = "falco", path: str | None = None,
+                 command: str | list[str] | None = None, listen: str | None = None,
+                 from_start: bool = False, delay: float = 0.0, node: str | None = None) -> None:
+        self.listen = listen  # before super().__init__, whose _check_transport reads it
+        super().__init__(name, path, command, from_start, delay, node)
+        self._receiver: HttpReceiver | None = None
+        if listen is not None:
+            self._receiver = HttpReceiver(listen, self.on_body, self.stream.count_malformed,
+                                          f"{name}-http")
+
+    def _check_transport(self, name: str, path: str | None,
+                         command: str | list[str] | None) -> None:
+        if sum(x is not None for x in (path, command, self.listen)) != 1:
+            raise ConfigError(
+                f"sensor {name!r}: set exactly one of path = '<Falco json alerts file>', "
+                "command = '<program printing Falco json alerts>' or listen = '127.0.0.1:2801' "
+                f"(HTTP receiver for Falco http_output / Falcosidekick webhook) under "
+                f"[tool.shadowtest.sensors.{name}]"
+            )
+
+    @property
+    def port(self) -> int | None:
+        """The receiver's bound port once started (None for the other transports)."""
+        return self._receiver.port if self._receiver is not None else None
+
+    @property
+    def url(self) -> str | None:
+        """``http://HOST:PORT/``: where Falco's ``http_output.url`` or Falcosidekick's
+        ``webhook.address`` should point (None before start and for the other transports)."""
+        return self._receiver.url if self._receiver is not None else None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._receiver is None:
+            super().start()
+            return
+        self._receiver.start()
+
+    def stop(self) -> None:
+        if self._receiver is None:
+            super().stop()
+            return
+        self._receiver.stop()
+
+    def health(self) -> Health:
+        if self._receiver is None:
+            return super().health()
+        if self.stream.closed:
+            return Health(False, self.stream.closed)
+        if not self._receiver.running:
+            return Health(False, f"{self.name}: HTTP receiver on {self.listen} is not running")
+        return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
+
+    # ------------------------------------------------------------ parsing
+    def on_record(self, raw: dict[str, Any]) -> None:
+        """Shared by every transport: a drop alert is lost events; other alerts normalised."""
+        if raw.get("rule") == DROP_RULE:
+            self.stream.count_lost(_drops(raw))
+            return
+        super().on_record(raw)
+
+    def on_body(self, body: bytes) -> tuple[int, int]:
+        """One HTTP request body: an alert object (Falco ``http_output``, Falcosidekick
+        webhook), a JSON array of alerts, or newline-delimited alerts.
+
+        Returns (records accepted, records malformed); malformed ones are counted on the
+        stream. Invalid UTF-8 is replaced, as the file and command transports do."""
+        try:
+            doc = _decode(body)
+        except msgspec.DecodeError:
+            if b"\n" not in body.strip():
+                self.stream.count_malformed(_sample(body))
+                return 0, 1
+            return self._on_ndjson(body)
+        records = doc if isinstance(doc, list) else [doc]
+        ok = 0
+        for raw in records:
+            ok += self._accept(raw, body)
+        return ok, len(records) - ok
+
+    def _on_ndjson(self, body: bytes) -> tuple[int, int]:
+        ok = bad = 0
+        for line in body.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                raw = _decode(line)
+            except msgspec.DecodeError:
+                self.stream.count_malformed(_sample(line))
+                bad += 1
+                continue
+            if self._accept(raw, line):
+                ok += 1
+            else:
+                bad += 1
+        return ok, bad
+
+    def _accept(self, raw: Any, sample: bytes) -> bool:
+        if isinstance(raw, dict):
+            try:
+                self.on_record(raw)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                pass
+            else:
+                return True
+        self.stream.count_malformed(_sample(sample))
+        return False
+
+    def normalise(self, raw: Any) -> Detection | None:
+        """Pure: one Falco alert (or Falcosidekick payload) to a Detection; None for Falco's
+        internal alerts and Falcosidekick's test event. Raises KeyError/TypeError/ValueError
+        for a record that is not an alert (no ``rule``, ``output_fields`` not an object)."""
+        if not isinstance(raw, dict):
+            return None
+        rule = raw["rule"]
+        if not isinstance(rule, str) or not rule:
+            raise ValueError(f"rule is not a non-empty string: {rule!r}")
+        if rule.startswith(INTERNAL_PREFIX) or (
+            rule == SIDEKICK_TEST_RULE and raw.get("source") == "internal"
+        ):
+            return None
+        of = raw.get("output_fields") or {}
+        tags = raw.get("tags") or ()
+        if not isinstance(of, dict):
+            raise TypeError(f"output_fields is not an object: {type(of).__name__}")
+        techniques, tactics = _split_tags(tags)
+        container_id = _text(of.get("container.full_id")) or _text(of.get("container.id"))
+        if container_id == _HOST:
+            container_id = None
+        container_name = _text(of.get("container.name")) if container_id else None
+        pod = _text(of.get("k8s.pod.name")) or _text(of.get("k8smeta.pod.name"))
+        namespace = _text(of.get("k8s.ns.name")) or _text(of.get("k8smeta.ns.name"))
+        priority = raw.get("priority")
+        hostname = _text(raw.get("hostname"))
+
+        fields = dict(of)  # Falco's own names (fd.name, k8s.pod.name): Detection.value reads them
+        fields["source"] = raw.get("source")
+        fields["tags"] = tags if isinstance(tags, list) else list(tags)
+        fields["tactics"] = tactics
+        if pod:
+            fields["pod"] = pod
+        if namespace:
+            fields["namespace"] = namespace
+        if "uuid" in raw:
+            fields["uuid"] = raw["uuid"]
+        names = tuple(n for n in (_text(raw.get("output")), _text(of.get("proc.cmdline")),
+                                  _text(of.get("fd.name")), container_name, pod) if n)
+        ppid = _int(of.get("proc.ppid"))
+        return Detection(
+            sensor=self.name, rule=rule, technique=techniques,
+            severity=priority.lower() if isinstance(priority, str) and priority else None,
+            node=hostname or self.node, container_id=container_id,
+            pid=_int(of.get("proc.pid")),
+            ppid=ppid if ppid is not None else _int(of.get("proc.apid[1]")),
+            ancestors=_ancestors(of), comm=_text(of.get("proc.name")), names=names,
+            observed_at=_observed_at(raw, of), received_at=time.time(),
+            fields=fields, raw=raw,
+        )
+
+
+# ---------------------------------------------------------------- helpers (pure)
+def _decode(data: bytes) -> Any:
+    try:
+        return _decoder.decode(data)
+    except UnicodeDecodeError:
+        return _decoder.decode(data.decode("utf-8", errors="replace"))
+
+
+def _sample(data: bytes) -> str:
+    return data[:200].decode("utf-8", errors="replace")
+
+
+def _text(value: Any) -> str | None:
+    """A field's text; None for null, empty and Falco's ``<NA>``."""
+    if isinstance(value, str) and value and value != "<NA>":
+        return value
+    return None
+
+
+def _int(value: Any) -> int | None:
+    """Falco prints numbers as JSON numbers, internal alerts as numeric strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _split_tags(tags: Any) -> tuple[tuple[str, ...], list[str]]:
+    """ATT&CK technique ids (``T1611``, ``T1055.008``) and tactic tags (``mitre_*``)."""
+    if not isinstance(tags, list | tuple):
+        raise TypeError(f"tags is not an array: {type(tags).__name__}")
+    techniques: list[str] = []
+    tactics: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str):
+            continue
+        if _TECHNIQUE.fullmatch(tag):
+            techniques.append(tag.upper())
+        elif tag.startswith("mitre_"):
+            tactics.append(tag)
+    return tuple(techniques), tactics
+
+
+def _drops(raw: dict[str, Any]) -> int:
+    of = raw.get("output_fields")
+    n = _int(of.get("n_drops")) if isinstance(of, dict) else None
+    return n if n is not None and n > 0 else 1
+
+
+def _ancestors(of: dict[str, Any]) -> tuple[int, ...]:
+    """``proc.apid[2]``, ``proc.apid[3]`` ... when a rule's output (or append_output) has them."""
+    out: list[int] = []
+    n = 2
+    while (key := f"proc.apid[{n}]") in of:
+        pid = _int(of[key])
+        if pid:
+            out.append(pid)
+        n += 1
+    return tuple(out)
+
+
+def parse_time(text: str) -> float | None:
+    """RFC 3339 with up to nanoseconds (Falco ``time``, Go's RFC3339Nano in Falcosidekick)
+    to epoch seconds; no offset means UTC. None when it is not such a timestamp."""
+    m = _TIME.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, sign, oh, om = m.groups()
+    secs = calendar.timegm((int(year), int(month), int(day), int(hour), int(minute),
+                            int(second), 0, 0, 0))
+    if sign:
+        offset = int(oh) * 3600 + int(om) * 60
+        secs += -offset if sign == "+" else offset
+    return secs + int(frac[:9].ljust(9, "0")) / 1e9 if frac else float(secs)
+
+
+def _observed_at(raw: dict[str, Any], of: dict[str, Any]) -> float:
+    stamp = raw.get("time")
+    if isinstance(stamp, str):
+        parsed = parse_time(stamp)
+        if parsed is not None:
+            return parsed
+    ns = _int(of.get("evt.time"))
+    return ns / 1e9 if ns else 0.0
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"listen = {listen!r}: expected 'HOST:PORT' (e.g. '127.0.0.1:2801'; port 0 picks a "
+            "free port)"
+        )
+    return host, int(port)
+
+
+# ---------------------------------------------------------------- HTTP receiver
+class HttpReceiver:
+    """An aiohttp server in a daemon thread with its own event loop.
+
+    POST/PUT on any path: ``on_body(body) -> (accepted, malformed)``; 200 when nothing was
+    malformed, else 400 with the counts (the accepted records are on the stream either way).
+    ``GET /healthz``: 200 ``{"status": "ok"}`` (as Falcosidekick answers). Bodies up to
+    ``max_body`` bytes; a larger one is answered 413 and counted malformed.
+    """
+
+    def __init__(self, listen: str, on_body: Callable[[bytes], tuple[int, int]],
+                 on_malformed: Callable[[str], None], name: str = "http",
+                 max_body: int = MAX_BODY, shutdown_timeout: float = 5.0) -> None:
+        self.host, self.want_port = _split_listen(listen)
+        self.listen = listen
+        self.on_body = on_body
+        self.on_malformed = on_malformed
+        self.name = name
+        self.max_body = max_body
+        self.shutdown_timeout = shutdown_timeout
+        self.port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str | None:
+        if self.port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
+
+    def start(self) -> None:
+        """Bind, start serving; return once the socket is listening."""
+        if self._thread is not None:
+            raise SensorError(f"{self.name}: already started")
+        try:
+            import aiohttp  # noqa: F401 - fail here, in the caller's thread, when it is missing
+        except ImportError as exc:  # pragma: no cover - aiohttp ships with the test extra
+            raise SensorError(f"{self.name}: the HTTP receiver needs aiohttp "
+                              "(pip install aiohttp)") from exc
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            sock = socket.create_server((self.host, self.want_port), family=family, backlog=1024)
+        except OSError as exc:
+            raise SensorError(f"{self.name}: cannot listen on {self.listen}: {exc}") from exc
+        sock.setblocking(False)
+        self.port = int(sock.getsockname()[1])
+        self._ready.clear()
+        self._error = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(self._loop, sock),
+                                        name=self.name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            self._error = TimeoutError("the server thread did not start within 30 s")
+        if self._error is not None:
+            self._thread.join(5)
+            self._thread = None
+            self._loop = None
+            sock.close()
+            raise SensorError(f"{self.name}: HTTP receiver failed to start: {self._error!r}")
+
+    def stop(self) -> None:
+        """Stop listening, finish the requests in flight (each one answered 200 was already
+        pushed), close the connections and the socket, join the thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.shutdown_timeout + 5)
+        self._thread = None
+        self._loop = None
+        self._ready.clear()
+
+    # ------------------------------------------------------------ server thread
+    def _run(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            runner = loop.run_until_complete(self._setup(sock))
+        except Exception as exc:  # reported to start(), in the caller's thread
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())  # waits for the requests in flight
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            sock.close()
+            loop.close()
+
+    async def _setup(self, sock: socket.socket) -> web.AppRunner:
+        from aiohttp import web
+
+        on_body, on_malformed, max_body = self.on_body, self.on_malformed, self.max_body
+
+        async def healthz(request: web.Request) -> web.StreamResponse:
+            return web.json_response({"status": "ok"})
+
+        async def post(request: web.Request) -> web.StreamResponse:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                on_malformed(f"{request.method} {request.path}: body larger than {max_body} "
+                             f"bytes (Content-Length {request.content_length})")
+                raise
+            accepted, malformed = on_body(body)
+            if malformed:
+                return web.json_response({"accepted": accepted, "malformed": malformed},
+                                         status=400)
+            return web.Response()
+
+        app = web.Application(client_max_size=max_body)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_route("POST", "/{tail:.*}", post)
+        app.router.add_route("PUT", "/{tail:.*}", post)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
+        await runner.setup()
+        await web.SockSite(runner, sock, backlog=1024).start()
+        return runner
