@@ -52,6 +52,7 @@ class _State:
     malformed_samples: list[str] = field(default_factory=list)
     closed: str | None = None
     watermark: float = 0.0
+    base: int = 0  # absolute index of detections[0] (older ones were dropped)
 
 
 class DetectionStream:
@@ -62,6 +63,9 @@ class DetectionStream:
     """
 
     MAX_SAMPLES = 10
+    #: detections kept in memory; past this the oldest half is dropped (a run whose window
+    #: reaches back into dropped ones counts them as lost: SENSOR_DOWN, never MISSED)
+    MAX_KEPT = 200_000
 
     def __init__(self, sensor: str) -> None:
         self.sensor = sensor
@@ -72,6 +76,10 @@ class DetectionStream:
     def push(self, detection: Detection) -> None:
         with self._cond:
             self._s.detections.append(detection)
+            if len(self._s.detections) > self.MAX_KEPT:
+                drop = self.MAX_KEPT // 2
+                del self._s.detections[:drop]
+                self._s.base += drop
             self._cond.notify_all()
 
     def mark(self, token: str) -> None:
@@ -133,10 +141,15 @@ class DetectionStream:
 
     def subscribe(self) -> Subscription:
         with self._cond:
-            return Subscription(self, len(self._s.detections), self._s.lost, self._s.malformed)
+            return Subscription(self, self._s.base + len(self._s.detections), self._s.lost,
+                                self._s.malformed)
 
     def _since(self, index: int) -> list[Detection]:
-        return self._s.detections[index:]
+        return self._s.detections[max(0, index - self._s.base):]
+
+    def dropped_since(self, index: int) -> int:
+        """Detections after ``index`` that were dropped from memory before being read."""
+        return max(0, self._s.base - index)
 
     def wait(
         self,
@@ -178,7 +191,7 @@ class Subscription:
         return self.stream.wait(self.index, done, marker, deadline, until)
 
     def lost(self) -> int:
-        return self.stream.lost - self.lost_at_start
+        return self.stream.lost - self.lost_at_start + self.stream.dropped_since(self.index)
 
     def malformed(self) -> int:
         return self.stream.malformed - self.malformed_at_start
