@@ -14,6 +14,9 @@ from typing import IO
 
 from inotify_simple import INotify, flags
 
+#: characters read at a time by FileTail
+CHUNK = 1 << 18
+
 
 class LineReader:
     """Reads a text pipe line by line in a thread (``select`` on text pipes strands lines)."""
@@ -50,7 +53,7 @@ class FileTail:
         self._inotify = INotify()
         self._inotify.add_watch(str(path.parent), flags.CREATE | flags.MOVED_TO | flags.MODIFY)
         self._fh = self._open(from_start)
-        self._partial = ""
+        self._partial: list[str] = []  # the last line read so far, in pieces
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -65,15 +68,26 @@ class FileTail:
         return fh
 
     def _drain(self) -> None:
+        """Every complete line written so far, in order; read in chunks of ``CHUNK``
+        characters (a large backlog is not held in memory twice over)."""
         if self._fh is None:
             return
-        chunk = self._fh.read()
-        if not chunk:
-            return
-        data = self._partial + chunk
-        *lines, self._partial = data.split("\n")
-        for line in lines:
-            self._on_line(line)
+        read, on_line = self._fh.read, self._on_line
+        partial = self._partial
+        while chunk := read(CHUNK):
+            if "\n" not in chunk:  # a long line in pieces: joined once it ends
+                partial.append(chunk)
+                continue
+            lines = chunk.split("\n")
+            if partial:
+                partial.append(lines[0])
+                lines[0] = "".join(partial)
+                partial.clear()
+            if lines[-1]:
+                partial.append(lines[-1])
+            del lines[-1]
+            for line in lines:
+                on_line(line)
 
     def _rotated(self) -> bool:
         """Renamed/replaced (another inode at the path) or truncated in place (shorter than
@@ -96,11 +110,11 @@ class FileTail:
             if self._rotated():
                 self._drain()
                 if self._partial:  # the old file's last line had no newline: still a line
-                    self._on_line(self._partial)
+                    self._on_line("".join(self._partial))
                 if self._fh is not None:
                     self._fh.close()
                 self._fh = self._open(from_start=True)
-                self._partial = ""
+                self._partial = []
                 continue
             ready, _, _ = select.select([self._inotify.fileno(), self._wake_r], [], [], 1.0)
             if self._inotify.fileno() in ready:

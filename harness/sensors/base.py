@@ -69,18 +69,22 @@ class DetectionStream:
 
     def __init__(self, sensor: str) -> None:
         self.sensor = sensor
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()  # taken directly where no one is woken (cheaper)
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # readers blocked in wait(): push wakes them only when there are
         self._s = _State()
 
     # ------------------------------------------------------------- writers
     def push(self, detection: Detection) -> None:
-        with self._cond:
-            self._s.detections.append(detection)
-            if len(self._s.detections) > self.MAX_KEPT:
+        with self._lock:
+            detections = self._s.detections
+            detections.append(detection)
+            if len(detections) > self.MAX_KEPT:
                 drop = self.MAX_KEPT // 2
-                del self._s.detections[:drop]
+                del detections[:drop]
                 self._s.base += drop
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
     def mark(self, token: str) -> None:
         """A sync marker arrived: every event before it has been delivered."""
@@ -163,8 +167,15 @@ class DetectionStream:
         ``until``, closure, or the deadline (epoch seconds). Returns the detections and
         whether the sensor was synced past the run (marker or watermark)."""
         with self._cond:
+            seen: list[Detection] = []
+            upto = index  # absolute index of the first detection not yet in ``seen``
             while True:
-                seen = self._since(index)
+                s = self._s
+                if s.base > index:  # some were dropped from memory: as _since(index) says
+                    seen = self._since(index)
+                else:  # the new ones only: a reader woken on every push stays O(new)
+                    seen.extend(s.detections[upto - s.base:])
+                upto = s.base + len(s.detections)
                 synced = (marker is not None and marker in self._s.markers) or (
                     until is not None and self._s.watermark >= until)
                 if done(seen) or synced or self._s.closed is not None:
@@ -172,7 +183,11 @@ class DetectionStream:
                 left = deadline - time.time()
                 if left <= 0:
                     return seen, False
-                self._cond.wait(left)
+                self._waiting += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ pushed to the stream before its request is answered, so a 200 means the stream h
 from __future__ import annotations
 
 import asyncio
-import calendar
+import datetime
 import re
 import socket
 import threading
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from harness.detection import Detection
+from harness.detection import Detection, make_detection
 from harness.errors import ConfigError, SensorError
 from harness.sensors._jsonlines import JsonLinesSensor
 from harness.verdict import Health
@@ -169,26 +169,28 @@ class FalcoSensor(JsonLinesSensor):
         rule = raw["rule"]
         if not isinstance(rule, str) or not rule:
             raise ValueError(f"rule is not a non-empty string: {rule!r}")
+        get = raw.get
         if rule.startswith(INTERNAL_PREFIX) or (
-            rule == SIDEKICK_TEST_RULE and raw.get("source") == "internal"
+            rule == SIDEKICK_TEST_RULE and get("source") == "internal"
         ):
             return None
-        of = raw.get("output_fields") or {}
-        tags = raw.get("tags") or ()
+        of = get("output_fields") or {}
+        tags = get("tags") or ()
         if not isinstance(of, dict):
             raise TypeError(f"output_fields is not an object: {type(of).__name__}")
         techniques, tactics = _split_tags(tags)
-        container_id = _text(of.get("container.full_id")) or _text(of.get("container.id"))
+        oget = of.get
+        container_id = _text(oget("container.full_id")) or _text(oget("container.id"))
         if container_id == _HOST:
             container_id = None
-        container_name = _text(of.get("container.name")) if container_id else None
-        pod = _text(of.get("k8s.pod.name")) or _text(of.get("k8smeta.pod.name"))
-        namespace = _text(of.get("k8s.ns.name")) or _text(of.get("k8smeta.ns.name"))
-        priority = raw.get("priority")
-        hostname = _text(raw.get("hostname"))
+        container_name = _text(oget("container.name")) if container_id else None
+        pod = _text(oget("k8s.pod.name")) or _text(oget("k8smeta.pod.name"))
+        namespace = _text(oget("k8s.ns.name")) or _text(oget("k8smeta.ns.name"))
+        priority = get("priority")
+        hostname = _text(get("hostname"))
 
         fields = dict(of)  # Falco's own names (fd.name, k8s.pod.name): Detection.value reads them
-        fields["source"] = raw.get("source")
+        fields["source"] = get("source")
         fields["tags"] = tags if isinstance(tags, list) else list(tags)
         fields["tactics"] = tactics
         if pod:
@@ -197,18 +199,16 @@ class FalcoSensor(JsonLinesSensor):
             fields["namespace"] = namespace
         if "uuid" in raw:
             fields["uuid"] = raw["uuid"]
-        names = tuple(n for n in (_text(raw.get("output")), _text(of.get("proc.cmdline")),
-                                  _text(of.get("fd.name")), container_name, pod) if n)
-        ppid = _int(of.get("proc.ppid"))
-        return Detection(
-            sensor=self.name, rule=rule, technique=techniques,
-            severity=priority.lower() if isinstance(priority, str) and priority else None,
-            node=hostname or self.node, container_id=container_id,
-            pid=_int(of.get("proc.pid")),
-            ppid=ppid if ppid is not None else _int(of.get("proc.apid[1]")),
-            ancestors=_ancestors(of), comm=_text(of.get("proc.name")), names=names,
-            observed_at=_observed_at(raw, of), received_at=time.time(),
-            fields=fields, raw=raw,
+        names = [n for n in (_text(get("output")), _text(oget("proc.cmdline")),
+                             _text(oget("fd.name")), container_name, pod) if n]
+        ppid = _int(oget("proc.ppid"))
+        return make_detection(
+            self.name, rule, techniques,
+            priority.lower() if isinstance(priority, str) and priority else None,
+            None, hostname or self.node, container_id, None, _int(oget("proc.pid")),
+            ppid if ppid is not None else _int(oget("proc.apid[1]")),
+            _ancestors(of) if _APID2 in of else (), _text(oget("proc.name")), tuple(names),
+            _observed_at(raw, of), time.time(), fields, raw,
         )
 
 
@@ -246,6 +246,24 @@ def _split_tags(tags: Any) -> tuple[tuple[str, ...], list[str]]:
     """ATT&CK technique ids (``T1611``, ``T1055.008``) and tactic tags (``mitre_*``)."""
     if not isinstance(tags, list | tuple):
         raise TypeError(f"tags is not an array: {type(tags).__name__}")
+    try:  # a rule's tags repeat on every alert it raises
+        key = tuple(tags)
+        techniques, tactics = _TAGS[key]
+    except KeyError:
+        techniques, tactics = _TAGS[key] = _read_tags(tags)
+        if len(_TAGS) > _TAGS_MAX:
+            _TAGS.clear()
+    except TypeError:  # an unhashable tag (an object): not cached
+        techniques, tactics = _read_tags(tags)
+    return techniques, list(tactics)
+
+
+#: tags -> (techniques, tactics), for _split_tags
+_TAGS: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_TAGS_MAX = 4096
+
+
+def _read_tags(tags: list[Any] | tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     techniques: list[str] = []
     tactics: list[str] = []
     for tag in tags:
@@ -255,13 +273,16 @@ def _split_tags(tags: Any) -> tuple[tuple[str, ...], list[str]]:
             techniques.append(tag.upper())
         elif tag.startswith("mitre_"):
             tactics.append(tag)
-    return tuple(techniques), tactics
+    return tuple(techniques), tuple(tactics)
 
 
 def _drops(raw: dict[str, Any]) -> int:
     of = raw.get("output_fields")
     n = _int(of.get("n_drops")) if isinstance(of, dict) else None
     return n if n is not None and n > 0 else 1
+
+
+_APID2 = "proc.apid[2]"
 
 
 def _ancestors(of: dict[str, Any]) -> tuple[int, ...]:
@@ -279,16 +300,45 @@ def _ancestors(of: dict[str, Any]) -> tuple[int, ...]:
 def parse_time(text: str) -> float | None:
     """RFC 3339 with up to nanoseconds (Falco ``time``, Go's RFC3339Nano in Falcosidekick)
     to epoch seconds; no offset means UTC. None when it is not such a timestamp."""
+    # Falco's own form, ``2025-11-03T14:02:11.123456789Z``, once its first 19 characters
+    # (date and time to the second) were read by the full path below: the same sum
+    secs = _SECONDS.get(text[:19])
+    if (secs is not None and len(text) == 30 and text[19] == "." and text[29] == "Z"
+            and text[20:29].isdecimal()):
+        return secs + int(text[20:29]) / 1e9
     m = _TIME.fullmatch(text)
     if m is None:
         return None
     year, month, day, hour, minute, second, frac, sign, oh, om = m.groups()
-    secs = calendar.timegm((int(year), int(month), int(day), int(hour), int(minute),
-                            int(second), 0, 0, 0))
+    # calendar.timegm's arithmetic, with the days before the month looked up once per month
+    secs = (((_days_before(int(year), int(month)) + int(day) - 1) * 24 + int(hour)) * 60
+            + int(minute)) * 60 + int(second)
+    if len(_SECONDS) >= 4096:
+        _SECONDS.clear()
+    _SECONDS[text[:19]] = secs
     if sign:
         offset = int(oh) * 3600 + int(om) * 60
         secs += -offset if sign == "+" else offset
     return secs + int(frac[:9].ljust(9, "0")) / 1e9 if frac else float(secs)
+
+
+#: the first 19 characters of a timestamp parse_time read (``YYYY-MM-DDTHH:MM:SS``) -> its
+#: epoch seconds before any offset
+_SECONDS: dict[str, int] = {}
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_MONTHS: dict[tuple[int, int], int] = {}
+
+
+def _days_before(year: int, month: int) -> int:
+    """Days from 1970-01-01 to the first of ``month`` (ValueError for a month or year that
+    does not exist, as calendar.timegm)."""
+    try:
+        return _MONTHS[year, month]
+    except KeyError:
+        days = _MONTHS[year, month] = datetime.date(year, month, 1).toordinal() - _EPOCH_ORDINAL
+        if len(_MONTHS) > 4096:
+            _MONTHS.clear()
+        return days
 
 
 def _observed_at(raw: dict[str, Any], of: dict[str, Any]) -> float:

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
-from harness.detection import Detection
+import msgspec
+
+from harness.detection import Detection, make_detection
 from harness.errors import ConfigError
 from harness.sensors._jsonlines import JsonLinesSensor
 
@@ -27,6 +29,8 @@ from harness.sensors._jsonlines import JsonLinesSensor
 ENVELOPE = frozenset({"node_name", "time", "aggregation_info", "cluster_name", "node_labels"})
 #: policy-hook event kinds (they carry policy_name, action, tags, message)
 HOOK_EVENTS = ("process_kprobe", "process_tracepoint", "process_uprobe", "process_lsm", "process_usdt")
+#: event keys copied to ``fields`` when present (tracepoint subsystem, uprobe path/symbol ...)
+_EXTRA_KEYS = ("subsys", "path", "symbol", "provider", "ima_hash")
 #: exit signals remembered (exec id -> signal), oldest forgotten first
 MAX_EXITS = 65536
 
@@ -35,6 +39,37 @@ _TAG_TECHNIQUE = re.compile(r"(?:^|[.:/_\-])(T\d{4}(?:\.\d{3})?)$", re.IGNORECAS
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9})\d*)?([Zz]|[+-]\d{2}:\d{2})"
 )
+
+_NO_EVENT = msgspec.Raw()
+
+
+# ---------------------------------------------------------------- on_line's first look
+# Most export lines are process_exec / process_exit. ``on_line`` first decodes a line into
+# these Structs: undeclared fields are skipped in C and the hook events are kept as raw bytes
+# (``Raw``: absent = empty, ``null`` = b"null"), so an exec line costs a scan and an exit line
+# the two fields it needs. A line holding a hook event or ``rate_limit_info``, or one these
+# types do not fit, takes the generic path (``JsonLinesSensor.on_line``: decode to a dict,
+# ``on_record``), which decides exactly as before; test_ingest_equivalence.py checks both agree.
+class _ExitProcess(msgspec.Struct, gc=False):
+    exec_id: str | None = None
+
+
+class _ExitEvent(msgspec.Struct, gc=False):
+    process: _ExitProcess | None = None
+    signal: str | None = None
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    rate_limit_info: msgspec.Raw = _NO_EVENT
+    process_exit: _ExitEvent | None = None
+    process_kprobe: msgspec.Raw = _NO_EVENT
+    process_tracepoint: msgspec.Raw = _NO_EVENT
+    process_uprobe: msgspec.Raw = _NO_EVENT
+    process_lsm: msgspec.Raw = _NO_EVENT
+    process_usdt: msgspec.Raw = _NO_EVENT
+
+
+_envelope = msgspec.json.Decoder(_Envelope)
 
 
 class TetragonSensor(JsonLinesSensor):
@@ -52,6 +87,30 @@ class TetragonSensor(JsonLinesSensor):
         self.techniques = _check_techniques(name, techniques or {})
         self.events = _check_events(name, events) if events is not None else HOOK_EVENTS
         self._exits: dict[str, str] = {}
+
+    # ------------------------------------------------------------ lines
+    def on_line(self, line: str) -> None:
+        """As ``JsonLinesSensor.on_line`` (decode, ``on_record``), with exec/exit lines and
+        other non-detections read through ``_Envelope`` instead of a whole dict."""
+        try:
+            env = _envelope.decode(line)
+        except (msgspec.DecodeError, UnicodeError):  # not JSON, or not of these types
+            super().on_line(line)
+            return
+        if env.rate_limit_info:  # present (lost events): the generic path counts them
+            super().on_line(line)
+            return
+        exit_ = env.process_exit
+        if exit_ is not None:
+            process = exit_.process
+            exec_id = process.exec_id if process is not None else None
+            if exec_id and exit_.signal:
+                self._store_exit(exec_id, exit_.signal)
+            return
+        for kind in self.events:
+            if getattr(env, kind):  # present, even as null: normalise decides
+                super().on_line(line)
+                return
 
     # ------------------------------------------------------------ health events
     def on_record(self, raw: dict[str, Any]) -> None:
@@ -76,6 +135,9 @@ class TetragonSensor(JsonLinesSensor):
         signal = _str(event.get("signal"))
         if not exec_id or not signal:
             return
+        self._store_exit(exec_id, signal)
+
+    def _store_exit(self, exec_id: str, signal: str) -> None:
         self._exits.pop(exec_id, None)
         self._exits[exec_id] = signal
         while len(self._exits) > MAX_EXITS:
@@ -91,8 +153,10 @@ class TetragonSensor(JsonLinesSensor):
         """Pure: one decoded ``GetEventsResponse`` to a Detection (None: not one)."""
         if not isinstance(raw, dict):
             return None
-        kind = next((k for k in self.events if k in raw), None)
-        if kind is None:
+        for kind in self.events:
+            if kind in raw:
+                break
+        else:
             return None  # exec, exit, throttle, rate_limit_info, loader, unknown kinds
         event = raw[kind]
         if event is None:
@@ -102,55 +166,79 @@ class TetragonSensor(JsonLinesSensor):
         policy = _str(event.get("policy_name"))
         if not policy:
             return None
-        process = _dict(event.get("process"))
-        parent = _dict(event.get("parent"))
-        pod = _dict(process.get("pod"))
-        container = _dict(pod.get("container"))
+        return self._detection(raw, kind, event, policy)
+
+    def _detection(self, raw: dict[str, Any], kind: str, event: dict[str, Any],
+                   policy: str) -> Detection:
+        # Field readers inlined for the common types (str, dict, list, int); anything else
+        # goes through _str/_dict/_list/_int, which return or raise exactly as before.
+        get = event.get
+        process = get("process")
+        if process.__class__ is not dict:
+            process = _dict(process)
+        parent = get("parent")
+        if parent.__class__ is not dict:
+            parent = _dict(parent)
+        pget = process.get
+        pod = pget("pod")
+        if pod.__class__ is not dict:
+            pod = _dict(pod)
+        container = pod.get("container")
+        if container.__class__ is not dict:
+            container = _dict(container)
         function = _function(kind, event)
-        tags = [str(t) for t in _list(event.get("tags"))]
-        args = _list(event.get("args"))
-        binary = _str(process.get("binary"))
-        pod_fields = {"name": _str(pod.get("name")), "namespace": _str(pod.get("namespace"))}
+        tags = get("tags")
+        tags = [t if t.__class__ is str else str(t) for t in
+                (tags if tags.__class__ is list else _list(tags))]
+        args = get("args")
+        if args.__class__ is not list:
+            args = _list(args)
+        binary = _text(pget("binary"))
+        pod_name = _text(pod.get("name"))
+        pod_fields = {"name": pod_name, "namespace": _text(pod.get("namespace"))}
+        action = _text(get("action"))
+        arguments = _text(pget("arguments"))
         fields: dict[str, Any] = {
             "event": kind,
             "function_name": function,
             "policy_name": policy,
-            "action": _str(event.get("action")),
-            "return_action": _str(event.get("return_action")),
-            "message": _str(event.get("message")),
+            "action": action,
+            "return_action": _text(get("return_action")),
+            "message": _text(get("message")),
             "tags": tags,
             "pod": pod_fields,
             "args": args,
-            "return": event.get("return"),
-            "exec_id": _str(process.get("exec_id")),
-            "parent_exec_id": _str(process.get("parent_exec_id")),
-            "ns_pid": _int(container.get("pid")),
-            "uid": _int(process.get("uid")),
-            "cwd": _str(process.get("cwd")),
-            "arguments": _str(process.get("arguments")),
+            "return": get("return"),
+            "exec_id": _text(pget("exec_id")),
+            "parent_exec_id": _text(pget("parent_exec_id")),
+            "ns_pid": _number(container.get("pid")),
+            "uid": _number(pget("uid")),
+            "cwd": _text(pget("cwd")),
+            "arguments": arguments,
         }
-        for key in ("subsys", "path", "symbol", "provider", "ima_hash"):
+        for key in _EXTRA_KEYS:
             if key in event:
                 fields[key] = event[key]
         if "cluster_name" in raw:
             fields["cluster_name"] = raw["cluster_name"]
-        node = _str(raw.get("node_name")) or self.node
-        return Detection(
-            sensor=self.name, rule=policy,
-            technique=self._technique(policy, function, tags),
-            severity=None, action=fields["action"], node=node,
-            container_id=_container_id(container, process),
-            pid=_int(process.get("pid")), ppid=_int(parent.get("pid")),
-            ancestors=tuple(p for p in (_int(_dict(a).get("pid")) for a in
-                                        _list(event.get("ancestors"))) if p is not None),
-            comm=binary.rpartition("/")[2] if binary else None,
-            names=_unique([binary, fields["arguments"], *_arg_names(args), pod_fields["name"]]),
-            observed_at=_observed_at(raw, event), received_at=time.time(),
-            fields=fields, raw=raw,
+        node = _text(raw.get("node_name")) or self.node
+        ancestors = get("ancestors")
+        names = [binary, arguments]
+        if args:
+            names.extend(_arg_names(args))
+        names.append(pod_name)
+        return make_detection(
+            self.name, policy, self._technique(policy, function, tags), None, action, node,
+            _container_id(container, process), None, _number(pget("pid")),
+            _number(parent.get("pid")),
+            () if ancestors is None else tuple(
+                p for p in (_int(_dict(a).get("pid")) for a in _list(ancestors)) if p is not None),
+            binary.rpartition("/")[2] if binary else None,
+            _unique(names), _observed_at(raw, event), time.time(), fields, raw,
         )
 
     def _technique(self, policy: str, function: str | None, tags: list[str]) -> tuple[str, ...]:
-        found = _unique(m.group(1).upper() for t in tags if (m := _TAG_TECHNIQUE.search(t)))
+        found = _unique([t for t in map(_tag_technique, tags) if t]) if tags else ()
         if found:
             return found
         mapped = self.techniques.get(f"{policy}:{function}") if function else None
@@ -228,8 +316,40 @@ def _int(value: Any) -> int | None:
     return int(value)
 
 
+def _text(value: Any) -> str | None:
+    """``_str`` with its common case (a non-empty str) first."""
+    if value.__class__ is str and value:
+        return value
+    return _str(value)
+
+
+def _number(value: Any) -> int | None:
+    """``_int`` with its common case (an int from JSON) first."""
+    if value.__class__ is int:
+        return value
+    return _int(value)
+
+
 def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in items if i))
+
+
+#: tag -> the ATT&CK id it names (or None); a policy's tags repeat on every event
+_TAG_IDS: dict[str, str | None] = {}
+_TAG_IDS_MAX = 4096
+
+
+def _tag_technique(tag: str) -> str | None:
+    try:
+        return _TAG_IDS[tag]
+    except KeyError:
+        pass
+    m = _TAG_TECHNIQUE.search(tag)
+    found = m.group(1).upper() if m else None
+    if len(_TAG_IDS) >= _TAG_IDS_MAX:
+        _TAG_IDS.clear()
+    _TAG_IDS[tag] = found
+    return found
 
 
 def _function(kind: str, event: dict[str, Any]) -> str | None:
