@@ -63,6 +63,12 @@ class Detection:
         }
 
 
+def keep_raw(det: Detection, raw: Any) -> None:
+    """Set ``raw`` on a detection that has just been built and not yet published (frozen
+    afterwards; the same store a frozen dataclass's ``__init__`` does)."""
+    object.__setattr__(det, "raw", raw)
+
+
 def make_detection(
     sensor: str, rule: str, technique: tuple[str, ...], severity: str | None, action: str | None,
     node: str | None, container_id: str | None, cgroup_id: int | None, pid: int | None,

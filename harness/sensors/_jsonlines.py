@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from harness.detection import Detection
+from harness.detection import Detection, keep_raw
 from harness.errors import ConfigError, SensorError
 from harness.sensors._process import spawn, stop
 from harness.sensors._streams import FileTail, LineReader
@@ -43,6 +43,7 @@ class JsonLinesSensor:
         self._readers: list[LineReader] = []
         self._stderr: list[str] = []
         self._unhealthy: str | None = None
+        self._line: str | None = None
 
     def _check_transport(self, name: str, path: str | None,
                          command: str | list[str] | None) -> None:
@@ -115,15 +116,24 @@ class JsonLinesSensor:
         if not isinstance(raw, dict):
             self.stream.count_malformed(line)
             return
+        self._line = line
         try:
             self.on_record(raw)
         except Exception:  # a bad record must never kill the reader thread
             self.stream.count_malformed(line)
+        finally:
+            self._line = None
 
     def on_record(self, raw: dict[str, Any]) -> None:
-        """Push the record's detection, if it is one (override for health events)."""
+        """Push the record's detection, if it is one (override for health events).
+
+        A detection read from a line keeps that line as its ``raw`` event (the product's
+        own bytes, decoded again on demand with ``json.loads``): one string per detection
+        instead of a tree of dicts, which the garbage collector would walk on every pass."""
         det = self.normalise(raw)
         if det is not None:
+            if self._line is not None:
+                keep_raw(det, self._line)
             self.stream.push(det)
 
     def normalise(self, raw: Any) -> Detection | None:

@@ -112,7 +112,7 @@ def test_normalise_release_agent_maps_process_container_pod_and_time(
     assert d.value("tags") == ["maturity_stable", "container", "process",
                                "mitre_privilege_escalation", "T1611"]
     assert d.value("uuid") is None
-    assert d.raw["output_fields"]["thread.cap_effective"] == "CAP_SYS_ADMIN"
+    assert json.loads(d.raw)["output_fields"]["thread.cap_effective"] == "CAP_SYS_ADMIN"
 
 
 def test_normalise_falco_field_names_are_readable_as_dotted_paths(
@@ -147,12 +147,12 @@ def test_normalise_k8s_audit_alert_has_source_and_no_process(alerts: list[Detect
     d = alerts[6]
     assert (d.value("source"), d.pid, d.container_id, d.comm) == ("k8s_audit", None, None, None)
     assert d.value("ka.target.namespace") == "default"
-    assert d.observed_at == pytest.approx(d.raw["output_fields"]["evt.time"] / 1e9, abs=1e-6)
+    assert d.observed_at == pytest.approx(json.loads(d.raw)["output_fields"]["evt.time"] / 1e9, abs=1e-6)
 
 
 def test_normalise_time_and_evt_time_agree_on_every_alert(alerts: list[Detection]) -> None:
     for d in alerts:
-        assert d.observed_at == pytest.approx(d.raw["output_fields"]["evt.time"] / 1e9, abs=1e-6)
+        assert d.observed_at == pytest.approx(json.loads(d.raw)["output_fields"]["evt.time"] / 1e9, abs=1e-6)
 
 
 def test_correlate_short_falco_container_id_matches_the_runs_full_id(
