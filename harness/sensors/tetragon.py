@@ -23,6 +23,11 @@ import msgspec
 
 from harness.detection import Detection, make_detection
 from harness.errors import ConfigError
+from harness.sensors._fields import array as _list
+from harness.sensors._fields import integer as _int
+from harness.sensors._fields import obj as _dict
+from harness.sensors._fields import text as _str
+from harness.sensors._fields import unique as _unique
 from harness.sensors._jsonlines import JsonLinesSensor
 
 #: GetEventsResponse keys that are not the event itself
@@ -279,41 +284,12 @@ def _check_events(name: str, events: list[str]) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- field readers
-def _dict(value: Any) -> dict[str, Any]:
-    """An object field, ``{}`` when missing or null (pod, container, parent ...)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, got {type(value).__name__}")
-    return value
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise TypeError(f"expected an array, got {type(value).__name__}")
-    return value
 
 
-def _str(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
 
 
-def _int(value: Any) -> int | None:
-    """An integer field; protojson writes 64-bit integers as strings; wrapper types
-    (``UInt32Value``) are bare numbers in protojson, ``{"value": n}`` elsewhere."""
-    if isinstance(value, dict):
-        value = value.get("value")
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return int(value)
 
 
 def _text(value: Any) -> str | None:
@@ -330,8 +306,6 @@ def _number(value: Any) -> int | None:
     return _int(value)
 
 
-def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(i for i in items if i))
 
 
 #: tag -> the ATT&CK id it names (or None); a policy's tags repeat on every event

@@ -13,10 +13,15 @@ configured one (legacy ``hostName`` is the process's UTS name, kept in fields).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from harness.detection import Detection
+from harness.sensors._fields import array as _list
+from harness.sensors._fields import integer as _int
+from harness.sensors._fields import obj as _dict
+from harness.sensors._fields import text as _str
+from harness.sensors._fields import unique as _unique
 from harness.sensors._jsonlines import JsonLinesSensor
 from harness.sensors.tetragon import TECHNIQUE, parse_rfc3339
 
@@ -171,39 +176,12 @@ class TraceeSensor(JsonLinesSensor):
 
 
 # ---------------------------------------------------------------- field readers
-def _dict(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, got {type(value).__name__}")
-    return value
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise TypeError(f"expected an array, got {type(value).__name__}")
-    return value
 
 
-def _str(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
 
 
-def _int(value: Any) -> int | None:
-    """Integers: bare, as strings (protojson's 64-bit ints) or ``{"value": n}`` wrappers."""
-    if isinstance(value, dict):
-        value = value.get("value")
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return int(value)
 
 
 def _first(obj: dict[str, Any], *keys: str) -> Any:
@@ -214,8 +192,6 @@ def _host_pid(process: dict[str, Any]) -> int | None:
     return _int(_first(process, "host_pid", "hostPid", "pid"))
 
 
-def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(i for i in items if i))
 
 
 def _basename(path: str | None) -> str | None:
