@@ -46,7 +46,6 @@ interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import fnmatch
@@ -66,6 +65,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+
+from tests.servers._threaded import ThreadedApp
 
 ALERTS_QUERY = "/alerts/queries/alerts/v2"
 ALERTS_ENTITIES = "/alerts/entities/alerts/v2"
@@ -118,13 +119,16 @@ class _State:
     log: list[Request] = field(default_factory=list)
 
 
-class CrowdStrikeServer:
+class CrowdStrikeServer(ThreadedApp):
     """``with CrowdStrikeServer(client_id, client_secret) as server: server.url ...``."""
+
+    NAME = "crowdstrike-server"
 
     def __init__(self, client_id: str, client_secret: str, *, token_ttl: int = 1799,
                  scopes: Iterable[str] = ("alerts:read", "container:read"),
                  bad_secret_status: int = 403, max_window: int = 10_000, max_entities: int = 1000,
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
@@ -132,62 +136,10 @@ class CrowdStrikeServer:
         self.bad_secret_status = bad_secret_status
         self.max_window = max_window
         self.max_entities = max_entities
-        self.host = host
-        self.port = port
         self._lock = threading.Lock()
         self._s = _State()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
-    # ------------------------------------------------------------ lifecycle
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> CrowdStrikeServer:
-        self._thread = threading.Thread(target=self._serve, name="crowdstrike-server", daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise RuntimeError(f"crowdstrike test server did not start: {self._error}") from self._error
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(30)
-        self._thread = None
-
-    def __enter__(self) -> CrowdStrikeServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._setup())
-        except BaseException as exc:  # reported by start()
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            assert self._runner is not None
-            loop.run_until_complete(self._runner.cleanup())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _setup(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
         app.router.add_post("/oauth2/token", self._token)
         app.router.add_post("/oauth2/revoke", self._revoke)
@@ -195,11 +147,7 @@ class CrowdStrikeServer:
         app.router.add_post(ALERTS_ENTITIES, self._get_alerts)
         app.router.add_get(RUNTIME_DETECTIONS, self._runtime_detections)
         app.router.add_post("/_shadowtest/ingest", self._ingest_http)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        return app
 
     # ------------------------------------------------------------ test controls
     def ingest(self, alerts: Mapping[str, Any] | Sequence[Mapping[str, Any]],

@@ -18,7 +18,6 @@ the URL it listens on, then serves until interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import re
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.servers._threaded import ThreadedApp
 
 API = "/secure/events/v1"
 TWO_WEEKS_NS = 14 * 24 * 3600 * 1_000_000_000
@@ -116,82 +117,29 @@ class _Faults:
     pending: deque[tuple[int, float | None]] = field(default_factory=deque)
 
 
-class SysdigServer:
+class SysdigServer(ThreadedApp):
     """``with SysdigServer(token) as server: server.url ...``; ``start()``/``stop()`` too."""
+
+    NAME = "sysdig-server"
 
     def __init__(self, token: str, rate_limit: int = 100, host: str = "127.0.0.1",
                  port: int = 0) -> None:
+        super().__init__(host, port)
         self.token = token
         self.rate_limit = rate_limit
-        self.host = host
-        self.port = port
         self._lock = threading.Lock()
         self._events: list[_Stored] = []
         self._cursors: dict[str, _Cursor] = {}
         self._faults = _Faults()
         self._log: list[Request] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
-    # ------------------------------------------------------------ lifecycle
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> SysdigServer:
-        self._thread = threading.Thread(target=self._serve, name="sysdig-server", daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise RuntimeError(f"sysdig test server did not start: {self._error}") from self._error
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(30)
-        self._thread = None
-
-    def __enter__(self) -> SysdigServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._setup())
-        except BaseException as exc:  # reported by start()
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            assert self._runner is not None
-            loop.run_until_complete(self._runner.cleanup())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _setup(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
         app.router.add_get(f"{API}/events", self._list)
         app.router.add_get(f"{API}/events/{{event_id}}", self._one)
         app.router.add_get(f"{API}/supported-filters", self._filters)
         app.router.add_post("/_shadowtest/ingest", self._ingest_http)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        return app
 
     # ------------------------------------------------------------ test controls
     def ingest(self, events: Mapping[str, Any] | Sequence[Mapping[str, Any]],
