@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _results  # benchmarks/_results.py (scripts run from this folder)
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 TEMPLATE = REPO / "tests" / "data" / "falco" / "alerts.jsonl"
@@ -444,14 +446,7 @@ def render(results: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.N
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    _results.write_section(path, section, BEGIN, END)
 
 
 def main() -> int:

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _results  # benchmarks/_results.py (scripts run from this folder)
 import msgspec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -569,14 +570,7 @@ def render(results: dict[str, dict[str, Any]], infos: dict[str, dict[str, Any]],
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    _results.write_section(path, section, BEGIN, END)
 
 
 def main() -> int:
