@@ -18,6 +18,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,7 +142,8 @@ class AuditdSensor:
         self.shared = _Shared(Path(state_dir) if state_dir else STATE)
         self.log = Path(log) if log else (
             Path("/var/log/audit/audit.log") if attach else self.shared.root / "audit.log")
-        self.rules = read_rules(Path(rules) if rules else rules_path())
+        self.rules_file = Path(rules) if rules else rules_path()
+        self.rules = read_rules(self.rules_file)
         self.binary = binary
         self.backlog = backlog
         self.node = node
@@ -207,6 +209,11 @@ class AuditdSensor:
                  "backlog_limit": status.get("backlog_limit", 64), "log": str(self.log)}
         auditctl("-b", str(self.backlog))
         self.shared.save(state)
+        # the watchdog, detached (setsid -f): it outlives a harness killed with SIGKILL
+        subprocess.run(["setsid", "-f", sys.executable, "-m", "harness.sensors.auditd",
+                        str(self.shared.root), str(self.rules_file)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
         return state
 
     def _load_rules(self) -> None:
@@ -231,16 +238,7 @@ class AuditdSensor:
         self._started = False
         with self.shared.locked():
             (self.shared.users / str(os.getpid())).unlink(missing_ok=True)
-            if self.shared.live_users():
-                return
-            self._delete_rules()
-            state = self.shared.state()
-            if self.attach or not _ours_running(state):
-                return
-            _stop_pid(int(state["pid"]))
-            auditctl("-e", str(state.get("enabled", 0)))
-            auditctl("-b", str(state.get("backlog_limit", 64)))
-            self.shared.clear()
+            release(self.shared, self.rules, stop_daemon=not self.attach)
 
     def health(self) -> Health:
         if self._daemon_pid is None:
@@ -304,6 +302,36 @@ class AuditdSensor:
         )
 
 
+def release(shared: _Shared, rules: list[list[str]], stop_daemon: bool = True) -> bool:
+    """With the lock held: when no shadowtest process uses the shared daemon any more,
+    delete exactly our rules, stop the daemon we started by pid and restore the kernel's
+    audit settings. True when released (or nothing was left to release)."""
+    if shared.live_users():
+        return False
+    for rule in rules:
+        auditctl(*delete_form(rule))
+    state = shared.state()
+    if stop_daemon and _ours_running(state):
+        _stop_pid(int(state["pid"]))
+        auditctl("-e", str(state.get("enabled", 0)))
+        auditctl("-b", str(state.get("backlog_limit", 64)))
+    shared.clear()
+    return True
+
+
+def reap(state_dir: Path, rules_file: Path, interval: float = 1.0) -> None:
+    """The shared daemon's watchdog (``python -m harness.sensors.auditd STATE RULES``),
+    started with it: once every user is gone — even killed with SIGKILL, which runs no
+    cleanup — release the daemon and its rules. Exits when the state is cleared."""
+    shared = _Shared(state_dir)
+    rules = read_rules(rules_file)
+    while True:
+        time.sleep(interval)  # a watchdog's period, not a wait for a verdict
+        with shared.locked():
+            if not shared.state() or release(shared, rules):
+                return
+
+
 def _with_ancestors(det: Detection, tree: dict[int, int], depth: int = 8) -> Detection:
     from dataclasses import replace
 
@@ -335,3 +363,5 @@ def _stop_pid(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+if __name__ == "__main__":
+    reap(Path(sys.argv[1]), Path(sys.argv[2]))

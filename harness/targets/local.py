@@ -60,8 +60,13 @@ def _host_variables() -> dict[str, str]:
     return {"host_pidns": os.readlink("/proc/self/ns/pid"), "host_mntns": os.readlink("/proc/self/ns/mnt")}
 
 
+#: the context gets SIGTERM if the harness dies, even by SIGKILL (its stage runner then
+#: kills the running stage and runs the armed cleanup itself)
+PDEATHSIG = ["setpriv", "--pdeathsig", "TERM", "--"]
+
+
 def _open_host(run_id: str) -> Session:
-    proc, hello = start_runner(stage_runner_argv(), "host", env=_base_env(run_id))
+    proc, hello = start_runner([*PDEATHSIG, *stage_runner_argv()], "host", env=_base_env(run_id))
     return Session(context="host", proc=proc, pids=frozenset({proc.pid}), hello=hello,
                    variables=_host_variables())
 
@@ -73,18 +78,22 @@ def container_id_for(run_id: str) -> str:
 
 def _open_namespace(run_id: str) -> Session:
     """unshare pid/mnt/uts/ipc/net + a cgroup named like a container; the stage runner is
-    PID 1 of the new PID namespace. The host mount namespace's fd is passed in (as a
+    PID 1 of the new PID namespace. unshare blocks SIGTERM while it waits, so its
+    parent-death signal is SIGKILL; its --kill-child SIGTERM then reaches the runner, which
+    runs the armed cleanup. The host mount namespace's fd is passed in (as a
     leaky runtime would), so escape scenarios have a real door to the host."""
     if not CGROUP2.is_dir():
         raise TargetError(f"namespace context needs cgroup2 at {CGROUP2}; mount it (cgroup2)")
     cid = container_id_for(run_id)
+    sweep_cgroups()
     cg = CGROUP2 / CGROUP_PARENT / cid
     cg.mkdir(parents=True, exist_ok=True)
     host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     hostname = f"shadowtest-{run_id}"
     script = (
-        'echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --mount-proc --mount --uts '
-        '--ipc --net --kill-child=SIGTERM -- sh -c \'hostname "$0" && exec "$@"\' "$2" "${@:3}"'
+        'echo $$ > "$1/cgroup.procs" && exec setpriv --pdeathsig KILL -- unshare --pid --fork '
+        '--mount-proc --mount --uts --ipc --net --kill-child=SIGTERM -- '
+        'sh -c \'hostname "$0" && exec "$@"\' "$2" "${@:3}"'
     )
     argv = ["bash", "-c", script, "ns", str(cg), hostname, *stage_runner_argv()]
     try:
@@ -110,6 +119,27 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(x) for x in text.split()]
+
+
+def sweep_cgroups(min_age: float = 60.0) -> list[Path]:
+    """Remove run cgroups left empty by a harness that was killed (SIGKILL runs no cleanup;
+    the context itself cleaned up and exited). Only empty ones older than ``min_age``
+    seconds: a concurrent run's cgroup is never empty after its first moment."""
+    removed: list[Path] = []
+    parent = CGROUP2 / CGROUP_PARENT
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for cg in parent.iterdir():
+        try:
+            if (not cg.is_dir() or now - cg.stat().st_mtime < min_age
+                    or (cg / "cgroup.procs").read_text().strip()):
+                continue
+            cg.rmdir()
+        except OSError:
+            continue
+        removed.append(cg)
+    return removed
 
 
 def remove_cgroup(cg: Path) -> None:

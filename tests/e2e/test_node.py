@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.targets.local import sweep_cgroups
 from tests.e2e.conftest import NOTHING_LEFT, REPO, Catalog, verdicts
 
 pytestmark = pytest.mark.node
@@ -180,8 +181,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_mid_scenario_leaves_nothing_behind(catalog: Catalog, clean_node, sig) -> None:
+def _slow_etc_write(catalog: Catalog) -> None:
     catalog.atomic("etc-write-slow", """
         id: etc-write-slow
         name: write under /etc, then linger
@@ -208,6 +208,11 @@ def test_interrupt_mid_scenario_leaves_nothing_behind(catalog: Catalog, clean_no
         atomic: etc-write-slow
         contexts: [namespace]
     """)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_mid_scenario_leaves_nothing_behind(catalog: Catalog, clean_node, sig) -> None:
+    _slow_etc_write(catalog)
     proc = catalog.popen("run", "--results", "results.jsonl")
     _wait_for(lambda: list(Path("/etc").glob("shadowtest-*")), 120, "the slow atomic's file")
     rows_before = catalog.rows()
@@ -217,6 +222,29 @@ def test_interrupt_mid_scenario_leaves_nothing_behind(catalog: Catalog, clean_no
     assert [r["scenario"] for r in rows_before] == ["a-quick", "a-quick"]
     assert catalog.rows() == rows_before  # intact, nothing torn
     json.dumps(catalog.rows())
+    assert clean_node() == NOTHING_LEFT
+
+
+def test_runner_killed_with_sigkill_is_cleaned_up_by_what_it_started(
+        catalog: Catalog, clean_node) -> None:
+    """SIGKILL runs no cleanup in the harness: the context (parent-death signal) runs the
+    atomic's cleanup itself, the auditd watchdog releases the daemon and its rules, and
+    bpftrace exits when its reader is gone."""
+    _slow_etc_write(catalog)
+    proc = catalog.popen("run", "--results", "results.jsonl")
+    _wait_for(lambda: list(Path("/etc").glob("shadowtest-*")), 120, "the slow atomic's file")
+    proc.kill()
+    proc.communicate(timeout=30)
+
+    def clean_but_the_empty_cgroup() -> bool:
+        left = clean_node()
+        return {**left, "cgroups": []} == NOTHING_LEFT
+
+    _wait_for(clean_but_the_empty_cgroup, 60, "processes, /etc file and audit rules to go")
+    # the killed harness could not remove the run's (now empty) cgroup: the next namespace
+    # context sweeps it
+    left = [Path(p) for p in clean_node()["cgroups"]]
+    assert sorted(sweep_cgroups(min_age=0)) == left
     assert clean_node() == NOTHING_LEFT
 
 
