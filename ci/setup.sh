@@ -10,6 +10,8 @@ command -v auditctl >/dev/null 2>&1 || need+=(auditd)
 command -v bpftrace >/dev/null 2>&1 || need+=(bpftrace)
 command -v unshare  >/dev/null 2>&1 || need+=(util-linux)
 command -v ps       >/dev/null 2>&1 || need+=(procps)
+command -v java     >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)  # parity --engine spark (tests/spark)
+[ -x /usr/bin/chromium ]              || need+=(chromium)   # the HTML report's browser test
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci/setup.sh: installing ${need[*]}"

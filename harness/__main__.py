@@ -1,16 +1,19 @@
-"""Command line: ``shadowtest run | validate | report``.
+"""Command line: ``shadowtest run | validate | report | diff | parity | vm | import-art |
+catalogue | rejudge``.
 
-Exit codes (public contract): run returns pytest's (0 every verdict passed, 1 a verdict
-failed, 2 interrupted, 3 internal error, 4 usage/config/safety error, 5 no scenario
-collected); validate returns 0 (valid) or 1 (errors printed as file:line: key: message);
-report returns 0, or 1 when the results hold a failing verdict; 2 is a usage error.
+Exit codes (public contract, README "Exit codes"): run returns pytest's (0 every verdict
+passed, 1 a verdict failed, 2 interrupted, 3 internal error, 4 usage/config/safety error,
+5 no scenario collected); validate returns 0 (valid) or 1 (errors printed as
+file:line: key: message); report returns 0, or 1 when the results hold a failing verdict;
+diff 0/1 regression/3 sensor down; parity 0 gate passed/1 failed/3 no rule in scope;
+2 is a usage error for every command but run.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.config import load_settings
@@ -31,8 +34,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = sub.add_parser("validate", help="validate scenario and atomic files (no attack)")
     val.add_argument("paths", nargs="*", type=Path)
     val.add_argument("--config", type=Path)
-    rep = sub.add_parser("report", help="print the verdict summary of a results file")
-    rep.add_argument("results", type=Path)
+    from harness import art, catalogue
+    from harness.report import cli as report_cli
+    from harness.report import diff, parity
+    from harness.vm import add_vm_parser, run_vm
+
+    report_cli.add_report_arguments(sub.add_parser(
+        "report", help="the verdict grid of a results file; --html for a standalone report"))
+    diff.add_diff_parser(sub)
+    parity.add_parity_parser(sub)
+    add_vm_parser(sub)
+    art.add_parser(sub)
+    catalogue.add_parser(sub)
     rj = sub.add_parser("rejudge", help="judge recorded runs again against recorded detections")
     rj.add_argument("results", type=Path, help="a results file written by shadowtest run")
     rj.add_argument("--sensor", action="append", required=True, metavar="NAME=FORMAT:PATH",
@@ -47,14 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = argv[: argv.index("--")]
     args = parser.parse_args(argv)
     args.pytest_args = passthrough
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _run, "validate": _validate, "rejudge": _rejudge, "report": report_cli.run_report,
+        "diff": diff.run_diff, "parity": parity.run_parity, "vm": run_vm,
+        "import-art": art.run, "catalogue": catalogue.run,
+    }
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "validate":
-            return _validate(args)
-        if args.command == "rejudge":
-            return _rejudge(args)
-        return _report(args)
+        return commands[args.command](args)
     except ShadowtestError as exc:
         print(f"shadowtest: error: {exc}", file=sys.stderr)
         return 4 if args.command == "run" else 2
@@ -132,18 +144,6 @@ def _rejudge(args: argparse.Namespace) -> int:
     rows = rejudge(read_rows(args.results), sensors, scenarios)
     if args.out:
         append_rows(args.out, rows)
-    print(render(rows), end="")
-    return 1 if any(r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN") for r in rows) else 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from harness.report.results import read_rows
-    from harness.report.summary import render
-
-    if not args.results.is_file():
-        print(f"shadowtest: error: {args.results}: no such results file", file=sys.stderr)
-        return 2
-    rows = list(read_rows(args.results))
     print(render(rows), end="")
     return 1 if any(r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN") for r in rows) else 0
 

@@ -52,6 +52,8 @@ def _items(parent: ScenarioFile, scenario: Scenario, st: ShadowtestSession) -> I
             if scenario.features:
                 item.add_marker(pytest.mark.shadowtest_requires(*scenario.features))
             item.add_marker(pytest.mark.shadowtest_sensor(*st.settings.sensors))
+            if not st.parallel_safe(node):  # one worker per node: one VM boot, no interference
+                item.add_marker(pytest.mark.xdist_group(name=f"shadowtest-node-{node}"))
             item.stash[SCENARIO] = (scenario, context, node)
             yield item
 
@@ -68,9 +70,8 @@ SCENARIO = pytest.StashKey[tuple[Scenario, str, str]]()
 
 
 def _make_test(scenario: Scenario, context: str, node: str) -> Callable[..., None]:
-    def test_scenario(request: pytest.FixtureRequest, shadowtest_sensors: dict[str, Any]) -> None:
-        session_of(request.config).run_item(request.node, scenario, context, node,
-                                            shadowtest_sensors)
+    def test_scenario(request: pytest.FixtureRequest, shadowtest_sensors: Any) -> None:
+        session_of(request.config).run_item(request.node, scenario, context, node)
 
     test_scenario.__doc__ = scenario.name
     return test_scenario

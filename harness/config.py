@@ -20,6 +20,8 @@ KEYS: dict[str, str] = {
     "nodes": "node name -> {url = 'local://'}",
     "window": "default detection window, e.g. '5s'",
     "results": "default results file (JSON lines), e.g. 'results.jsonl'",
+    "parity": "[tool.shadowtest.parity] defaults of `shadowtest parity`: engine, keys, tolerance, "
+              "gate, severity, window",
 }
 NODE_KEYS = {"url": "where the node is reached: local://"}
 

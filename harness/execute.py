@@ -39,10 +39,13 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
     run_id = run_id or new_run_id()
     before = {name: s.health() for name, s in sensors.items()}
     subs = {name: s.stream.subscribe() for name, s in sensors.items()}  # before acting
-    session = target.open(context, run_id)
     atomic = scenario.atomic
+    bin_dir = atomic.path.parent / "bin"
+    stage_bin = getattr(target, "stage_bin", None)  # remote nodes get a copy of bin/
+    bin_path = stage_bin(bin_dir) if callable(stage_bin) else str(bin_dir)
+    session = target.open(context, run_id)
     values: dict[str, Any] = {
-        **scenario.arguments, "run_id": run_id, "bin": str(atomic.path.parent / "bin"),
+        **scenario.arguments, "run_id": run_id, "bin": bin_path,
         "python": "python3", **session.variables,
     }
     env = {"SHADOWTEST_RUN_ID": run_id}

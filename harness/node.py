@@ -30,6 +30,17 @@ class NodeFacts:
     cgroup2: bool = False
     hostname: str = ""
     reasons: tuple[tuple[str, str], ...] = ()
+    kfunc: bool = False
+    cgroup2_root: str = ""
+    ncpu: int = 0
+
+    @classmethod
+    def from_probe(cls, data: dict[str, Any]) -> NodeFacts:
+        """From ``harness._nodeprobe.probe()``'s dict (unknown keys ignored)."""
+        known = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["reasons"] = tuple((str(a), str(b)) for a, b in (data.get("reasons") or ()))
+        return cls(**kw)
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -14,13 +14,23 @@ import pytest
 from harness.collect import SCENARIO, ScenarioFile, is_scenario_file
 from harness.config import load_settings
 from harness.errors import ShadowtestError
+from harness.report import allure as allure_report
 from harness.report import summary
+from harness.report.diff import Entry, Key, apply_baseline, load_baseline
 from harness.report.results import append_rows
 from harness.safety import check_nodes_allowed
 from harness.sensors.base import Sensor
-from harness.session import SESSION, ShadowtestSession, check_markers, rows_of, session_of
+from harness.session import (
+    ROWS_PROPERTY,
+    SESSION,
+    ShadowtestSession,
+    check_markers,
+    rows_of,
+    session_of,
+)
 
 ROWS = pytest.StashKey[list[dict[str, Any]]]()
+BASELINE = pytest.StashKey[Mapping[Key, Entry]]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -37,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="shadowtest.toml or pyproject.toml to read [tool.shadowtest] from")
     group.addoption("--shadowtest-sensors", metavar="NAMES", default=None,
                     help="comma-separated sensors to judge (default: all configured)")
+    group.addoption("--shadowtest-baseline", metavar="FILE", default=None,
+                    help="a results file of an earlier run: a test fails only on regressions "
+                         "against it (a verdict equal to the baseline's does not fail)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,6 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "shadowtest_requires(*features): skip unless the node has them (btf, bpf_lsm, kprobes)",
         "shadowtest_technique(id): the ATT&CK technique a scenario exercises",
         "shadowtest_sensor(*names): the sensors judged for this test",
+        "xdist_group(name): pytest-xdist --dist loadgroup runs a group on one worker",
     ):
         config.addinivalue_line("markers", line)
     explicit = config.getoption("--shadowtest-config")
@@ -55,8 +69,17 @@ def pytest_configure(config: pytest.Config) -> None:
             settings = settings.with_sensors(tuple(s for s in sensors.split(",") if s))
     except ShadowtestError as exc:
         raise pytest.UsageError(str(exc)) from exc
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"  # honour the per-node xdist_group of scenario items
     config.stash[SESSION] = ShadowtestSession(settings, config)
     config.stash[ROWS] = []
+    baseline = config.getoption("--shadowtest-baseline")
+    if baseline:
+        try:
+            config.stash[BASELINE] = load_baseline(Path(baseline))
+        except (OSError, ValueError) as exc:
+            raise pytest.UsageError(str(exc)) from exc
+    allure_report.register(config)  # labels, parameters, attachments when --alluredir
     if _on_controller(config):
         _install_sigterm()
 
@@ -95,28 +118,46 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         item.iter_markers("shadowtest_requires")
     ):
         return
+    if SCENARIO in item.stash:
+        return  # scenario items: run_item records NOT_EXECUTED rows with the reason
     st = session_of(item.config)
-    node = item.stash[SCENARIO][2] if SCENARIO in item.stash else next(iter(st.settings.nodes))
-    check_markers(item, st.facts(node))
+    check_markers(item, st.facts(next(iter(st.settings.nodes))))
 
 
 @pytest.fixture(scope="session")
-def shadowtest_sensors(pytestconfig: pytest.Config) -> Iterator[dict[str, Sensor]]:
-    """Every configured sensor, started (live) once per process and stopped at the end."""
+def shadowtest_sensors(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[str, Sensor]]]:
+    """``shadowtest_sensors(node)``: that node's configured sensors, started (live) on first
+    use, once per process; every sensor, context and target is stopped at the end."""
     st = session_of(pytestconfig)
     try:
-        yield st.start_sensors()
+        yield st.sensors_for
     finally:
         st.close()
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Controller side (also under xdist): append this test's rows as soon as it ends."""
-    rows = rows_of(report)
-    if not rows or report.when != "call":
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                               call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """``--shadowtest-baseline``: a test passes or fails on regressions against the baseline
+    (harness.report.diff.against_baseline says which)."""
+    outcome = yield
+    if call.when != "call" or BASELINE not in item.config.stash:
         return
+    verdict_failure = call.excinfo is not None and call.excinfo.errisinstance(pytest.fail.Exception)
+    apply_baseline(outcome.get_result(), verdict_failure, item.config.stash[BASELINE])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Controller side (also under xdist): append this test's rows as soon as it ends. The
+    rows then leave the report's user_properties, so ``--junitxml`` (which runs after)
+    writes the ``shadowtest.*`` properties only, not a repr of every row."""
+    rows = rows_of(report)
     config = _config_of(report)
-    if config is None or not _on_controller(config):
+    if not rows or config is None or not _on_controller(config):
+        return
+    report.user_properties = [p for p in report.user_properties if p[0] != ROWS_PROPERTY]
+    if report.when != "call":
         return
     config.stash[ROWS].extend(rows)
     path = config.getoption("--shadowtest-results") or session_of(config).settings.results

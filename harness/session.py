@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,19 @@ import pytest
 
 from harness.atomic import Atomic
 from harness.config import Settings
-from harness.errors import ConfigError, ScenarioError, SensorError
-from harness.execute import execute
+from harness.errors import ConfigError, ScenarioError, SensorError, TargetError
+from harness.execute import Outcome, execute, new_run_id
 from harness.node import NodeFacts, kernel_satisfies
+from harness.report.junit import junit_properties
 from harness.report.results import explain, rows_for
+from harness.run import Run
 from harness.scenario import Scenario, load_atomics
 from harness.secrets import redact
-from harness.sensors.base import Sensor, build_sensor
+from harness.sensors._rulepack import rulepacks_of
+from harness.sensors.base import OnNode, Sensor, build_sensor
 from harness.targets.base import Target, build_target
-from harness.verdict import Verdict
+from harness.targets.shell import NodeShell
+from harness.verdict import Judgement, Verdict
 
 SESSION = pytest.StashKey["ShadowtestSession"]()
 ROWS_PROPERTY = "shadowtest_rows"
@@ -33,7 +38,7 @@ class ShadowtestSession:
         self._atomics: dict[tuple[Path, ...], tuple[dict[str, Atomic], list[ScenarioError]]] = {}
         self._targets: dict[str, Target] = {}
         self._facts: dict[str, NodeFacts] = {}
-        self.sensors: dict[str, Sensor] = {}
+        self._node_sensors: dict[str, dict[str, Sensor]] = {}
 
     # ------------------------------------------------------------ data
     def atomic_dirs_for(self, scenario_path: Path) -> tuple[Path, ...]:
@@ -57,6 +62,12 @@ class ShadowtestSession:
             self._targets[node] = build_target(node, self.settings.nodes[node])
         return self._targets[node]
 
+    def parallel_safe(self, node: str) -> bool:
+        """Whether runs on ``node`` may go to several xdist workers at once (the local
+        machine and docker: runs are told apart by run id and process tree); any other
+        node's runs are grouped on one worker (``xdist_group``), so a VM boots once."""
+        return bool(getattr(self.target(node), "PARALLEL_SAFE", False))
+
     def facts(self, node: str) -> NodeFacts:
         if node not in self._facts:
             self._facts[node] = self.target(node).facts()
@@ -66,50 +77,96 @@ class ShadowtestSession:
         return self._facts[node]
 
     # ------------------------------------------------------------ sensors
-    def start_sensors(self) -> dict[str, Sensor]:
-        """Start every configured sensor; a sensor that cannot start stays in the set and
-        is judged SENSOR_DOWN with the reason (never MISSED)."""
+    def sensors_for(self, node: str) -> dict[str, Sensor]:
+        """The configured sensors watching ``node``, started (live) on first use and kept
+        for the session. Each node gets its own instances: the embedded sensors run *on*
+        the node (its kernel) through the target's shell. A sensor that cannot start stays
+        in the set and is judged SENSOR_DOWN with the reason (never MISSED). A sensor table
+        with ``nodes = [...]`` watches only those nodes."""
+        if node in self._node_sensors:
+            return self._node_sensors[node]
+        started: dict[str, Sensor] = {}
+        self._node_sensors[node] = started
         for name in self.settings.sensors:
             options = dict(self.settings.sensor_options.get(name, {"type": name}))
-            options.setdefault("node", next(iter(self.settings.nodes), None))
+            if name not in self.judged_on(node):
+                continue
+            options["node"] = node
             sensor = build_sensor(name, options)
-            self.sensors[name] = sensor
+            started[name] = sensor
             try:
+                if isinstance(sensor, OnNode):
+                    sensor.use_shell(self._shell_for_sensor(name, node))
                 sensor.start()
-            except SensorError as exc:
+            except (SensorError, TargetError) as exc:
                 sensor.stream.close(str(exc))
             except ConfigError as exc:  # e.g. a literal credential: stop before any attack
-                self.stop_sensors()
+                self.close()
                 pytest.exit(f"shadowtest: configuration error: {exc}", returncode=4)
-        return self.sensors
+        return started
+
+    def _shell_for_sensor(self, name: str, node: str) -> NodeShell:
+        shell = self.shell(node)
+        if shell is None:
+            raise SensorError(f"{name}: runs on the node it watches, and node {node!r} "
+                              f"({self.settings.nodes[node]}) gives no shell to run it on")
+        return shell
+
+    def judged_on(self, node: str) -> list[str]:
+        """The configured sensors that watch ``node`` (``nodes = [...]`` restricts one)."""
+        return [name for name in self.settings.sensors
+                if node in self.settings.sensor_options.get(name, {}).get("nodes", [node])]
+
+    def shell(self, node: str) -> NodeShell | None:
+        get = getattr(self.target(node), "shell", None)
+        return get() if callable(get) else None
+
+    def start_sensors(self) -> dict[str, Sensor]:
+        """The first configured node's sensors (what a single-node run uses)."""
+        return self.sensors_for(next(iter(self.settings.nodes)))
+
+    @property
+    def sensors(self) -> dict[str, Sensor]:
+        """Every started sensor, as ``name`` (first node) or ``name@node`` (others)."""
+        out: dict[str, Sensor] = {}
+        for i, (node, sensors) in enumerate(self._node_sensors.items()):
+            for name, sensor in sensors.items():
+                out[name if i == 0 else f"{name}@{node}"] = sensor
+        return out
 
     def stop_sensors(self) -> None:
-        for sensor in reversed(list(self.sensors.values())):
-            with contextlib.suppress(Exception):
-                sensor.stop()
-        self.sensors.clear()
+        for sensors in reversed(list(self._node_sensors.values())):
+            for sensor in reversed(list(sensors.values())):
+                with contextlib.suppress(Exception):
+                    sensor.stop()
+        self._node_sensors.clear()
 
     def close(self) -> None:
         self.stop_sensors()
-        for target in self._targets.values():
+        for target in reversed(list(self._targets.values())):
             with contextlib.suppress(Exception):
                 target.close()
+        self._targets.clear()
 
     # ------------------------------------------------------------ one test
-    def run_item(self, item: pytest.Item, scenario: Scenario, context: str, node: str,
-                 sensors: Mapping[str, Sensor]) -> None:
-        facts = self.facts(node)
+    def run_item(self, item: pytest.Item, scenario: Scenario, context: str, node: str) -> None:
         target = self.target(node)
         if context not in target.contexts():
             pytest.skip(f"node {node} ({self.settings.nodes[node]}) has no {context!r} context")
-        outcome = execute(scenario, context, target, facts, sensors, window=_window(scenario, self))
+        facts = self.facts(node)
+        unmet = unmet_requirements(item, facts)
+        if unmet:  # not runnable on this node: a NOT_EXECUTED row per sensor, with the reason
+            outcome = not_runnable(scenario, context, node, facts, self.judged_on(node), unmet)
+            sensors: dict[str, Sensor] = {}
+        else:
+            sensors = self.sensors_for(node)
+            outcome = execute(scenario, context, target, facts, sensors,
+                              window=_window(scenario, self))
         item.config.hook.pytest_shadowtest_run_finished(item=item, outcome=outcome)
-        rows = rows_for(outcome, scenario)
+        rows = rows_for(outcome, scenario, rulepacks_of(sensors))
         rows = json.loads(redact(json.dumps(rows, default=str)))
         item.user_properties.append((ROWS_PROPERTY, rows))
-        for j in outcome.judgements:
-            item.user_properties.append((f"shadowtest.{j.sensor}.verdict", j.verdict.value))
-        item.user_properties.append(("shadowtest.kernel", facts.kernel))
+        item.user_properties.extend(junit_properties(rows))  # --junitxml <properties>
         message = explain(scenario.id, context, node, facts.kernel, outcome.run.run_id,
                           outcome.judgements)
         verdicts = {j.verdict for j in outcome.judgements}
@@ -124,18 +181,38 @@ def _window(scenario: Scenario, st: ShadowtestSession) -> float:
     return scenario.window if scenario.window is not None else st.settings.window
 
 
-def check_markers(item: pytest.Item, facts: NodeFacts) -> None:
-    """Skip (with the reason) when the node's kernel or features do not meet the item's
-    ``shadowtest_kernel`` / ``shadowtest_requires`` markers."""
+def unmet_requirements(item: pytest.Item, facts: NodeFacts) -> str:
+    """Why the node's kernel or features do not meet the item's ``shadowtest_kernel`` /
+    ``shadowtest_requires`` markers ('' when they do)."""
     for mark in item.iter_markers("shadowtest_kernel"):
         for requirement in mark.args:
             if not kernel_satisfies(facts.kernel, str(requirement)):
-                pytest.skip(f"kernel {facts.kernel} on {facts.node} does not satisfy {requirement}")
+                return f"kernel {facts.kernel} on {facts.node} does not satisfy {requirement}"
     for mark in item.iter_markers("shadowtest_requires"):
         for feature in mark.args:
             ok, why = facts.feature(str(feature))
             if not ok:
-                pytest.skip(f"{feature} not usable on {facts.node} ({facts.kernel}): {why}")
+                return f"{feature} not usable on {facts.node} ({facts.kernel}): {why}"
+    return ""
+
+
+def check_markers(item: pytest.Item, facts: NodeFacts) -> None:
+    """Skip (with the reason) when the node does not meet the item's markers (users' own
+    tests; scenario items record a NOT_EXECUTED row instead, see run_item)."""
+    why = unmet_requirements(item, facts)
+    if why:
+        pytest.skip(why)
+
+
+def not_runnable(scenario: Scenario, context: str, node: str, facts: NodeFacts,
+                 sensors: Sequence[str], reason: str) -> Outcome:
+    """The outcome of a scenario its node cannot run: nothing was started or attacked."""
+    now = time.time()
+    run = Run(run_id=new_run_id(), scenario=scenario.id, context=context, node=node,
+              started_at=now, ended_at=now, executed=False, reason=f"not runnable: {reason}",
+              facts=facts.as_row())
+    judgements = tuple(Judgement(s, Verdict.NOT_EXECUTED, run.reason) for s in sensors)
+    return Outcome(run, judgements, {})
 
 
 def session_of(config: pytest.Config) -> ShadowtestSession:

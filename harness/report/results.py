@@ -1,6 +1,7 @@
 """Results rows (one JSON line per run x sensor) and the file they are appended to.
 
 The row is a public contract: keys are only added, never renamed (CHANGELOG.md).
+``ROW_KEYS`` documents every key of schema 1.
 """
 
 from __future__ import annotations
@@ -8,25 +9,53 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.detection import Detection
 from harness.execute import Outcome
 from harness.run import Run
 from harness.scenario import Scenario
 from harness.secrets import redact
+from harness.sensors._rulepack import for_row
 from harness.verdict import Judgement, NearMiss
 
 SCHEMA = 1
+
+#: every key of a schema-1 row and what it holds (the public contract; keys are only added)
+ROW_KEYS: dict[str, str] = {
+    "schema": "1",
+    "run_id": "the run's id (st + 12 hex), stamped into the run's environment and names",
+    "scenario": "scenario id", "technique": "the scenario's ATT&CK technique (null: benign)",
+    "tactic": "the scenario's tactic", "benign": "true for a benign control",
+    "context": "host | namespace", "node": "node name", "kernel": "the node's kernel release",
+    "sensor": "sensor name (its [tool.shadowtest.sensors.<name>] table)",
+    "verdict": "DETECTED MISSED BLOCKED RACED NOT_EXECUTED SENSOR_DOWN UNEXPECTED CLEAN",
+    "latency_ms": "event to harness, ms (null unless a detection matched)",
+    "rule": "the matched detection's rule", "reason": "why this verdict",
+    "started_at": "ISO 8601 UTC", "ended_at": "ISO 8601 UTC",
+    "correlated_by": "run_id | container_id | cgroup_id | process_tree",
+    "expected": "{technique, rule}", "detection": "the matched detection (summary)",
+    "near_misses": "[{detection, correlated_by, mismatches: [{field, expected, got}]}]",
+    "lost_events": "events the sensor lost", "malformed_lines": "unreadable sensor lines",
+    "action_ms": "the atomic's own time", "container_id": "the run's container id",
+    "cgroup_id": "the run's cgroup id", "executed": "the action provably ran",
+    "pids": "processes the harness started for the run", "facts": "node facts",
+    "rulepack": "the sensor's rule-pack identity: {kind, name, version, sha256, files, "
+                "policies, seen, reason} (harness/sensors/_rulepack.py)",
+}
 
 
 def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def rows_for(outcome: Outcome, scenario: Scenario) -> list[dict[str, Any]]:
-    """One row per sensor for one run."""
+def rows_for(outcome: Outcome, scenario: Scenario,
+             rulepacks: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per sensor for one run; ``rulepacks`` = each sensor's rule-pack identity
+    (``harness.sensors._rulepack.rulepacks_of``), completed with what this run's detections
+    report."""
     run = outcome.run
     facts = run.facts
     action_ms = round(run.action_seconds * 1000.0, 3)
@@ -63,8 +92,15 @@ def rows_for(outcome: Outcome, scenario: Scenario) -> list[dict[str, Any]]:
             "executed": run.executed,
             "pids": sorted(run.pids),
             "facts": facts,
+            "rulepack": for_row((rulepacks or {}).get(j.sensor), _detections_of(j)),
         })
     return out
+
+
+def _detections_of(j: Judgement) -> list[Detection]:
+    """The run's own detections: the matched one and the correlated near misses."""
+    out = [j.detection] if j.detection else []
+    return out + [n.detection for n in j.near_misses if n.correlated_by]
 
 
 def near_row(n: NearMiss) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from harness.errors import SensorError
 from harness.mitre import TECHNIQUE_ID
 from harness.sensors._auditlog import AuditEvent, AuditLogParser
 from harness.sensors._process import pid_alive, spawn, stop
-from harness.sensors._streams import FileTail
+from harness.sensors._streams import FileTail, LineReader
 from harness.sensors.base import DetectionStream
+from harness.targets.shell import LocalShell, NodeProcess, NodeShell
 from harness.verdict import Health
 
 STATE = Path("/run/shadowtest/auditd")
@@ -69,9 +70,10 @@ def delete_form(rule: list[str]) -> list[str]:
     return [flip.get(rule[0], rule[0]), *rule[1:]]
 
 
-def audit_status() -> dict[str, int]:
+def audit_status(shell: NodeShell | None = None) -> dict[str, int]:
     """``auditctl -s`` as numbers (enabled, pid, lost, backlog_limit, ...)."""
-    out = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=False).stdout
+    out = (shell.run(["auditctl", "-s"]) if shell is not None else subprocess.run(
+        ["auditctl", "-s"], capture_output=True, text=True, check=False)).stdout
     status: dict[str, int] = {}
     for line in out.splitlines():
         key, _, value = line.partition(" ")
@@ -80,7 +82,9 @@ def audit_status() -> dict[str, int]:
     return status
 
 
-def auditctl(*args: str) -> subprocess.CompletedProcess[str]:
+def auditctl(*args: str, shell: NodeShell | None = None) -> subprocess.CompletedProcess[str]:
+    if shell is not None:
+        return shell.run(["auditctl", *args])
     return subprocess.run(["auditctl", *args], capture_output=True, text=True, check=False)
 
 
@@ -156,9 +160,22 @@ class AuditdSensor:
         self._lost_seen: int | None = None
         self._tokens = count(os.getpid() * 1000)
         self._started = False
+        self.shell: NodeShell = LocalShell(node or "local")
+        self._remote: RemoteDaemon | None = None
+        self._clock = 0.0  # the node's clock minus ours: received_at is in the node's time
 
     # ------------------------------------------------------------ lifecycle
+    def use_shell(self, shell: NodeShell) -> None:
+        """Run (or attach to) auditd on ``shell``'s node: this machine, or a VM over SSH."""
+        self.shell = shell
+
     def start(self) -> None:
+        if self.shell.remote:
+            self._clock = self.shell.clock_offset()
+            self._remote = RemoteDaemon(self, self.shell)
+            self._remote.start()
+            self._started = True
+            return
         if self.attach:
             status = audit_status()
             if not status.get("pid"):
@@ -230,6 +247,11 @@ class AuditdSensor:
             auditctl(*delete_form(rule))
 
     def stop(self) -> None:
+        if self._remote is not None:
+            self._remote.stop()
+            self._remote = None
+            self._started = False
+            return
         if self._tail is not None:
             self._tail.stop()
             self._tail = None
@@ -241,6 +263,8 @@ class AuditdSensor:
             release(self.shared, self.rules, stop_daemon=not self.attach)
 
     def health(self) -> Health:
+        if self._remote is not None:
+            return self._remote.health()
         if self._daemon_pid is None:
             return Health(False, f"no audit daemon is running (auditctl -s: pid 0); "
                                  f"{'start auditd or set attach = false' if self.attach else ''}")
@@ -257,7 +281,7 @@ class AuditdSensor:
 
     def sync(self) -> str | None:
         token = str(next(self._tokens))
-        res = auditctl("-m", SYNC_PREFIX + token)
+        res = auditctl("-m", SYNC_PREFIX + token, shell=self.shell if self._remote else None)
         return token if res.returncode == 0 else None
 
     # ------------------------------------------------------------ parsing
@@ -298,7 +322,8 @@ class AuditdSensor:
         return Detection(
             sensor=self.name, rule=raw.key, technique=(raw.key,), node=self.node,
             pid=raw.pid, ppid=raw.ppid, comm=raw.comm, names=names,
-            observed_at=raw.timestamp, received_at=time.time(), fields=fields, raw=raw,
+            observed_at=raw.timestamp, received_at=time.time() + self._clock, fields=fields,
+            raw=raw,
         )
 
 
@@ -330,6 +355,96 @@ def reap(state_dir: Path, rules_file: Path, interval: float = 1.0) -> None:
         with shared.locked():
             if not shared.state() or release(shared, rules):
                 return
+
+
+class RemoteDaemon:
+    """auditd on a remote node (a VM of the kernel matrix): started there with the shipped
+    config, rules loaded with ``auditctl -R``, its log followed with ``tail -F`` over the
+    node's shell. One harness owns a VM's kernel, so no users directory is needed; on an
+    SSH node already running auditd, ``attach = true`` follows that daemon's log."""
+
+    def __init__(self, sensor: AuditdSensor, shell: NodeShell) -> None:
+        self.sensor = sensor
+        self.shell = shell
+        self.root = "/run/shadowtest/auditd"
+        self.log = str(sensor.log) if sensor.attach else f"{self.root}/audit.log"
+        self.daemon: NodeProcess | None = None
+        self.tail: NodeProcess | None = None
+        self.pid: int | None = None
+        self.saved: dict[str, int] = {}
+        self.readers: list[LineReader] = []
+        self.lost_seen: int | None = None
+
+    def start(self) -> None:
+        s, sh = self.sensor, self.shell
+        status = audit_status(sh)
+        if s.attach:
+            self.pid = status.get("pid") or None
+        else:
+            if status.get("pid"):
+                raise SensorError(
+                    f"{s.name}: an audit daemon not started by shadowtest runs on node "
+                    f"{sh.node!r} (pid {status['pid']}); set attach = true and log = '<its log>'")
+            binary = sh.which(s.binary)
+            if binary is None:
+                raise SensorError(f"{s.name}: {s.binary!r} not found on node {sh.node!r}; install auditd")
+            sh.put(f"{self.root}/conf/auditd.conf", render_conf(Path(self.log)).encode(), 0o640)
+            sh.run(["chmod", "0750", f"{self.root}/conf"])
+            self.saved = {"enabled": status.get("enabled", 0),
+                          "backlog_limit": status.get("backlog_limit", 64)}
+            self.daemon = sh.popen([binary, "-n", "-c", f"{self.root}/conf"])
+            deadline = time.time() + 30
+            while audit_status(sh).get("pid") != self.daemon.node_pid:
+                if self.daemon.poll() is not None or time.time() > deadline:
+                    self.daemon.halt()
+                    raise SensorError(f"{s.name}: auditd did not register on node {sh.node!r}")
+                time.sleep(0.1)
+            self.pid = self.daemon.node_pid
+            auditctl("-b", str(s.backlog), shell=sh)
+            sh.put(f"{self.root}/rules", s.rules_file.read_bytes())
+            res = sh.run(["auditctl", "-R", f"{self.root}/rules"])
+            if res.returncode != 0 and "exists" not in res.stderr:
+                raise SensorError(f"{s.name}: auditctl -R on node {sh.node!r}: {res.stderr.strip()[:300]}")
+        self.tail = sh.popen(["tail", "-n", "0", "-F", self.log])
+        assert self.tail.stdout is not None
+        self.readers = [LineReader(self.tail.stdout, s.on_line, lambda: None, f"{s.name}-tail")]
+        self.lost_seen = audit_status(sh).get("lost", 0)
+        # tail -F -n 0 starts at the end: a round trip through the log proves it follows
+        sub = s.stream.subscribe()
+        token = s.sync()
+        if token is None or not sub.wait(lambda _: False, token, time.time() + 30)[1]:
+            raise SensorError(f"{s.name}: the audit log on node {sh.node!r} is not followed")
+
+    def stop(self) -> None:
+        sh = self.shell
+        if self.tail is not None:
+            self.tail.halt(grace=2)
+            self.tail = None
+        if self.daemon is not None:
+            for rule in self.sensor.rules:
+                auditctl(*delete_form(rule), shell=sh)
+            self.daemon.halt()
+            self.daemon = None
+            auditctl("-e", str(self.saved.get("enabled", 0)), shell=sh)
+            auditctl("-b", str(self.saved.get("backlog_limit", 64)), shell=sh)
+
+    def health(self) -> Health:
+        s = self.sensor
+        if self.pid is None:
+            return Health(False, f"no audit daemon is running on node {self.shell.node!r}")
+        if self.daemon is not None and self.daemon.poll() is not None:
+            return Health(False, f"auditd on node {self.shell.node!r} exited ({self.daemon.returncode})")
+        if self.tail is not None and self.tail.poll() is not None:
+            return Health(False, f"the audit log tail on node {self.shell.node!r} ended")
+        status = audit_status(self.shell)
+        if status.get("pid") != self.pid or not status.get("enabled"):
+            return Health(False, f"kernel audit on node {self.shell.node!r} is not delivering "
+                                 f"to pid {self.pid}: {status}")
+        lost = status.get("lost", 0)
+        if self.lost_seen is not None and lost > self.lost_seen:
+            s.stream.count_lost(lost - self.lost_seen)
+        self.lost_seen = lost
+        return Health(True, lost=s.stream.lost, malformed=s.stream.malformed)
 
 
 def _with_ancestors(det: Detection, tree: dict[int, int], depth: int = 8) -> Detection:

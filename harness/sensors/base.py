@@ -18,6 +18,15 @@ from harness.verdict import Health
 
 
 @runtime_checkable
+@runtime_checkable
+class OnNode(Protocol):
+    """A sensor that runs on the node it watches (auditd, the bundled bpftrace sensor): the
+    session hands it the node's shell (this machine, or a VM over SSH) before start()."""
+
+    def use_shell(self, shell: Any) -> None:
+        """Run the sensor's daemon and commands through ``shell`` (a NodeShell)."""
+
+
 class Sensor(Protocol):
     """A product's detections, normalised. Owns its transport and its daemon (if any)."""
 
@@ -256,7 +265,7 @@ def build_sensor(name: str, options: Mapping[str, Any]) -> Sensor:
     """Build the sensor called ``name`` from its ``[tool.shadowtest.sensors.<name>]`` table."""
     kind = str(options.get("type", name))
     cls = sensor_class(kind)
-    kwargs = {k: v for k, v in options.items() if k != "type"}
+    kwargs = {k: v for k, v in options.items() if k not in ("type", "nodes")}
     accepted = inspect.signature(cls).parameters
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:

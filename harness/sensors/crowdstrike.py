@@ -130,9 +130,11 @@ class CrowdStrikeSensor:
                  client_secret: str = "env:FALCON_CLIENT_SECRET",  # noqa: S107 (a reference)
                  member_cid: str | None = None, source: str = "alerts", filter: str | None = None,
                  poll_interval: float = 5.0, delay: float = 60.0, lookback: float = 600.0,
-                 limit: int = 100, verify_tls: bool = True, node: str | None = None) -> None:
+                 limit: int = 100, verify_tls: bool = True, node: str | None = None,
+                 version: str | None = None) -> None:
         where = f"[tool.shadowtest.sensors.{name}]"
         self.name = name
+        self.version = version  # sensor / content version (results rows' rulepack only)
         self.base_url = _base_url(base_url, where)
         self.client_id = _secret_ref(client_id, "client_id", where)
         self.client_secret = _secret_ref(client_secret, "client_secret", where)

@@ -54,8 +54,13 @@ class FalcoSensor(JsonLinesSensor):
 
     def __init__(self, name: str = "falco", path: str | None = None,
                  command: str | list[str] | None = None, listen: str | None = None,
-                 from_start: bool = False, delay: float = 0.0, node: str | None = None) -> None:
-        self.listen = listen  # before super().__init__, whose _check_transport reads it
+                 from_start: bool = False, delay: float = 0.0, node: str | None = None,
+                 rules_files: list[str] | None = None, rules_oci: str | None = None) -> None:
+        self.listen = listen
+        #: rule-pack identity only (results rows' ``rulepack``): the files falco loads, in
+        #: order, and/or the falcoctl-pinned artifact ``repo:tag@sha256:<digest>``
+        self.rules_files = list(rules_files or [])
+        self.rules_oci = rules_oci  # before super().__init__, whose _check_transport reads it
         super().__init__(name, path, command, from_start, delay, node)
         self._receiver: HttpReceiver | None = None
         if listen is not None:

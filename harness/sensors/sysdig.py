@@ -88,9 +88,10 @@ class SysdigSensor:
                  filter: str | None = None,
                  limit: int = 100, poll_interval: float | str = 2.0, delay: float | str = 30.0,
                  lookback: float | str = 300.0, timeout: float | str = 10.0,
-                 verify_tls: bool = True, node: str | None = None) -> None:
+                 verify_tls: bool = True, node: str | None = None, version: str | None = None) -> None:
         where = f"[tool.shadowtest.sensors.{name}]"
         self.name = name
+        self.version = version  # rule-pack / policy version (results rows' rulepack only)
         self.url = str(url).rstrip("/")
         if not re.match(r"^https?://[^/\s]+", self.url):
             raise ConfigError(

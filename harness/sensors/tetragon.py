@@ -87,8 +87,10 @@ class TetragonSensor(JsonLinesSensor):
                  command: str | list[str] | None = None, from_start: bool = False,
                  delay: float = 0.0, node: str | None = None,
                  techniques: dict[str, str] | None = None,
-                 events: list[str] | None = None) -> None:
+                 events: list[str] | None = None, policy_files: list[str] | None = None) -> None:
         super().__init__(name, path, command, from_start, delay, node)
+        #: TracingPolicy YAML files deployed (rule-pack identity in results rows only)
+        self.policy_files = list(policy_files or [])
         self.techniques = _check_techniques(name, techniques or {})
         self.events = _check_events(name, events) if events is not None else HOOK_EVENTS
         self._exits: dict[str, str] = {}

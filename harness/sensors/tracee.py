@@ -42,8 +42,9 @@ class TraceeSensor(JsonLinesSensor):
 
     def __init__(self, name: str = "tracee", path: str | None = None,
                  command: str | list[str] | None = None, from_start: bool = False,
-                 delay: float = 0.0, node: str | None = None) -> None:
+                 delay: float = 0.0, node: str | None = None, version: str | None = None) -> None:
         super().__init__(name, path, command, from_start, delay, node)
+        self.version = version  # tracee / signatures version (results rows' rulepack only)
 
     def normalise(self, raw: Any) -> Detection | None:
         """Pure: one decoded Tracee event (either shape) to a Detection (None: not one)."""

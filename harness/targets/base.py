@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import IO, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from harness.errors import ConfigError, TargetError
@@ -44,15 +44,43 @@ class Target(Protocol):
         """Release what the target holds (connections, daemons it started)."""
 
 
+class RunnerProcess(Protocol):
+    """What a Session needs of the process carrying the stage runner's pipes: a local
+    ``subprocess.Popen[str]``, an ``ssh``/``docker start -a`` client, or a Kubernetes exec
+    stream wrapped to look like one."""
+
+    @property
+    def stdin(self) -> IO[str] | None: ...
+
+    @property
+    def stdout(self) -> IO[str] | None: ...
+
+    @property
+    def stderr(self) -> IO[str] | None: ...
+
+    @property
+    def returncode(self) -> int | Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 @dataclass
 class Session:
     """A live context on a node for one run: a stage-runner process and its ids.
 
-    ``pids`` are host pids the harness started for the run (process-tree roots);
-    ``variables`` are values atomics may use (``#{host_mntns_fd}`` ...)."""
+    ``pids`` are the node's pids the harness started for the run (process-tree roots);
+    ``variables`` are values atomics may use (``#{host_mntns_fd}`` ...);
+    ``interrupt`` delivers SIGTERM to the stage runner on its node (default: ``os.kill``
+    of ``runner_pid`` or the local process — only right for local runners)."""
 
     context: str
-    proc: subprocess.Popen[str]
+    proc: RunnerProcess
     pids: frozenset[int]
     hello: Mapping[str, Any]
     cgroup_id: int | None = None
@@ -61,6 +89,7 @@ class Session:
     pass_fds: tuple[int, ...] = ()
     runner_pid: int | None = None  # the stage runner's host pid when proc is a wrapper
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    interrupt: Callable[[], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stage(self, name: str, argv: Sequence[str], env: Mapping[str, str],
@@ -77,6 +106,10 @@ class Session:
     def arm_cleanup(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
         """The runner runs ``argv`` itself if the harness dies before cleanup."""
         self._call({"on_exit": list(argv), "env": dict(env)}, 10)
+
+    def call(self, req: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        """One raw request to the runner (see harness/_stagerunner.py's protocol)."""
+        return self._call(req, timeout)
 
     def _call(self, req: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         assert self.proc.stdin is not None
@@ -101,7 +134,11 @@ class Session:
         stage, runs the armed cleanup itself and exits. Then release the rest."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.runner_pid or self.proc.pid, signal.SIGTERM)
+                if self.interrupt is not None:
+                    self.interrupt()
+                else:
+                    assert isinstance(self.proc, subprocess.Popen)
+                    os.kill(self.runner_pid or self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -134,7 +171,7 @@ class Session:
                 self.on_close.pop()()
 
 
-def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+def _readline(proc: RunnerProcess, timeout: float) -> str:
     """One line from the runner, or '' when it exits or ``timeout`` passes (then kill it)."""
     assert proc.stdout is not None
     timer = threading.Timer(timeout, proc.kill)
@@ -172,7 +209,13 @@ def start_runner(argv: Sequence[str], context: str, pass_fds: Sequence[int] = ()
 
 
 # ----------------------------------------------------------------- registry
-BUILTIN: dict[str, str] = {"local": "harness.targets.local:LocalTarget"}
+BUILTIN: dict[str, str] = {
+    "local": "harness.targets.local:LocalTarget",
+    "docker": "harness.targets.docker:DockerTarget",
+    "ssh": "harness.targets.ssh:SshTarget",
+    "vm": "harness.targets.ssh:VmTarget",
+    "kubernetes": "harness.targets.kubernetes:KubernetesTarget",
+}
 
 
 def build_target(node: str, url: str) -> Target:

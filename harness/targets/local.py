@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import platform
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import ClassVar
 
+from harness._nodeprobe import probe
 from harness.errors import TargetError
 from harness.node import NodeFacts
 from harness.targets.base import Session, stage_runner_argv, start_runner
+from harness.targets.shell import LocalShell
 
 CGROUP2 = Path("/sys/fs/cgroup/unified")
 CGROUP_PARENT = "shadowtest"
@@ -24,6 +23,7 @@ class LocalTarget:
     """Runs atomics on this machine, in the host context or a namespaced container context."""
 
     NAME: ClassVar[str] = "local"
+    PARALLEL_SAFE: ClassVar[bool] = True
 
     def __init__(self, node: str, url: str = "local://") -> None:
         self.node = node
@@ -37,6 +37,10 @@ class LocalTarget:
         if self._facts is None:
             self._facts = read_local_facts(self.node)
         return self._facts
+
+    def shell(self) -> LocalShell:
+        """The embedded sensors run on this machine."""
+        return LocalShell(self.node)
 
     def open(self, context: str, run_id: str) -> Session:
         if context == "host":
@@ -159,63 +163,4 @@ def remove_cgroup(cg: Path) -> None:
 
 def read_local_facts(node: str) -> NodeFacts:
     """Kernel release, distro, arch and BPF features, probed on this machine."""
-    _ensure_mounted("/sys/kernel/tracing", "tracefs")
-    _ensure_mounted("/sys/kernel/security", "securityfs")
-    uname = platform.uname()
-    reasons: dict[str, str] = {}
-    btf = Path("/sys/kernel/btf/vmlinux").exists()
-    if not btf:
-        reasons["btf"] = "/sys/kernel/btf/vmlinux is missing (kernel built without BTF)"
-    kprobes = Path("/sys/kernel/tracing/kprobe_events").exists()
-    if not kprobes:
-        reasons["kprobes"] = "no kprobe_events in tracefs (kernel built without CONFIG_KPROBES)"
-    tracepoints = Path("/sys/kernel/tracing/events/syscalls").is_dir()
-    if not tracepoints:
-        reasons["tracepoints"] = "no syscall tracepoints in tracefs"
-    bpf_lsm, why = _probe_bpf_lsm()
-    if not bpf_lsm:
-        reasons["bpf_lsm"] = why
-    return NodeFacts(
-        node=node, kernel=uname.release, distro=_distro(), arch=uname.machine, btf=btf,
-        bpf_lsm=bpf_lsm, kprobes=kprobes, tracepoints=tracepoints, cgroup2=CGROUP2.is_dir(),
-        hostname=uname.node, reasons=tuple(sorted(reasons.items())),
-    )
-
-
-def _distro() -> str:
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
-    return ""
-
-
-def _ensure_mounted(path: str, fstype: str) -> None:
-    if os.path.ismount(path) or not os.path.isdir(path):
-        return
-    subprocess.run(["mount", "-t", fstype, "none", path], check=False, capture_output=True)
-
-
-def _probe_bpf_lsm() -> tuple[bool, str]:
-    """BPF LSM is usable only when 'bpf' is an active LSM *and* a BPF trampoline program
-    really attaches (LSM programs use the same mechanism as fentry): probed, not read."""
-    try:
-        lsms = Path("/sys/kernel/security/lsm").read_text().strip().split(",")
-    except OSError as exc:
-        return False, f"cannot read the active LSM list: {exc}"
-    if "bpf" not in lsms:
-        return False, f"'bpf' is not in the active LSM list ({','.join(lsms)})"
-    bpftrace = shutil.which("bpftrace")
-    if bpftrace is None:
-        return False, "bpftrace is not installed, so the trampoline probe could not run"
-    probe = subprocess.run(
-        [bpftrace, "-e", "kfunc:vmlinux:security_file_open { exit(); } BEGIN { exit(); }"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    if probe.returncode != 0:
-        err = [x for x in probe.stderr.splitlines() if "ERROR" in x or "rror" in x]
-        return False, "a BPF trampoline (fentry) program does not attach: " + (
-            err[-1].strip() if err else probe.stderr.strip()[:200])
-    return True, ""
+    return NodeFacts.from_probe(probe(node))

@@ -185,8 +185,10 @@ def test_check_scenario_bundled_files_are_valid() -> None:
                      "expected a scalar (exact match) or a one-key mapping "
                      "{prefix|contains|regex: ...}, got {'glob': 'ptr*'}",
                      id="unknown-matcher-operator"),
-        pytest.param(_edit(SCENARIO, 6, "contexts: [namespace, pod]"), 6, "contexts[1]",
-                     "expected one of 'host', 'namespace', got 'pod'", id="bad-context"),
+        pytest.param(_edit(SCENARIO, 6, "contexts: [namespace, vm]"), 6, "contexts[1]",
+                     "expected one of 'host', 'namespace', 'container-privileged', "
+                     "'container-hostpid', 'container-hostetc', 'pod', 'pod-hostpid', "
+                     "'pod-privileged', got 'vm'", id="bad-context"),
         pytest.param(_edit(SCENARIO, 3, "technique: T12"), 3, "technique",
                      "expected an ATT&CK id like T1611 or T1055.008, got 'T12'",
                      id="bad-technique-format"),
@@ -251,7 +253,7 @@ def test_check_scenario_benign_error_names_file_line_and_key(
 def test_check_scenario_reports_every_schema_error_by_line(
     tmp_path: Path, atomics: dict[str, Atomic]
 ) -> None:
-    text = _edit(_edit(SCENARIO, 7, "windw: 5s"), 6, "contexts: [pod]")
+    text = _edit(_edit(SCENARIO, 7, "windw: 5s"), 6, "contexts: [vm]")
     path = _write(tmp_path, text)
     errors, scenario = check_scenario(path, atomics)
     assert scenario is None

@@ -8,10 +8,10 @@ never MISSED. Sync markers: ``getpgid(0x5ad00000 + token)`` on every CPU.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from importlib.resources import files
@@ -23,14 +23,21 @@ import msgspec
 
 from harness.detection import Detection
 from harness.errors import SensorError
-from harness.sensors._process import pid_alive, spawn, stop
 from harness.sensors._streams import FileTail, LineReader
 from harness.sensors.base import DetectionStream
 from harness.targets.local import CGROUP2
+from harness.targets.shell import LocalShell, NodeProcess, NodeShell
 from harness.verdict import Health
 
 MARKER_BASE = 0x5AD00000
 _decoder = msgspec.json.Decoder()
+
+
+#: optional parts of the bundled rule pack, appended to the program only on nodes whose
+#: kernel has the feature (probed on the node): feature -> (program file, probe command)
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "kprobes": ("sensor-kprobes.bt", ["test", "-e", "/sys/kernel/tracing/kprobe_events"]),
+}
 
 
 def program_path() -> Path:
@@ -46,8 +53,10 @@ class BpftraceSensor:
                  binary: str = "bpftrace", attach_output: str | None = None,
                  attach_pid: int | None = None, perf_rb_pages: int | None = None,
                  start_timeout: float = 60.0, node: str | None = None,
-                 record: str | None = None) -> None:
+                 record: str | None = None, load_modules: bool = True) -> None:
         self.name = name
+        self.load_modules = load_modules
+        self.modules: list[str] = []  # the optional rule-pack modules loaded (by feature)
         self.program = Path(program) if program else program_path()
         self.binary = binary
         self.attach_output = Path(attach_output) if attach_output else None
@@ -59,7 +68,8 @@ class BpftraceSensor:
         self._record_fh: IO[str] | None = None
         self.stream = DetectionStream(name)
         self.delay = 0.0  # synchronous: the sync marker closes the window
-        self._proc: subprocess.Popen[str] | None = None
+        self.shell: NodeShell = LocalShell(node or "local")
+        self._proc: NodeProcess | None = None
         self._readers: list[LineReader] = []
         self._tail: FileTail | None = None
         self._ready = threading.Event()
@@ -70,8 +80,13 @@ class BpftraceSensor:
         self._not_containers: set[int] = set()
         self._offset = time.time() - time.monotonic()  # bpftrace nsecs is CLOCK_MONOTONIC
         self._ncpu = len(os.sched_getaffinity(0))
+        self._clock = 0.0  # the node's clock minus ours: received_at is in the node's time
 
     # ------------------------------------------------------------ lifecycle
+    def use_shell(self, shell: NodeShell) -> None:
+        """Run bpftrace on ``shell``'s node (this machine, or a VM over SSH)."""
+        self.shell = shell
+
     def start(self) -> None:
         if self.record is not None:  # raw output, for `shadowtest rejudge` (format bpftrace)
             self._record_fh = self.record.open("a", encoding="utf-8")
@@ -79,11 +94,24 @@ class BpftraceSensor:
             self._tail = FileTail(self.attach_output, self.on_line, f"{self.name}-tail")
             self._ready.set()
             return
-        binary = shutil.which(self.binary)
+        binary = self.shell.which(self.binary)
         if binary is None:
-            raise SensorError(f"{self.name}: {self.binary!r} not found on PATH; install bpftrace")
+            raise SensorError(f"{self.name}: {self.binary!r} not found on PATH of node "
+                              f"{self.shell.node!r}; install bpftrace there")
         env = {"BPFTRACE_PERF_RB_PAGES": str(self.perf_rb_pages)} if self.perf_rb_pages else {}
-        self._proc = spawn([binary, "-B", "none", "-f", "json", str(self.program)], env)
+        program = str(self.program)
+        data = self._program_text()
+        if self.shell.remote or self.modules:  # the program file goes to the node, by digest
+            program = f"/run/shadowtest/bpftrace/sensor-{hashlib.sha256(data).hexdigest()[:16]}.bt"
+            self.shell.put(program, data)
+        if self.shell.remote:
+            probe = self.shell.run(["python3", "-S", "-c", "import time;print(time.time()-time.monotonic())"])
+            with contextlib.suppress(ValueError):
+                self._offset = float(probe.stdout.strip())
+        self._ncpu = self.shell.cpus()
+        self._clock = self.shell.clock_offset()
+        self._proc = self.shell.popen([binary, "-B", "none", "-f", "json", program], env,
+                                      stop_signal=signal.SIGINT)
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
         self._readers = [
@@ -99,9 +127,22 @@ class BpftraceSensor:
                     + " | ".join(self._stderr[-5:])
                 )
 
+    def _program_text(self) -> bytes:
+        """The program, plus the bundled modules whose kernel feature the node has (only
+        with the bundled program: a user's own ``program`` is run as it is)."""
+        data = self.program.read_bytes()
+        self.modules = []
+        if self.program != program_path() or not self.load_modules:
+            return data
+        for feature, (name, probe) in MODULES.items():
+            if self.shell.run(probe).returncode == 0:
+                data += b"\n" + (self.program.parent / name).read_bytes()
+                self.modules.append(feature)
+        return data
+
     def stop(self) -> None:
         if self._proc is not None:
-            stop(self._proc, signal.SIGINT, grace=8.0, repeat=0.3)  # SIGTERM is sometimes ignored
+            self._proc.halt(grace=8.0, repeat=0.3)  # SIGINT: SIGTERM is sometimes ignored
             for reader in self._readers:
                 reader.join(5)
             for pipe in (self._proc.stdout, self._proc.stderr):
@@ -117,7 +158,7 @@ class BpftraceSensor:
         if self._proc is not None and self._proc.poll() is not None:
             err = " | ".join(x for x in self._stderr[-3:] if x.strip())
             return Health(False, f"bpftrace exited with code {self._proc.returncode}: {err}")
-        if self.attach_pid is not None and not pid_alive(self.attach_pid):
+        if self.attach_pid is not None and not self.shell.pid_alive(self.attach_pid):
             return Health(False, f"attached bpftrace pid {self.attach_pid} is not running")
         if self._proc is None and self._tail is None:
             return Health(False, "bpftrace sensor was never started")
@@ -130,6 +171,13 @@ class BpftraceSensor:
         past this point once its marker line is read."""
         token = next(self._tokens) & 0xFFFFF
         self._markers[token] = set()
+        if self.shell.remote:
+            marker = getattr(self.shell, "getpgid_every_cpu", None)
+            if callable(marker):
+                marker(MARKER_BASE + token)
+                return str(token)
+            res = self.shell.run(["python3", "-S", "-c", MARKER_CODE, str(MARKER_BASE + token)])
+            return str(token) if res.returncode == 0 else None
         before = os.sched_getaffinity(0)
         try:
             for cpu in sorted(before):
@@ -201,7 +249,7 @@ class BpftraceSensor:
             pid=int(raw["pid"]), ppid=int(raw["ppid"]),
             ancestors=tuple(int(a) for a in raw.get("ancestors", ()) if a),
             comm=raw.get("comm"), names=names,
-            observed_at=_observed_at(raw, self._offset), received_at=time.time(),
+            observed_at=_observed_at(raw, self._offset), received_at=time.time() + self._clock,
             fields=extra, raw=raw,
         )
 
@@ -211,7 +259,7 @@ class BpftraceSensor:
             return det
         cid = self._cgroups.get(det.cgroup_id)
         if cid is None and det.cgroup_id not in self._not_containers:
-            self._cgroups = scan_cgroups()  # a new container: cgroup ids are not reused soon
+            self._cgroups = self._scan()  # a new container: cgroup ids are not reused soon
             cid = self._cgroups.get(det.cgroup_id)
             if cid is None:
                 self._not_containers.add(det.cgroup_id)
@@ -220,6 +268,34 @@ class BpftraceSensor:
         from dataclasses import replace
 
         return replace(det, container_id=cid)
+
+
+    def _scan(self) -> dict[int, str]:
+        if not self.shell.remote:
+            return scan_cgroups()
+        res = self.shell.run(["python3", "-S", "-c", SCAN_CODE])
+        try:
+            return {int(k): str(v) for k, v in json.loads(res.stdout or "{}").items()}
+        except ValueError:
+            return {}
+
+
+#: run on a remote node: getpgid(N) once on every CPU it may use (the sync marker)
+MARKER_CODE = (
+    "import os,sys\nn=int(sys.argv[1]);b=os.sched_getaffinity(0)\nfor c in sorted(b):\n"
+    "    os.sched_setaffinity(0,{c})\n    try: os.getpgid(n)\n    except OSError: pass\n"
+)
+#: run on a remote node: {cgroup inode: container id} like scan_cgroups()
+SCAN_CODE = (
+    "import json,os\nout={}\nfor root in ('/sys/fs/cgroup/unified','/sys/fs/cgroup'):\n"
+    "  for parent in ('shadowtest','docker','system.slice','kubepods'):\n"
+    "    base=os.path.join(root,parent)\n    if not os.path.isdir(base): continue\n"
+    "    for c in os.listdir(base):\n"
+    "      n=c.removeprefix('docker-').removesuffix('.scope')\n"
+    "      p=os.path.join(base,c)\n"
+    "      if len(n)==64 and os.path.isdir(p): out[os.stat(p).st_ino]=n\n"
+    "print(json.dumps(out))\n"
+)
 
 
 def _observed_at(raw: dict[str, Any], offset: float) -> float:
@@ -236,7 +312,8 @@ _CORE = frozenset({"kind", "rule", "technique", "severity", "pid", "ppid", "ance
 
 
 def scan_cgroups(root: Path = CGROUP2) -> dict[int, str]:
-    """Inode -> container id for container-named cgroups (shadowtest/<id>, docker/<id>)."""
+    """Inode -> container id for container-named cgroups (shadowtest/<id>, docker/<id>)
+    under the cgroup2 hierarchy (``/sys/fs/cgroup/unified`` on a hybrid host)."""
     out: dict[int, str] = {}
     for parent in ("shadowtest", "docker", "system.slice"):
         base = root / parent

@@ -1,0 +1,406 @@
+"""A node over SSH (``ssh://``), and a VM of the project's own image booted for the run
+(``vm://6.1``): the kernel matrix.
+
+One OpenSSH master connection per node carries everything: a *control* stage runner on
+the node (commands for the sensors and contexts, without an SSH handshake each), one
+channel per context's stage runner, one per sensor daemon. The node gets the stage
+runner, the facts probe and the atomics' ``bin/`` in ``/run/shadowtest`` (tmpfs).
+Contexts are the local node's: ``host`` and ``namespace`` (unshare + a container-named
+cgroup + a leaked host mount-namespace fd), built by the same script shape on the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import IO, Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from harness.errors import ConfigError, TargetError
+from harness.node import NodeFacts
+from harness.targets.base import Session, start_runner
+from harness.targets.shell import close_pipes, put_argv, remote_wrapped
+
+REMOTE_DIR = "/run/shadowtest"
+RUNNER = f"{REMOTE_DIR}/_stagerunner.py"
+PROBE = f"{REMOTE_DIR}/_nodeprobe.py"
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=5",
+               "-o", "ServerAliveCountMax=6")
+
+
+def _package_file(name: str) -> bytes:
+    return Path(str(files("harness").joinpath(name))).read_bytes()
+
+
+class SshProcess:
+    """A daemon on the node behind the remote wrapper: closing our end of the channel
+    makes the wrapper send the daemon its stop signal."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self._node_pid: int | None = None
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the wrapper's "shadowtest-pid N"
+        if first.startswith("shadowtest-pid "):
+            self._node_pid = int(first.split()[1])
+
+    @property
+    def stdout(self) -> IO[str] | None:
+        return self.proc.stdout
+
+    @property
+    def stderr(self) -> IO[str] | None:
+        return self.proc.stderr
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    @property
+    def node_pid(self) -> int | None:
+        return self._node_pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def halt(self, grace: float = 5.0, repeat: float | None = None) -> int | None:
+        close_pipes(self.proc.stdin)
+        try:
+            self.proc.wait(grace + 5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        return self.proc.returncode
+
+
+class SshShell:
+    """Commands and daemons on a node over one OpenSSH master connection."""
+
+    remote = True
+
+    def __init__(self, node: str, destination: str, port: int, key: str | None) -> None:
+        self.node = node
+        self.destination = destination
+        self.port = port
+        self.key = key
+        self._dir = tempfile.mkdtemp(prefix="shadowtest-ssh-")
+        self.control_path = f"{self._dir}/master"
+        self._master: subprocess.Popen[str] | None = None
+        self._control: Session | None = None
+        self._lock = threading.Lock()
+        self._ncpu: int | None = None
+        self._clock: float | None = None
+
+    def base_argv(self) -> list[str]:
+        argv = ["ssh", *SSH_OPTIONS, "-p", str(self.port), "-o", f"ControlPath={self.control_path}"]
+        if self.key:
+            argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
+        return argv
+
+    def remote_argv(self, argv: Sequence[str], tty: bool = False) -> list[str]:
+        return [*self.base_argv(), *(["-tt"] if tty else []), self.destination, "--",
+                shlex.join(argv)]
+
+    # ------------------------------------------------------------ lifecycle
+    def connect(self) -> None:
+        """The master connection (stopped by pid in close(); SIGKILL'd with the harness by
+        its parent-death signal), the node's files, and the control runner."""
+        if self._control is not None:
+            return
+        self._master = subprocess.Popen(
+            ["setpriv", "--pdeathsig", "KILL", "--", *self.base_argv(), "-M", "-N",
+             "-o", "ControlMaster=yes", "-o", "ControlPersist=no", self.destination],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )
+        check = None
+        for _ in range(3):
+            check = subprocess.run([*self.base_argv(), "-o", "ControlMaster=no", self.destination,
+                                    "--", "true"], capture_output=True, text=True, timeout=60,
+                                   check=False)
+            if check.returncode == 0:
+                break
+        if check is None or check.returncode != 0:
+            self.close()
+            raise TargetError(
+                f"node {self.node!r}: ssh {self.destination} -p {self.port} failed: "
+                f"{(check.stderr if check else '').strip()[:300]}; check the url's user, port "
+                "and key=, and that sshd runs on the node"
+            )
+        for name, dest, mode in (("_stagerunner.py", RUNNER, 0o755), ("_nodeprobe.py", PROBE, 0o755)):
+            res = subprocess.run(self.remote_argv(put_argv(dest, _package_file(name), mode)),
+                                 capture_output=True, text=True, timeout=60, check=False)
+            if res.returncode != 0:
+                self.close()
+                raise TargetError(f"node {self.node!r}: cannot write {dest}: {res.stderr.strip()}")
+        proc, hello = start_runner(self.remote_argv(["python3", "-S", "-u", RUNNER]), "control")
+        self._control = Session(context="control", proc=proc, pids=frozenset(), hello=hello)
+
+    def close(self) -> None:
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                self._control.close()
+            self._control = None
+        if self._master is not None:
+            if self._master.poll() is None:
+                self._master.terminate()
+                try:
+                    self._master.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._master.kill()
+                    self._master.wait(5)
+            close_pipes(self._master.stderr)
+            self._master = None
+        with contextlib.suppress(OSError):
+            Path(self.control_path).unlink(missing_ok=True)
+            Path(self._dir).rmdir()
+
+    # ------------------------------------------------------------ NodeShell
+    def run(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        self.connect()
+        assert self._control is not None
+        res = self._control.stage("cmd", argv, {}, timeout)
+        code = res.exit_code if res.exit_code is not None else 127
+        err = res.stderr if res.error is None else f"{res.stderr}{res.error}"
+        return subprocess.CompletedProcess(list(argv), code, res.stdout, err)
+
+    def popen(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              stop_signal: signal.Signals = signal.SIGTERM) -> SshProcess:
+        self.connect()
+        envs = [f"{k}={v}" for k, v in (env or {}).items()]
+        inner = ["env", *envs, *argv] if envs else list(argv)
+        proc = subprocess.Popen(
+            self.remote_argv(remote_wrapped(inner, stop_signal)), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+            start_new_session=True,
+        )
+        return SshProcess(proc)
+
+    def getpgid_every_cpu(self, pid: int) -> None:
+        """A sync marker: the control runner calls getpgid(pid) on every CPU itself."""
+        self.connect()
+        assert self._control is not None
+        self._control.call({"getpgid": pid}, 30)
+
+    def which(self, name: str) -> str | None:
+        res = self.run(["sh", "-c", f"PATH=$PATH:/usr/sbin:/sbin command -v {shlex.quote(name)}"])
+        path = res.stdout.strip()
+        return path if res.returncode == 0 and path else None
+
+    def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        res = self.run(put_argv(path, data, mode))
+        if res.returncode != 0:
+            raise TargetError(f"node {self.node!r}: cannot write {path}: {res.stderr.strip()}")
+
+    def pid_alive(self, pid: int) -> bool:
+        res = self.run(["sh", "-c", f"test -d /proc/{int(pid)} && ! grep -q '^State:.*Z' "
+                                    f"/proc/{int(pid)}/status"])
+        return res.returncode == 0
+
+    def clock_offset(self) -> float:
+        """The node's wall clock minus this machine's, in seconds (a VM's clock drifts
+        under TCG): the stage runner's own timestamps of a no-op command against ours,
+        the sample with the shortest round trip wins."""
+        if self._clock is None:
+            self.connect()
+            assert self._control is not None
+            best: tuple[float, float] | None = None
+            for _ in range(5):
+                t0 = time.time()
+                res = self._control.stage("clock", ["true"], {}, 30)
+                t1 = time.time()
+                if not res.started_at:
+                    continue
+                sample = (t1 - t0, (res.started_at + res.ended_at) / 2 - (t0 + t1) / 2)
+                best = sample if best is None or sample[0] < best[0] else best
+            self._clock = best[1] if best else 0.0
+        return self._clock
+
+    def cpus(self) -> int:
+        if self._ncpu is None:
+            self._ncpu = int(self.run(["nproc"]).stdout.strip() or 1)
+        return self._ncpu
+
+    def read_json(self, argv: Sequence[str], timeout: float = 120) -> Any:
+        res = self.run(argv, timeout)
+        if res.returncode != 0:
+            raise TargetError(f"node {self.node!r}: {shlex.join(argv)} failed "
+                              f"(exit {res.returncode}): {res.stderr.strip()[:300]}")
+        return json.loads(res.stdout)
+
+
+NAMESPACE_SCRIPT = (
+    'set -e; cg="$1/shadowtest/$2"; mkdir -p "$cg"; echo $$ > "$cg/cgroup.procs"; '
+    'echo $$ > "$3"; exec 9</proc/self/ns/mnt; '
+    'exec setpriv --pdeathsig KILL -- unshare --pid --fork --mount-proc --mount --uts --ipc '
+    '--net --kill-child=SIGTERM -- sh -c \'hostname "$0" && exec "$@"\' "$4" python3 -S -u "$5"'
+)
+
+
+class SshTarget:
+    """``ssh://user@host:port?key=PATH``: the node's own kernel, sensors run on it."""
+
+    NAME: ClassVar[str] = "ssh"
+
+    def __init__(self, node: str, url: str) -> None:
+        self.node = node
+        self.url = url
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigError(f"node {node!r}: {url!r} has no host: expected "
+                              "ssh://user@host:port?key=/path/to/key")
+        query = parse_qs(parts.query)
+        self._shell_args = (f"{parts.username or 'root'}@{parts.hostname}", parts.port or 22,
+                            unquote(query["key"][0]) if "key" in query else None)
+        self._shell: SshShell | None = None
+        self._facts: NodeFacts | None = None
+        self._bin: dict[Path, str] = {}
+        self._vars: dict[str, str] | None = None
+
+    def contexts(self) -> tuple[str, ...]:
+        return ("host", "namespace")
+
+    def shell(self) -> SshShell:
+        if self._shell is None:
+            self._shell = SshShell(self.node, *self._shell_args)
+        self._shell.connect()
+        return self._shell
+
+    def facts(self) -> NodeFacts:
+        if self._facts is None:
+            data = self.shell().read_json(["python3", "-S", PROBE, self.node])
+            self._facts = NodeFacts.from_probe(data)
+        return self._facts
+
+    def stage_bin(self, local: Path) -> str:
+        """Copy an atomics ``bin/`` directory to the node once; its path there."""
+        if local not in self._bin:
+            sh = self.shell()
+            digest = hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:12]
+            dest = f"{REMOTE_DIR}/bin-{digest}"
+            if local.is_dir():
+                for f in sorted(local.iterdir()):
+                    if f.is_file():
+                        sh.put(f"{dest}/{f.name}", f.read_bytes(), 0o755)
+            self._bin[local] = dest
+        return self._bin[local]
+
+    def _host_variables(self) -> dict[str, str]:
+        if self._vars is None:
+            res = self.shell().run(["sh", "-c", "readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt"])
+            pidns, mntns = ([*res.stdout.split(), "", ""])[:2]
+            self._vars = {"host_pidns": pidns, "host_mntns": mntns}
+        return dict(self._vars)
+
+    def open(self, context: str, run_id: str) -> Session:
+        sh = self.shell()
+        if context == "host":
+            argv = ["env", f"SHADOWTEST_RUN_ID={run_id}", "setpriv", "--pdeathsig", "TERM", "--",
+                    "python3", "-S", "-u", RUNNER]
+            proc, hello = start_runner(sh.remote_argv(argv), "host")
+            pid = int(hello.get("pid") or 0)
+            return Session(context="host", proc=proc, pids=frozenset({pid}), hello=hello,
+                           variables=self._host_variables(), runner_pid=pid,
+                           interrupt=lambda: self._kill(pid))
+        if context == "namespace":
+            return self._open_namespace(sh, run_id)
+        raise TargetError(f"node {self.node!r}: context {context!r} is not provided by "
+                          f"{self.url}: expected one of {', '.join(self.contexts())}")
+
+    def _open_namespace(self, sh: SshShell, run_id: str) -> Session:
+        facts = self.facts()
+        if not facts.cgroup2_root:
+            raise TargetError(f"node {self.node!r}: namespace context needs a cgroup2 hierarchy")
+        cid = hashlib.sha256(run_id.encode()).hexdigest()
+        cg = f"{facts.cgroup2_root}/shadowtest/{cid}"
+        pidfile = f"{REMOTE_DIR}/ctx-{run_id}.pid"
+        argv = ["env", f"SHADOWTEST_RUN_ID={run_id}", "bash", "-c", NAMESPACE_SCRIPT, "ns",
+                facts.cgroup2_root, cid, pidfile, f"shadowtest-{run_id}", RUNNER]
+        try:
+            proc, hello = start_runner(sh.remote_argv(argv), "namespace")
+        except BaseException:
+            self._remove_cgroup(cg, pidfile)
+            raise
+        info = sh.run(["sh", "-c", f'p=$(cat {pidfile}); echo $p; cat /proc/$p/task/$p/children; '
+                                   f'stat -c %i {cg}'])
+        nums = [int(x) for x in info.stdout.split() if x.isdigit()]
+        outer, inner, ino = (*nums, 0, 0, 0)[:3] if len(nums) >= 3 else (0, 0, 0)
+        return Session(
+            context="namespace", proc=proc, pids=frozenset(p for p in (outer, inner) if p),
+            hello=hello, cgroup_id=ino or None, container_id=cid,
+            variables={**self._host_variables(), "host_mntns_fd": "9", "ns_init_pid": str(inner)},
+            pass_fds=(9,), runner_pid=inner or None,
+            interrupt=lambda: self._kill(inner or outer),
+            on_close=[lambda: self._remove_cgroup(cg, pidfile)],
+        )
+
+    def _kill(self, pid: int) -> None:
+        if pid > 1 and self._shell is not None:
+            self._shell.run(["kill", "-TERM", str(pid)], timeout=15)
+
+    def _remove_cgroup(self, cg: str, pidfile: str) -> None:
+        if self._shell is None:
+            return
+        self._shell.run(["sh", "-c", f'echo 1 > {cg}/cgroup.kill 2>/dev/null; rm -f {pidfile}; '
+                                     f'for i in $(seq 100); do rmdir {cg} 2>/dev/null && break; '
+                                     f'[ -d {cg} ] || break; sleep 0.02; done'], timeout=30)
+
+    def close(self) -> None:
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+
+
+class VmTarget(SshTarget):
+    """``vm://6.1`` (or ``vm://6.12``; ``?cache=DIR&memory=MB&cpus=N``): a QEMU VM of the
+    project's image (``bash ci/vm-image.sh``) booted with that stock kernel on first use
+    and torn down in close() — and with the harness, even when it is killed."""
+
+    NAME: ClassVar[str] = "vm"
+
+    def __init__(self, node: str, url: str) -> None:
+        parts = urlsplit(url)
+        self.kernel = parts.netloc or parts.path.strip("/")
+        from harness.vm import DEFAULT_CACHE, KERNELS
+
+        if self.kernel not in KERNELS:
+            raise ConfigError(f"node {node!r}: {url!r}: unknown VM kernel {self.kernel!r}: "
+                              f"expected one of {', '.join(f'vm://{k}' for k in KERNELS)}")
+        query = parse_qs(parts.query)
+        self._cache = Path(query["cache"][0]) if "cache" in query else DEFAULT_CACHE
+        self._memory = int(query.get("memory", ["2048"])[0])
+        self._cpus = int(query.get("cpus", ["2"])[0])
+        self._vm: Any = None
+        super().__init__(node, "ssh://root@127.0.0.1:22")
+        self.url = url
+
+    def shell(self) -> SshShell:
+        if self._vm is None:
+            from harness.vm import VirtualMachine
+
+            vm = VirtualMachine(self.kernel, cache_dir=self._cache, memory_mb=self._memory,
+                                cpus=self._cpus)
+            endpoint = vm.up()
+            self._vm = vm
+            self._shell_args = (f"{endpoint.user}@{endpoint.host}", endpoint.port, str(endpoint.key))
+        return super().shell()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._vm is not None:
+                vm, self._vm = self._vm, None
+                vm.down()

@@ -1,0 +1,109 @@
+"""``harness.catalogue``: docs/catalogue.md is generated, deterministic and never stale."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.atomic import Atomic
+from harness.catalogue import DEFAULT_OUT, check, expected_cell, load_catalogue, render, run, write
+from harness.errors import ScenarioError
+from harness.scenario import Scenario
+
+REPO = Path(__file__).resolve().parents[2]
+
+CONFIG = """\
+[tool.shadowtest]
+scenarios = ["scenarios"]
+atomics = ["atomic"]
+allowed_nodes = ["local"]
+
+[tool.shadowtest.nodes.local]
+url = "local://"
+
+[tool.shadowtest.sensors.auditd]
+type = "auditd"
+
+[tool.shadowtest.sensors.bpftrace]
+type = "bpftrace"
+"""
+
+
+def test_catalogue_in_the_repository_is_up_to_date() -> None:
+    """CI gate: fails when a scenario or atomic changed and docs/catalogue.md was not
+    regenerated with `shadowtest catalogue`."""
+    fresh, message = check(REPO, DEFAULT_OUT)
+    assert fresh, message
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(REPO / "atomic", tmp_path / "atomic")
+    shutil.copytree(REPO / "scenarios", tmp_path / "scenarios")
+    (tmp_path / "shadowtest.toml").write_text(CONFIG)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_render_is_deterministic_and_names_every_scenario(repo: Path) -> None:
+    cat = load_catalogue(repo)
+    text = render(cat)
+    assert text == render(load_catalogue(repo))
+    for s in cat.scenarios:
+        assert f"#### `{s.id}` — {s.name}" in text
+    assert "| technique | tactics | scenarios | auditd | bpftrace |" in text
+    assert ("| T1611 Escape to Host | privilege-escalation | `container-escape-setns` | DETECTED | "
+            "DETECTED |") in text
+    assert "| bpftrace | DETECTED | rule `ptrace-pid1`; technique T1055.008; fields target `1` |" in text
+    assert "UTC" not in text
+    assert "20" + "26-" not in text
+
+
+def test_check_reports_stale_and_missing_files(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(check=True, out=DEFAULT_OUT, config=None)
+    assert run(args) == 1
+    err = capsys.readouterr().err
+    assert "docs/catalogue.md does not exist: run `shadowtest catalogue` to regenerate it" in err
+    assert run(argparse.Namespace(check=False, out=DEFAULT_OUT, config=None)) == 0
+    assert run(args) == 0
+    path = repo / "scenarios" / "benign" / "read-etc-hostname.yaml"
+    path.write_text(path.read_text().replace("Benign: read /etc/hostname", "Benign: read the host name"))
+    assert run(args) == 1
+    err = capsys.readouterr().err
+    assert ("docs/catalogue.md is stale (it differs from the scenario files): "
+            "run `shadowtest catalogue`") in err
+    assert "+#### `read-etc-hostname` — Benign: read the host name" in err
+
+
+def test_catalogue_refuses_invalid_scenarios_with_file_line(repo: Path) -> None:
+    path = repo / "scenarios" / "persistence" / "etc-write.yaml"
+    path.write_text(path.read_text().replace("technique: T1098\natomic", "technique: T1089\natomic"))
+    with pytest.raises(ScenarioError, match=r"etc-write.yaml:\d+: technique: T1089 .* use T1562.001"):
+        write(repo, DEFAULT_OUT)
+
+
+def _scenario(expect: dict[str, dict[str, object]], benign: bool = False) -> Scenario:
+    atomic = Atomic(id="a", name="a", technique="T1611", path=Path("atomic/a.yaml"), command="true")
+    return Scenario(id="s", name="s", path=Path("scenarios/x/s.yaml"), atomic=atomic,
+                    contexts=("host",), technique=None if benign else "T1611", tactic="x",
+                    benign=benign, expect=expect)
+
+
+@pytest.mark.parametrize(("expect", "sensor", "verdict", "text"), [
+    ({"falco": {"gap": "no rule for setns from a leaked fd"}}, "falco", "GAP",
+     "no rule for setns from a leaked fd"),
+    ({"auditd": {"rule": "T1611"}}, "auditd", "DETECTED", "rule `T1611`; technique T1611"),
+    ({"bpftrace": {"rule": {"prefix": "container-"}, "technique": "T1611"}}, "bpftrace", "DETECTED",
+     "rule prefix `container-`; technique T1611"),
+    ({}, "tetragon", "DETECTED", "technique T1611; (no expect block: the scenario's technique)"),
+])
+def test_expected_cell(expect: dict[str, dict[str, object]], sensor: str, verdict: str, text: str) -> None:
+    cell = expected_cell(_scenario(expect), sensor)
+    assert (cell.verdict, cell.text) == (verdict, text)
+
+
+def test_expected_cell_benign_is_clean() -> None:
+    assert expected_cell(_scenario({}, benign=True), "auditd").short() == "CLEAN"
