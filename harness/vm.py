@@ -318,8 +318,8 @@ class VirtualMachine:
             self.endpoint = VmEndpoint(host="127.0.0.1", port=self._port, user="root",
                                        key=paths["key"], kernel=self.release, pid=self._proc.pid,
                                        console=console)
-            self._write_state()
             try:
+                self._write_state()
                 self._wait_ssh(self._proc, self.endpoint, deadline, console, qemu_log)
             except _PortLost:
                 self._reset()
@@ -328,9 +328,10 @@ class VirtualMachine:
                 self.down()
                 raise
             return self.endpoint
+        err = _read(qemu_log).strip()[-800:]
         self.down()
-        raise VmError(f"VM {self.name}: qemu could not bind a 127.0.0.1 port forward in 3 "
-                      f"attempts; see {qemu_log}")
+        raise VmError(f"VM {self.name}: qemu could not set up a 127.0.0.1 port forward in 3 "
+                      f"attempts (another process took each free port first?): {err}")
 
     def _workdir(self) -> Path:
         if self.state_dir is not None:
@@ -348,7 +349,7 @@ class VirtualMachine:
             rc = proc.poll()
             if rc is not None:
                 err = _read(qemu_log)
-                if "hostfwd" in err or "host forwarding" in err:
+                if "Could not set up host forwarding rule" in err:
                     raise _PortLost
                 raise VmError(
                     f"VM {self.name} ({self.release}): qemu exited {rc} before SSH was up "

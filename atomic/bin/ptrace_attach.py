@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Attach to a process with ptrace, prove it (TracerPid), detach. Non-destructive.
 
-usage: ptrace_attach.py PID [--seize]
+usage: ptrace_attach.py PID [--attach|--seize]
 Prints 'attached pid=<pid> tracer=<own pid>' once the target shows us as its tracer.
 """
 

@@ -118,8 +118,7 @@ class AttachProcess:
         finally:
             with contextlib.suppress(Exception):
                 self._drain()
-            with contextlib.suppress(Exception):
-                self._ws.close()
+            close_stream(self._ws)
             for fd in (self._out_w, self._err_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -190,8 +189,18 @@ class AttachProcess:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        close_stream(self._ws)
+
+
+def close_stream(ws: Any) -> None:
+    """Close the client's stream *and* its socket: after a close frame from the server,
+    websocket-client's ``close()`` returns without closing the socket."""
+    with contextlib.suppress(Exception):
+        ws.close()
+    shutdown = getattr(getattr(ws, "sock", None), "shutdown", None)
+    if callable(shutdown):
         with contextlib.suppress(Exception):
-            self._ws.close()
+            shutdown()
 
 
 def _write_all(fd: int, data: bytes) -> None:

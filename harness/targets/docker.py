@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from harness.dockerd import BASE_IMAGE, STATE_DIR, ensure_base_image
+from harness.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
 from harness.errors import ConfigError, TargetError
 from harness.node import NodeFacts
+from harness.reaper import arm, disarm, start_time
 from harness.targets.base import Session, start_runner
 from harness.targets.local import CGROUP2, PDEATHSIG, read_local_facts
 from harness.targets.shell import LocalShell
@@ -36,6 +37,11 @@ DEFAULT_SOCKET = str(STATE_DIR / "docker.sock")
 CONTEXTS = ("container-privileged", "container-hostpid", "container-hostetc")
 LABEL_RUN = "shadowtest.io/run-id"
 LABEL_MANAGED = "shadowtest.io/managed"
+#: the runner process (pid-starttime) whose containers these are: its reaper removes them
+LABEL_SESSION = "shadowtest.io/session"
+#: dockerd=own: the target's own daemon (its data root keeps the imported base image)
+OWN_STATE = Path("/run/shadowtest/dockerd-own")
+OWN_DATA = Path("/var/lib/shadowtest/docker-own")
 RUNNER = "/shadowtest/_stagerunner.py"
 BIN = "/shadowtest/bin"
 HOST_ETC = "/host/etc"
@@ -55,6 +61,9 @@ SWEEP_MIN_AGE = 60.0
 class DockerUrl:
     socket: str = DEFAULT_SOCKET
     image: str = BASE_IMAGE
+    #: "shared": the project's dockerd (ci/dockerd.sh start); "own": the target starts a
+    #: dockerd of its own and stops it at close — and its reaper does, if the harness is killed
+    dockerd: str = "shared"
 
     @property
     def base_url(self) -> str:
@@ -71,11 +80,11 @@ def parse_url(url: str) -> DockerUrl:
         raise ConfigError(f"{url!r}: a host part ({parts.netloc!r}) is not supported (only the "
                           f"local unix socket): {usage}")
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"socket", "image"})
+    unknown = sorted(set(query) - {"socket", "image", "dockerd"})
     if unknown:
         raise ConfigError(f"{url!r}: unknown option(s) {', '.join(unknown)}: expected one of "
-                          "image, socket")
-    for key in ("socket", "image"):
+                          "dockerd, image, socket")
+    for key in ("socket", "image", "dockerd"):
         if len(query.get(key, [])) > 1:
             raise ConfigError(f"{url!r}: {key}= given {len(query[key])} times: give it once")
     socket = query.get("socket", [""])[0]
@@ -84,7 +93,16 @@ def parse_url(url: str) -> DockerUrl:
     socket = socket or parts.path or DEFAULT_SOCKET
     if not socket.startswith("/"):
         raise ConfigError(f"{url!r}: the socket must be an absolute path, got {socket!r}")
-    return DockerUrl(socket=socket, image=query.get("image", [BASE_IMAGE])[0] or BASE_IMAGE)
+    dockerd = query.get("dockerd", ["shared"])[0] or "shared"
+    if dockerd not in ("shared", "own"):
+        raise ConfigError(f"{url!r}: dockerd={dockerd!r}: expected 'shared' (the project's dockerd, "
+                          "ci/dockerd.sh start) or 'own' (started and stopped by the target)")
+    if dockerd == "own" and (query.get("socket") or parts.path):
+        raise ConfigError(f"{url!r}: dockerd=own starts its own daemon: drop the socket")
+    if dockerd == "own":
+        socket = str(OWN_STATE / "docker.sock")
+    return DockerUrl(socket=socket, image=query.get("image", [BASE_IMAGE])[0] or BASE_IMAGE,
+                     dockerd=dockerd)
 
 
 def container_config(context: str, run_id: str, image: str, runner: str,
@@ -148,6 +166,9 @@ class DockerTarget:
         self._facts: NodeFacts | None = None
         self._created: set[str] = set()
         self._bin_dir: str | None = None
+        self._session = f"{os.getpid()}-{start_time(os.getpid())}"
+        self._reaper: Path | None = None
+        self._own: Dockerd | None = None
 
     def contexts(self) -> tuple[str, ...]:
         return CONTEXTS
@@ -172,6 +193,13 @@ class DockerTarget:
         if self._client is None:
             import docker  # type: ignore[import-untyped]
 
+            if self.config.dockerd == "own":
+                self._own = Dockerd(OWN_STATE, OWN_DATA)
+                self._own.start()
+            # removes this runner's containers (and stops its own dockerd) if it is killed
+            self._reaper = arm("docker", socket=self.config.socket, label=self._label(),
+                               dockerd_state=str(OWN_STATE) if self._own else None,
+                               dockerd_data=str(OWN_DATA) if self._own else None)
             if not os.path.exists(self.config.socket):
                 raise TargetError(
                     f"node {self.node!r}: no docker socket at {self.config.socket}: start the "
@@ -201,6 +229,7 @@ class DockerTarget:
         try:
             body = container_config(context, run_id, self.config.image, runner_path(),
                                     self._bin_dir, anchor.pid if anchor else None)
+            body["Labels"][LABEL_SESSION] = self._session
             cid = _create(client.api, body, f"shadowtest-{run_id}")
             self._created.add(cid)
             # `start -a` proxies signals to the container: a harness killed even
@@ -235,14 +264,22 @@ class DockerTarget:
             self._client.api.remove_container(cid, force=True, v=True)
         self._created.discard(cid)
 
+    def _label(self) -> str:
+        return f"{LABEL_SESSION}={self._session}"
+
     def close(self) -> None:
-        if self._client is None:
-            return
-        for cid in list(self._created):
-            with contextlib.suppress(Exception):
-                self._remove(cid)
-        self._client.close()
-        self._client = None
+        if self._client is not None:
+            for cid in list(self._created):
+                with contextlib.suppress(Exception):
+                    self._remove(cid)
+            self._client.close()
+            self._client = None
+        if self._own is not None:
+            self._own.stop()
+            self._own = None
+        if self._reaper is not None:
+            disarm(self._reaper)
+            self._reaper = None
 
 
 def runner_path() -> str:

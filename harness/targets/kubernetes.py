@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from harness.errors import ConfigError, TargetError
 from harness.node import NodeFacts
-from harness.targets._kubestream import AttachProcess
+from harness.targets._kubestream import AttachProcess, close_stream
 from harness.targets.base import Session
 from harness.targets.shell import LocalShell
 
@@ -332,7 +332,7 @@ class KubernetesTarget:
             code = ws.returncode if not ws.is_open() else None  # before read_all: it clears
             out = str(ws.read_all())
         finally:
-            ws.close()
+            close_stream(ws)
         return (code if code is not None else -1), out
 
     def _signal(self, name: str, pid: int) -> None:

@@ -53,7 +53,7 @@ def test_parse_url_default_is_the_projects_dockerd() -> None:
 
 @pytest.mark.parametrize(("url", "message"), [
     ("docker://somehost:2375", "a host part ('somehost:2375') is not supported"),
-    ("docker://?sockett=/x", "unknown option(s) sockett: expected one of image, socket"),
+    ("docker://?sockett=/x", "unknown option(s) sockett: expected one of dockerd, image, socket"),
     ("docker:///a.sock?socket=/b.sock", "both a path (/a.sock) and socket= (/b.sock)"),
     ("docker://?socket=relative.sock", "must be an absolute path, got 'relative.sock'"),
     ("docker://?socket=/a&socket=/b", "socket= given 2 times"),

@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Discovery: read /proc/<pid>/environ of a child this script starts itself (never another
+process), as tools that hunt for secrets in other processes' environments do.
+
+Prints 'read environ of pid=<child>: <n> variables, SHADOWTEST_RUN_ID=<value>'.
+"""
+
+import os
+import subprocess
+import sys
+
+
+def main():
+    child = subprocess.Popen(["sleep", "10"], env={**os.environ, "SHADOWTEST_DISCOVERY": "1"})
+    try:
+        with open(f"/proc/{child.pid}/environ", "rb") as fh:
+            env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+    finally:
+        child.kill()
+        child.wait()
+    run = env.get(b"SHADOWTEST_RUN_ID", b"").decode()
+    print(f"read environ of pid={child.pid}: {len(env)} variables, SHADOWTEST_RUN_ID={run}")
+    return 0 if run and env.get(b"SHADOWTEST_DISCOVERY") == b"1" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

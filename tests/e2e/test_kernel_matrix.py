@@ -1,0 +1,127 @@
+"""The kernel matrix, for real: the bundled scenarios with auditd and the bundled bpftrace
+sensor on three kernels — this machine's, and Debian's 6.1 and 6.12 booted under QEMU from
+the project's image — each through the very job a user copies into CI
+(``ci/kernel-job.sh KERNEL``, ``ci/pipelines/``), then merged into one grid.
+
+The harness must find the real per-kernel difference: the setuid-root-gain scenario needs
+kprobes (the bpftrace rule is a kprobe on commit_creds); this host's kernel has none, so
+it is reported NOT_EXECUTED ("not runnable") with the reason, while both VM kernels run it
+and the bpftrace sensor detects it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.catalogue import expected_cell, load_catalogue
+from tests.e2e.conftest import REPO
+from tests.e2e.test_catalogue_node import GAP_VERDICTS
+
+pytestmark = [pytest.mark.vm, pytest.mark.node]
+
+KERNELS = {"host": None, "6.1": "6.1.0-56-amd64", "6.12": "6.12.117+deb12-amd64"}
+
+
+def _qemus() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True,
+                         check=False).stdout
+    return {int(x) for x in out.split()}
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Each kernel image's CI job, one after the other (TCG VMs use both cores)."""
+    out = tmp_path_factory.mktemp("matrix")
+    qemus_before = _qemus()
+    jobs: dict[str, Any] = {}
+    for kernel in KERNELS:
+        started = time.perf_counter()
+        res = subprocess.run(["bash", "ci/kernel-job.sh", kernel], cwd=REPO, capture_output=True,
+                             text=True, timeout=1800, check=False,
+                             env={**os.environ, "SHADOWTEST_RESULTS_DIR": str(out)})
+        path = out / f"results-{kernel}.jsonl"
+        rows = [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+        jobs[kernel] = {"res": res, "rows": rows, "seconds": time.perf_counter() - started,
+                        "path": path}
+    merged = out / "results.jsonl"
+    merged.write_text("".join(j["path"].read_text() for j in jobs.values() if j["path"].exists()))
+    return {"jobs": jobs, "merged": merged, "qemus_before": qemus_before, "dir": out}
+
+
+def _log(job: dict[str, Any]) -> str:
+    res = job["res"]
+    return f"exit {res.returncode} in {job['seconds']:.0f} s\n{res.stdout[-5000:]}\n{res.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_each_kernel_gives_the_documented_verdicts(matrix: dict[str, Any], kernel: str) -> None:
+    job = matrix["jobs"][kernel]
+    rows = job["rows"]
+    assert job["res"].returncode == 0, _log(job)
+    if KERNELS[kernel]:
+        assert {r["kernel"] for r in rows} == {KERNELS[kernel]}, _log(job)
+    cat = load_catalogue(REPO)
+    got = {(r["scenario"], r["context"], r["sensor"]): r for r in rows}
+    problems = []
+    for s in cat.scenarios:
+        for context in s.contexts:
+            for sensor in ("auditd", "bpftrace"):
+                row = got.get((s.id, context, sensor))
+                if row is None:
+                    problems.append(f"{s.id}[{context}] {sensor}: no row")
+                    continue
+                verdict, want = row["verdict"], expected_cell(s, sensor)
+                if verdict == "NOT_EXECUTED":
+                    if not row["reason"]:
+                        problems.append(f"{s.id}[{context}] {sensor}: NOT_EXECUTED without a reason")
+                    continue
+                ok = {"DETECTED": verdict == "DETECTED", "CLEAN": verdict == "CLEAN",
+                      "GAP": verdict in GAP_VERDICTS}[want.verdict]
+                if not ok:
+                    problems.append(f"{s.id}[{context}] {sensor}: expected {want.short()}, got "
+                                    f"{verdict}: {row['reason']}")
+    assert problems == [], "\n".join(problems) + "\n" + _log(job)
+
+
+def test_the_grid_shows_the_kprobe_difference_between_kernels(matrix: dict[str, Any]) -> None:
+    rows = [json.loads(ln) for ln in matrix["merged"].read_text().splitlines()]
+    kernels = {r["kernel"] for r in rows}
+    assert {"6.1.0-56-amd64", "6.12.117+deb12-amd64"} < kernels and len(kernels) == 3
+    setuid = [r for r in rows if r["scenario"] == "setuid-root-gain"]
+    host = [r for r in setuid if r["node"] == "local"]
+    vms = [r for r in setuid if r["node"] != "local"]
+    assert host and all(r["verdict"] == "NOT_EXECUTED" for r in host), host
+    assert all("not runnable: kprobes not usable" in r["reason"] for r in host), host
+    bpf = [r for r in vms if r["sensor"] == "bpftrace"]
+    assert len(bpf) == 4 and {r["verdict"] for r in bpf} == {"DETECTED"}, bpf
+    assert {r["rule"] for r in bpf} == {"setuid-root-gain"}
+    report = subprocess.run([sys.executable, "-m", "harness", "report", str(matrix["merged"])],
+                            capture_output=True, text=True, check=False,
+                            env={**os.environ, "COLUMNS": "400"})
+    assert report.returncode == 0, report.stdout + report.stderr
+    line = next(ln for ln in report.stdout.splitlines() if "setuid-root-gain" in ln)
+    assert line.count("N/E") >= 2 and line.count("DET") >= 2, report.stdout
+
+
+def test_no_vm_or_port_forward_is_left_behind(matrix: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 30
+    while _qemus() - matrix["qemus_before"] and time.monotonic() < deadline:
+        time.sleep(0.5)  # qemu is stopped by pid at the end of each job: let it exit
+    assert _qemus() - matrix["qemus_before"] == set()
+    if shutil.which("ss"):
+        listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True,
+                                   check=False).stdout
+        assert "qemu" not in listening, listening  # no port forward left listening
+    for job in matrix["jobs"].values():
+        assert job["seconds"] > 0
+    times = {k: round(j["seconds"]) for k, j in matrix["jobs"].items()}
+    Path(matrix["dir"], "timings.json").write_text(json.dumps(times))
+    print(f"kernel matrix job wall times (s): {times}")
