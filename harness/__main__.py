@@ -123,6 +123,7 @@ def _rejudge(args: argparse.Namespace) -> int:
     from harness.report.summary import render
     from harness.scenario import check_scenario, load_atomics, scenario_files
     from harness.sensors.replay import ReplaySensor
+    from harness.verdict import row_failed
 
     settings = load_settings(Path.cwd(), args.config)
     sensors = {}
@@ -145,7 +146,7 @@ def _rejudge(args: argparse.Namespace) -> int:
     if args.out:
         append_rows(args.out, rows)
     print(render(rows), end="")
-    return 1 if any(r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN") for r in rows) else 0
+    return 1 if any(row_failed(r) for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
     out: list[Judgement] = []
     healths: dict[str, Health] = {}
     for name, sensor in sensors.items():
-        expectation = scenario.expectation(name)
+        expectation = scenario.expectation(name, run.facts)
         sub = subs[name]
         seen: list[Detection] = []
         synced = False

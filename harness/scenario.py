@@ -12,6 +12,7 @@ from harness._yaml import LinedDocument, load_lined
 from harness.atomic import Atomic, check_atomic
 from harness.errors import ScenarioError
 from harness.mitre import check_technique
+from harness.node import kernel_satisfies
 from harness.verdict import Expectation
 
 
@@ -31,13 +32,30 @@ class Scenario:
     features: tuple[str, ...] = ()
     expect: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
+    #: per-kernel expectations: (kernel requirement, required features, expect blocks)
+    overrides: tuple[tuple[str | None, tuple[str, ...], Mapping[str, Mapping[str, Any]]], ...] = ()
 
-    def expectation(self, sensor: str) -> Expectation:
-        """What ``sensor`` must report; a sensor without an ``expect`` block must report
-        the scenario's technique (benign: nothing)."""
+    def expect_block(self, sensor: str, facts: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+        """``sensor``'s expect block on a node with ``facts`` (NodeFacts.as_row()): the first
+        override whose kernel requirement and features the node meets replaces it."""
+        for kernel, features, expect in self.overrides if facts else ():
+            assert facts is not None
+            release = str(facts.get("kernel") or "")
+            if sensor in expect and (not kernel or (release and kernel_satisfies(release, kernel))) \
+                    and all(facts.get(f) for f in features):
+                return expect[sensor]
+        return self.expect.get(sensor, {})
+
+    def expectation(self, sensor: str, facts: Mapping[str, Any] | None = None) -> Expectation:
+        """What ``sensor`` must report (on a node with ``facts``, per-kernel ``overrides``
+        apply); a sensor without an ``expect`` block must report the scenario's technique
+        (benign: nothing); ``{gap: reason}`` declares a known gap (a miss that does not
+        fail; a detection of the scenario's technique still counts)."""
         if self.benign:
             return Expectation(technique=None)
-        block = self.expect.get(sensor, {})
+        block = self.expect_block(sensor, facts)
+        if "gap" in block:
+            return Expectation(technique=self.technique, gap=str(block["gap"]))
         return Expectation(
             technique=block.get("technique", self.technique),
             rule=block.get("rule"),
@@ -63,6 +81,7 @@ def _scenario_doc_errors(doc: LinedDocument, atomics: Mapping[str, Atomic]) -> l
     for sensor, block in d.get("expect", {}).items():
         if "technique" in block and (problem := check_technique(block["technique"])):
             errors.append(doc.error(("expect", sensor, "technique"), problem))
+    errors += _override_errors(doc, benign)
     atomic = atomics.get(d["atomic"])
     if atomic is None:
         errors.append(doc.error(
@@ -78,6 +97,15 @@ def _scenario_doc_errors(doc: LinedDocument, atomics: Mapping[str, Atomic]) -> l
                     f"{', '.join(sorted(atomic.arguments)) or '(none)'}",
                 ))
     return errors
+
+
+def _override_errors(doc: LinedDocument, benign: bool) -> list[ScenarioError]:
+    overrides = doc.data.get("overrides", ())
+    if benign and overrides:
+        return [doc.error(("overrides",), "a benign control expects nothing; remove overrides")]
+    return [doc.error(("overrides", i, "expect", sensor, "technique"), problem)
+            for i, o in enumerate(overrides) for sensor, block in o["expect"].items()
+            if "technique" in block and (problem := check_technique(block["technique"]))]
 
 
 def check_scenario(path: Path, atomics: Mapping[str, Atomic]) -> tuple[list[ScenarioError], Scenario | None]:
@@ -99,6 +127,8 @@ def check_scenario(path: Path, atomics: Mapping[str, Atomic]) -> tuple[list[Scen
         window=parse_duration(d["window"]) if "window" in d else None,
         kernel=req.get("kernel"), features=tuple(req.get("features", ())),
         expect=d.get("expect", {}), description=d.get("description", ""),
+        overrides=tuple((o.get("kernel"), tuple(o.get("features", ())), o["expect"])
+                        for o in d.get("overrides", ())),
     )
 
 

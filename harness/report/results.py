@@ -19,7 +19,7 @@ from harness.run import Run
 from harness.scenario import Scenario
 from harness.secrets import redact
 from harness.sensors._rulepack import for_row
-from harness.verdict import Judgement, NearMiss
+from harness.verdict import Judgement, NearMiss, Verdict
 
 SCHEMA = 1
 
@@ -62,7 +62,7 @@ def rows_for(outcome: Outcome, scenario: Scenario,
     out = []
     for j in outcome.judgements:
         health = outcome.health.get(j.sensor)
-        exp = scenario.expectation(j.sensor)
+        exp = scenario.expectation(j.sensor, facts)
         out.append({
             "schema": SCHEMA,
             "run_id": run.run_id,
@@ -81,7 +81,8 @@ def rows_for(outcome: Outcome, scenario: Scenario,
             "started_at": iso(run.started_at),
             "ended_at": iso(run.ended_at),
             "correlated_by": j.correlated_by,
-            "expected": {"technique": exp.technique, "rule": exp.rule},
+            "expected": {"technique": exp.technique, "rule": exp.rule, "gap": exp.gap},
+            "known_gap": j.gap if j.verdict is Verdict.MISSED else None,
             "detection": j.detection.summary() if j.detection else None,
             "near_misses": [near_row(n) for n in j.near_misses],
             "lost_events": health.lost if health else 0,

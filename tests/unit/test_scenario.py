@@ -266,3 +266,44 @@ def test_check_scenario_empty_file_error_names_file_line_and_key(
     path = _write(tmp_path, "")
     err = _only_error(path, atomics)
     assert str(err).startswith(f"{path}:1: <root>: expected a mapping")
+
+
+# ---------------------------------------------------------------- per-kernel overrides
+OVERRIDES = SCENARIO + """\
+overrides:
+  - kernel: "<5.8"
+    expect:
+      auditd: {gap: "no setns auditing before 5.8 in this rule pack"}
+  - features: [kprobes]
+    expect:
+      auditd: {technique: T1055.008, rule: kprobe-rule}
+"""
+
+
+def test_overrides_replace_a_sensors_expectation_on_matching_kernels(
+        tmp_path: Path, atomics: dict[str, Atomic]) -> None:
+    errors, scenario = check_scenario(_write(tmp_path, OVERRIDES), atomics)
+    assert errors == []
+    assert scenario is not None
+    default = scenario.expectation("auditd")
+    assert default.rule == "T1055.008"
+    assert scenario.expectation("auditd", {"kernel": "6.1.0-56-amd64", "kprobes": False}) == default
+    old = scenario.expectation("auditd", {"kernel": "5.4.0-150-generic", "kprobes": True})
+    assert old.gap == "no setns auditing before 5.8 in this rule pack"  # first match wins
+    assert scenario.expectation("auditd", {"kernel": "6.12.1", "kprobes": True}).rule == "kprobe-rule"
+    assert scenario.expectation("bpftrace", {"kernel": "5.4.0"}).technique == "T1055.008"
+
+
+@pytest.mark.parametrize(("edit", "key", "message"), [
+    ('  - kernel: "<5.8"\n    expect: {}', "overrides[0].expect", "expected minProperties 1, got {}"),
+    ("  - expect:\n      auditd: {rule: x}", "overrides[0]", "expected anyOf [{'required': ['kernel']}"),
+    ('  - kernel: "<5.8"\n    colour: red\n    expect:\n      auditd: {rule: x}', "overrides[0]",
+     "unknown key 'colour'"),
+])
+def test_override_errors_name_file_line_and_key(tmp_path: Path, atomics: dict[str, Atomic],
+                                                edit: str, key: str, message: str) -> None:
+    path = _write(tmp_path, SCENARIO + "overrides:\n" + edit + "\n")
+    err = _only_error(path, atomics)
+    assert f"{path}:" in str(err)
+    assert f": {key}" in str(err)
+    assert message in str(err)
