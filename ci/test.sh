@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is needed, lint and type-check, then run every test,
-# including the ones that attack this node with the real daemons (--run-node, root).
+# including the ones that attack this node with the real daemons, boot the kernel-matrix
+# VMs and start the project's dockerd (--run-node, root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
+bash ci/vm-image.sh          # the kernel-matrix VM image (cached: a no-op once built)
 .venv/bin/ruff check harness tests benchmarks conftest.py atomic/bin
 .venv/bin/mypy
 set +e

@@ -43,6 +43,9 @@ def _explain(doc: LinedDocument, err: ValidationError) -> ScenarioError:
             return doc.error(key, f"unknown key {extra[0]!r}: expected one of {', '.join(allowed)}")
     if err.validator == "required":
         return doc.error(path, f"{err.message}; add it")
+    if err.schema is False:  # the only false schemas: expect.<sensor> with 'gap' and more keys
+        return doc.error(path, "'gap' declares a known gap and excludes technique, rule, "
+                               "severity and fields: keep either the gap or the expectation")
     if err.validator == "oneOf":
         return doc.error(
             path, f"expected a scalar (exact match) or a one-key mapping "

@@ -170,7 +170,7 @@ class ShadowtestSession:
         message = explain(scenario.id, context, node, facts.kernel, outcome.run.run_id,
                           outcome.judgements)
         verdicts = {j.verdict for j in outcome.judgements}
-        if any(v.failed for v in verdicts) or Verdict.SENSOR_DOWN in verdicts:
+        if any(j.failed for j in outcome.judgements) or Verdict.SENSOR_DOWN in verdicts:
             pytest.fail(message, pytrace=False)
         if verdicts == {Verdict.NOT_EXECUTED}:
             raise pytest.skip.Exception(f"NOT_EXECUTED: {outcome.run.reason}",

@@ -36,12 +36,17 @@ class Verdict(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """What one sensor must report for one scenario; ``None`` technique = benign (nothing)."""
+    """What one sensor must report for one scenario; ``None`` technique = benign (nothing).
+
+    ``gap`` (a reason) declares a known gap: the sensor is not expected to catch the
+    scenario. A miss is then reported with the reason and does not fail; a detection of
+    ``technique`` is still DETECTED (the gap closed)."""
 
     technique: str | None
     rule: Any = None
     severity: Any = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    gap: str | None = None
 
     @property
     def benign(self) -> bool:
@@ -84,6 +89,14 @@ class Judgement:
     correlated_by: str | None = None
     latency_ms: float | None = None
     near_misses: tuple[NearMiss, ...] = ()
+    #: the expectation was a known gap: its reason (a MISSED that does not fail; on a
+    #: DETECTED, the gap closed)
+    gap: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The verdict fails the test: MISSED or UNEXPECTED, except a known gap's MISSED."""
+        return self.verdict.failed and not (self.gap and self.verdict is Verdict.MISSED)
 
 
 def matches(expected: Any, got: Any) -> bool:
@@ -151,9 +164,11 @@ def judge(
         return _healthy_or_down(sensor, health, Verdict.CLEAN, "no detection, as expected")
     for d, key in correlated:
         if not compare(expectation, d):
+            closed = f" (known gap closed: {expectation.gap})" if expectation.gap else ""
             return Judgement(
-                sensor, Verdict.DETECTED, f"{d.rule} {list(d.technique)}",
+                sensor, Verdict.DETECTED, f"{d.rule} {list(d.technique)}{closed}",
                 detection=d, correlated_by=key, latency_ms=_latency(run, d),
+                gap=expectation.gap,
             )
     down = _healthy_or_down(sensor, health, Verdict.MISSED, "")
     if down.verdict is Verdict.SENSOR_DOWN:
@@ -173,7 +188,17 @@ def judge(
         f"({len(correlated)} correlated, {len(detections)} seen in the window"
         + (", sensor synced past the window)" if health.synced else ")")
     )
-    return Judgement(sensor, Verdict.MISSED, reason, near_misses=nearest)
+    if expectation.gap:
+        reason = f"known gap: {expectation.gap} ({reason})"
+    return Judgement(sensor, Verdict.MISSED, reason, near_misses=nearest, gap=expectation.gap)
+
+
+def row_failed(row: Mapping[str, Any]) -> bool:
+    """A results row whose verdict fails (MISSED, UNEXPECTED, SENSOR_DOWN), a known gap's
+    MISSED excepted."""
+    if row.get("known_gap") and row.get("verdict") == Verdict.MISSED.value:
+        return False
+    return row.get("verdict") in ("MISSED", "UNEXPECTED", "SENSOR_DOWN")
 
 
 def _healthy_or_down(sensor: str, health: Health, verdict: Verdict, reason: str) -> Judgement:

@@ -8,13 +8,19 @@ Prints 'read environ of pid=<child>: <n> variables, SHADOWTEST_RUN_ID=<value>'.
 import os
 import subprocess
 import sys
+import time
 
 
 def main():
     child = subprocess.Popen(["sleep", "10"], env={**os.environ, "SHADOWTEST_DISCOVERY": "1"})
     try:
-        with open(f"/proc/{child.pid}/environ", "rb") as fh:
-            env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+        env: dict = {}
+        for _ in range(100):  # until the child has exec'd (before, it shows our environment)
+            with open(f"/proc/{child.pid}/environ", "rb") as fh:
+                env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+            if env.get(b"SHADOWTEST_DISCOVERY") == b"1":
+                break
+            time.sleep(0.01)
     finally:
         child.kill()
         child.wait()

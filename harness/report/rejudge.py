@@ -39,7 +39,8 @@ def _expected(row: dict[str, Any]) -> Expectation:
     exp = row.get("expected") or {}
     if row.get("benign"):
         return Expectation(technique=None)
-    return Expectation(technique=exp.get("technique") or row.get("technique"), rule=exp.get("rule"))
+    return Expectation(technique=exp.get("technique") or row.get("technique"), rule=exp.get("rule"),
+                       gap=exp.get("gap"))
 
 
 def _rows(outcome: Outcome, row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -179,8 +179,9 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
             console.print(f"{sensor}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
                           highlight=False, markup=False)
     for r in problems:
+        verdict = "KNOWN GAP" if r.get("known_gap") and r["verdict"] == "MISSED" else r["verdict"]
         console.print(
-            f"{r['verdict']:<13} {r['scenario']}[{r['context']}-{r['node']}] {r['sensor']} "
+            f"{verdict:<13} {r['scenario']}[{r['context']}-{r['node']}] {r['sensor']} "
             f"on {r['kernel']}: {r['reason']}", highlight=False, markup=False,
         )
     return buf.getvalue()

@@ -178,7 +178,7 @@ def test_check_scenario_bundled_files_are_valid() -> None:
                      "unknown key 'windw': expected one of arguments, atomic, benign,",
                      id="unknown-top-level-key"),
         pytest.param(_edit(SCENARIO, 11, "    rules: T1055.008"), 11, "expect.auditd.rules",
-                     "unknown key 'rules': expected one of fields, rule, severity, technique",
+                     "unknown key 'rules': expected one of fields, gap, rule, severity, technique",
                      id="unknown-key-under-expect-sensor"),
         pytest.param(_edit(SCENARIO, 12, "    fields: {syscall: {glob: ptr*}}"), 12,
                      "expect.auditd.fields.syscall",
@@ -307,3 +307,34 @@ def test_override_errors_name_file_line_and_key(tmp_path: Path, atomics: dict[st
     assert f"{path}:" in str(err)
     assert f": {key}" in str(err)
     assert message in str(err)
+
+
+# ---------------------------------------------------------------- known gaps
+GAP_BLOCK = """\
+  falco: {gap: "no default rule for PTRACE_SEIZE"}
+"""
+
+
+def test_scenario_expectation_gap_is_a_known_gap_of_the_scenario_technique(
+    tmp_path: Path, atomics: dict[str, Atomic]
+) -> None:
+    errors, scenario = check_scenario(_write(tmp_path, SCENARIO + GAP_BLOCK), atomics)
+    assert errors == []
+    assert scenario is not None
+    assert scenario.expectation("falco") == Expectation(
+        technique="T1055.008", gap="no default rule for PTRACE_SEIZE")
+    assert scenario.expectation("auditd").gap is None
+
+
+def test_check_scenario_gap_excludes_the_other_keys(
+    tmp_path: Path, atomics: dict[str, Atomic]
+) -> None:
+    text = SCENARIO + '  falco: {gap: "no rule", rule: "PTRACE attached to process"}\n'
+    err = _only_error(_write(tmp_path, text), atomics)
+    assert (err.line, err.key) == (13, "expect.falco")
+    assert "'gap' declares a known gap and excludes technique, rule" in str(err)
+
+
+def test_check_scenario_gap_must_not_be_empty(tmp_path: Path, atomics: dict[str, Atomic]) -> None:
+    err = _only_error(_write(tmp_path, SCENARIO + '  falco: {gap: ""}\n'), atomics)
+    assert err.key == "expect.falco.gap"

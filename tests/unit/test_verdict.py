@@ -19,6 +19,7 @@ from harness.verdict import (
     compare,
     judge,
     matches,
+    row_failed,
 )
 
 # Epoch seconds with binary-exact offsets (.25, .5, .75), so latencies are exact.
@@ -349,3 +350,68 @@ def test_judge_is_deterministic_and_never_misses_an_unexecuted_run(
         assert health.up
         assert not health.lost
         assert len(first.near_misses) <= near
+
+
+# ---------------------------------------------------------------- known gaps
+GAP = Expectation(technique="T1055.008", gap="no default rule for PTRACE_SEIZE")
+
+
+@pytest.mark.parametrize(
+    ("detections", "health", "verdict", "failed"),
+    [
+        pytest.param([], UP, Verdict.MISSED, False, id="gap-missed-passes"),
+        pytest.param([STRAY], UP, Verdict.MISSED, False, id="gap-uncorrelated-passes"),
+        pytest.param([HIT], UP, Verdict.DETECTED, False, id="gap-closed-detected"),
+        pytest.param([], DOWN, Verdict.SENSOR_DOWN, False, id="gap-sensor-down"),
+        pytest.param([], LOSSY, Verdict.SENSOR_DOWN, False, id="gap-lossy"),
+    ],
+)
+def test_judge_known_gap_table(
+    detections: list[Detection], health: Health, verdict: Verdict, failed: bool
+) -> None:
+    judgement = judge(_run(), detections, GAP, health, "falco")
+    assert (judgement.verdict, judgement.failed) == (verdict, failed)
+
+
+def test_judge_known_gap_missed_carries_the_reason_and_does_not_fail() -> None:
+    judgement = judge(_run(), [], GAP, UP, "falco")
+    assert judgement.verdict is Verdict.MISSED
+    assert judgement.gap == "no default rule for PTRACE_SEIZE"
+    assert judgement.reason.startswith("known gap: no default rule for PTRACE_SEIZE (no T1055.008")
+    assert judgement.verdict.failed
+    assert not judgement.failed
+
+
+def test_judge_known_gap_detected_is_reported_as_closed() -> None:
+    judgement = judge(_run(), [HIT], GAP, UP, "falco")
+    assert judgement.verdict is Verdict.DETECTED
+    assert judgement.gap == "no default rule for PTRACE_SEIZE"
+    assert "known gap closed: no default rule for PTRACE_SEIZE" in judgement.reason
+
+
+def test_judge_gap_not_executed_is_not_executed() -> None:
+    judgement = judge(_run(executed=False, reason="no proof"), [], GAP, UP, "falco")
+    assert (judgement.verdict, judgement.reason, judgement.failed) == (
+        Verdict.NOT_EXECUTED, "no proof", False)
+
+
+def test_judgement_failed_without_gap_follows_the_verdict() -> None:
+    missed = judge(_run(), [], PTRACE, UP, "bpftrace")
+    assert (missed.verdict, missed.gap, missed.failed) == (Verdict.MISSED, None, True)
+
+
+@pytest.mark.parametrize(
+    ("row", "failed"),
+    [
+        ({"verdict": "MISSED"}, True),
+        ({"verdict": "MISSED", "known_gap": None}, True),
+        ({"verdict": "MISSED", "known_gap": "no rule"}, False),
+        ({"verdict": "UNEXPECTED", "known_gap": "no rule"}, True),
+        ({"verdict": "SENSOR_DOWN"}, True),
+        ({"verdict": "DETECTED", "known_gap": "no rule"}, False),
+        ({"verdict": "NOT_EXECUTED"}, False),
+        ({"verdict": "CLEAN"}, False),
+    ],
+)
+def test_row_failed_excepts_a_known_gaps_miss(row: dict[str, Any], failed: bool) -> None:
+    assert row_failed(row) is failed
