@@ -6,6 +6,7 @@ passed, 1 a verdict failed, 2 interrupted, 3 internal error, 4 usage/config/safe
 5 no scenario collected); validate returns 0 (valid) or 1 (errors printed as
 file:line: key: message); report returns 0, or 1 when the results hold a failing verdict;
 diff 0/1 regression/3 sensor down; parity 0 gate passed/1 failed/3 no rule in scope;
+coverage 0 coverage >= threshold/1 below/3 malformed policy or scenario file;
 2 is a usage error for every command but run.
 """
 
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = sub.add_parser("validate", help="validate scenario and atomic files (no attack)")
     val.add_argument("paths", nargs="*", type=Path)
     val.add_argument("--config", type=Path)
-    from harness import art, catalogue
+    from harness import art, catalogue, coverage
     from harness.report import cli as report_cli
     from harness.report import diff, parity
     from harness.vm import add_vm_parser, run_vm
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_vm_parser(sub)
     art.add_parser(sub)
     catalogue.add_parser(sub)
+    coverage.add_parser(sub)
     rj = sub.add_parser("rejudge", help="judge recorded runs again against recorded detections")
     rj.add_argument("results", type=Path, help="a results file written by shadowtest run")
     rj.add_argument("--sensor", action="append", required=True, metavar="NAME=FORMAT:PATH",
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run, "validate": _validate, "rejudge": _rejudge, "report": report_cli.run_report,
         "diff": diff.run_diff, "parity": parity.run_parity, "vm": run_vm,
-        "import-art": art.run, "catalogue": catalogue.run,
+        "import-art": art.run, "catalogue": catalogue.run, "coverage": coverage.run,
     }
     try:
         return commands[args.command](args)

@@ -20,6 +20,8 @@ KEYS: dict[str, str] = {
     "nodes": "node name -> {url = 'local://'}",
     "window": "default detection window, e.g. '5s'",
     "results": "default results file (JSON lines), e.g. 'results.jsonl'",
+    "coverage": "[tool.shadowtest.coverage] defaults of `shadowtest coverage`: threshold "
+                "(0.0-1.0, default 1.0)",
     "parity": "[tool.shadowtest.parity] defaults of `shadowtest parity`: engine, keys, tolerance, "
               "gate, severity, window",
 }

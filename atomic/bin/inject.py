@@ -8,6 +8,7 @@ The child holds a 16-byte buffer and waits; the parent overwrites the buffer wit
 'injected <method> pid=<child> value=<what the child read>'. The child is killed at the end.
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -75,10 +76,8 @@ def main():
         return 0 if got == MARK else 3
     finally:
         os.write(to_child_w, b"x")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         os.waitpid(child, 0)
 
 

@@ -36,7 +36,7 @@ def shell_on(sock):
         try:
             for fd in (0, 1, 2):
                 os.dup2(sock.fileno(), fd)
-            os.execv("/bin/sh", ["sh", "-c", SHELL_CMD])
+            os.execv("/bin/sh", ["sh", "-c", SHELL_CMD])  # noqa: S606 (a fixed command)
         finally:
             os._exit(127)
     return child
@@ -86,7 +86,7 @@ def http(run_id):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):  # http.server's method name
             body = f"hello {run_id}".encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

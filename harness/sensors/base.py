@@ -238,6 +238,7 @@ BUILTIN: dict[str, str] = {
     "sysdig": "harness.sensors.sysdig:SysdigSensor",
     "crowdstrike": "harness.sensors.crowdstrike:CrowdStrikeSensor",
     "replay": "harness.sensors.replay:ReplaySensor",
+    "lsm": "harness.sensors.lsm:LsmEnforcerSensor",
 }
 
 

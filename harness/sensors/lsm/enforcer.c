@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * shadowtest LSM enforcer loader: loads enforcer.bpf.o (CO-RE, libbpf), fills its maps,
+ * attaches its programs, then prints one JSON line per ring-buffer event until SIGINT or
+ * SIGTERM (the links are destroyed on exit: the policy is gone with the process).
+ *
+ *   shadowtest-lsm --object enforcer.bpf.o [--node NAME] [--rule RULE]...
+ *                  [--container-parent NAME]... [--allow-comm COMM]... [--etc PATH]
+ *
+ * Output, on stdout, in bpftrace's -f json envelope so every reader of the bundled
+ * bpftrace sensor's output reads it unchanged: {"type":"printf","data":"<object>\n"} with
+ *   {"kind":"ready","version":"lsm-1","rules":[...],"load_ms":N,"attach_ms":N,...}
+ *   {"kind":"marker","token":N,"cpu":N}
+ *   {"kind":"detection","rule":R,"technique":T,"severity":S,"action":"deny","pid":N,
+ *    "tid":N,"ppid":N,"ancestors":[6 x N],"comm":"...","cgroup":N,"pidns":N,"mntns":N,
+ *    "uid":N,"ts_ns":N,"wall_ns":N, <rule fields>}
+ * (sensor.bt's detection header, plus "action"). Strings are JSON-escaped. When the
+ * enforcer cannot run, one {"kind":"error","reason":"..."} line and exit status 2.
+ *
+ * Container parents are resolved (stat of <cgroup2>/<name>) at start and every 250 ms,
+ * so a parent created after start (the first container) is picked up.
+ */
+#define _GNU_SOURCE
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include <errno.h>
+#include <mntent.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VERSION "lsm-1"
+#define NAME_LEN 64
+#define ANCESTORS 6
+#define MAX_LIST 32
+
+#define EV_MARKER 1
+#define EV_ETC_FILE_CREATE 2
+#define EV_PTRACE_PID1 3
+
+struct config {
+	uint64_t etc_ino;
+	uint32_t etc_dev;
+	uint32_t rules;
+};
+
+struct event {
+	uint32_t type;
+	uint32_t cpu;
+	uint64_t ts_ns;
+	uint32_t pid, tid, ppid, uid;
+	uint32_t ancestors[ANCESTORS];
+	uint64_t cgroup;
+	uint32_t pidns, mntns;
+	uint32_t target, target_vpid, mode, token;
+	char comm[16];
+	char name[NAME_LEN];
+};
+
+static volatile sig_atomic_t stopping;
+static char libbpf_first[512]; /* the first libbpf warning: the cause, not the fallout */
+static const char *node = "this node";
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stopping = 1;
+}
+
+static int on_libbpf(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char line[512];
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = 0;
+	if (line[0] && !libbpf_first[0])
+		snprintf(libbpf_first, sizeof(libbpf_first), "%s", line);
+	return fprintf(stderr, "%s\n", line);
+}
+
+/* ------------------------------------------------------------------ JSON output */
+struct buf {
+	char data[4096];
+	size_t len;
+};
+
+static void put(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+	if (b->len >= sizeof(b->data))
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(b->data + b->len, sizeof(b->data) - b->len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		b->len = b->len + (size_t)n < sizeof(b->data) ? b->len + (size_t)n : sizeof(b->data) - 1;
+}
+
+/* a JSON string body (no quotes) of s[0..n) or up to the first NUL */
+static void put_escaped(struct buf *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n && s[i]; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\')
+			put(b, "\\%c", c);
+		else if (c == '\n')
+			put(b, "\\n");
+		else if (c < 0x20 || c == 0x7f)
+			put(b, "\\u%04x", c);
+		else
+			put(b, "%c", c);
+	}
+}
+
+/* the object in bpftrace's envelope, one line, flushed */
+static void emit(struct buf *inner)
+{
+	struct buf outer = {.len = 0};
+	put(&outer, "{\"type\":\"printf\",\"data\":\"");
+	put_escaped(&outer, inner->data, inner->len);
+	put(&outer, "\\n\"}\n");
+	if (fwrite(outer.data, 1, outer.len, stdout) != outer.len || fflush(stdout) != 0)
+		stopping = 1; /* the reader is gone */
+}
+
+static void fail(const char *fmt, ...)
+{
+	char reason[1024];
+	struct buf b = {.len = 0};
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	put(&b, "{\"kind\":\"error\",\"reason\":\"");
+	put_escaped(&b, reason, sizeof(reason));
+	put(&b, "\"}");
+	emit(&b);
+	fprintf(stderr, "shadowtest-lsm: %s\n", reason);
+	exit(2);
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ events */
+static int on_event(void *ctx, void *data, size_t size)
+{
+	const struct event *e = data;
+	struct buf b = {.len = 0};
+	(void)ctx;
+	if (size < sizeof(*e))
+		return 0;
+	if (e->type == EV_MARKER) {
+		put(&b, "{\"kind\":\"marker\",\"token\":%u,\"cpu\":%u}", e->token, e->cpu);
+		emit(&b);
+		return 0;
+	}
+	const char *rule, *technique, *severity;
+	if (e->type == EV_ETC_FILE_CREATE) {
+		rule = "etc-file-create", technique = "T1098", severity = "medium";
+	} else if (e->type == EV_PTRACE_PID1) {
+		rule = "ptrace-pid1", technique = "T1055.008", severity = "high";
+	} else {
+		return 0;
+	}
+	/* bpf_ktime_get_ns is CLOCK_MONOTONIC: shift it by the wall clock's offset now */
+	uint64_t wall = e->ts_ns + (clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC));
+	put(&b, "{\"kind\":\"detection\",\"rule\":\"%s\",\"technique\":\"%s\",\"severity\":\"%s\","
+		"\"action\":\"deny\",\"pid\":%u,\"tid\":%u,\"ppid\":%u,\"ancestors\":[",
+	    rule, technique, severity, e->pid, e->tid, e->ppid);
+	for (int i = 0; i < ANCESTORS; i++)
+		put(&b, i ? ",%u" : "%u", e->ancestors[i]);
+	put(&b, "],\"comm\":\"");
+	put_escaped(&b, e->comm, sizeof(e->comm));
+	put(&b, "\",\"cgroup\":%llu,\"pidns\":%u,\"mntns\":%u,\"uid\":%u,\"ts_ns\":%llu,\"wall_ns\":%llu",
+	    (unsigned long long)e->cgroup, e->pidns, e->mntns, e->uid,
+	    (unsigned long long)e->ts_ns, (unsigned long long)wall);
+	if (e->type == EV_ETC_FILE_CREATE) {
+		put(&b, ",\"path\":\"/etc/");
+		put_escaped(&b, e->name, sizeof(e->name));
+		put(&b, "\",\"mode\":%u", e->mode);
+	} else {
+		put(&b, ",\"target\":%u,\"target_pid\":%u,\"mode\":%u", e->target_vpid, e->target, e->mode);
+	}
+	put(&b, "}");
+	emit(&b);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ node checks */
+static void check_lsm(void)
+{
+	static const char *path = "/sys/kernel/security/lsm";
+	char list[512] = "";
+	FILE *f = fopen(path, "r");
+	if (!f && errno == ENOENT) { /* securityfs not mounted yet (a fresh machine) */
+		mount("securityfs", "/sys/kernel/security", "securityfs", 0, NULL);
+		f = fopen(path, "r");
+	}
+	if (!f)
+		fail("BPF LSM not usable on %s: cannot read %s (%s)", node, path, strerror(errno));
+	if (!fgets(list, sizeof(list), f))
+		list[0] = 0;
+	fclose(f);
+	list[strcspn(list, "\n")] = 0;
+	char copy[512], *save = NULL;
+	snprintf(copy, sizeof(copy), "%s", list);
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		if (strcmp(t, "bpf") == 0)
+			return;
+	fail("BPF LSM not usable on %s: 'bpf' is not an active LSM (%s: %s); boot with lsm=...,bpf",
+	     node, path, list);
+}
+
+static int cgroup2_root(char *out, size_t n)
+{
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	struct mntent *m;
+	if (!f)
+		return -1;
+	while ((m = getmntent(f)))
+		if (strcmp(m->mnt_type, "cgroup2") == 0) {
+			snprintf(out, n, "%s", m->mnt_dir);
+			endmntent(f);
+			return 0;
+		}
+	endmntent(f);
+	return -1;
+}
+
+static char cg2[256];
+static const char *parents[MAX_LIST];
+static int nparents;
+
+/* (re)resolve the container parents' cgroup ids into the map; returns how many exist */
+static int resolve_parents(int map_fd)
+{
+	int found = 0;
+	for (int i = 0; i < nparents; i++) {
+		char path[512];
+		struct stat st;
+		uint8_t one = 1;
+		snprintf(path, sizeof(path), "%s/%s", cg2, parents[i]);
+		if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+			continue;
+		uint64_t id = st.st_ino;
+		bpf_map_update_elem(map_fd, &id, &one, BPF_ANY);
+		found++;
+	}
+	return found;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: shadowtest-lsm --object enforcer.bpf.o [--node NAME] [--rule RULE]... "
+			"[--container-parent NAME]... [--allow-comm COMM]... [--etc PATH]\n");
+	exit(64);
+}
+
+int main(int argc, char **argv)
+{
+	const char *object = NULL, *etc = "/etc";
+	const char *comms[MAX_LIST];
+	int ncomms = 0;
+	uint32_t rules = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v)
+			usage();
+		if (strcmp(a, "--object") == 0)
+			object = v;
+		else if (strcmp(a, "--node") == 0)
+			node = v;
+		else if (strcmp(a, "--etc") == 0)
+			etc = v;
+		else if (strcmp(a, "--rule") == 0 && strcmp(v, "etc-file-create") == 0)
+			rules |= 1;
+		else if (strcmp(a, "--rule") == 0 && strcmp(v, "ptrace-pid1") == 0)
+			rules |= 2;
+		else if (strcmp(a, "--container-parent") == 0 && nparents < MAX_LIST && !strchr(v, '/'))
+			parents[nparents++] = v;
+		else if (strcmp(a, "--allow-comm") == 0 && ncomms < MAX_LIST && strlen(v) < 16)
+			comms[ncomms++] = v;
+		else
+			usage();
+		i++;
+	}
+	if (!object || !rules || !nparents)
+		usage();
+	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll returns EINTR */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	libbpf_set_print(on_libbpf);
+
+	check_lsm();
+	if (cgroup2_root(cg2, sizeof(cg2)) != 0)
+		fail("no cgroup2 hierarchy mounted on %s: the container scope is a cgroup v2 ancestor", node);
+	struct stat etc_st;
+	if (stat(etc, &etc_st) != 0)
+		fail("cannot stat %s on %s: %s", etc, node, strerror(errno));
+
+	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+	struct bpf_object *obj = bpf_object__open_file(object, NULL);
+	if (!obj)
+		fail("cannot open %s on %s: %s", object, node, strerror(errno));
+	if (bpf_object__load(obj) != 0)
+		fail("BPF LSM not usable on %s: 'bpf' is an active LSM but the LSM programs do not "
+		     "load (%s; %s)", node, strerror(errno), libbpf_first);
+	uint64_t t1 = clock_ns(CLOCK_MONOTONIC);
+
+	int cfg_fd = bpf_object__find_map_fd_by_name(obj, "config_map");
+	int par_fd = bpf_object__find_map_fd_by_name(obj, "container_parents");
+	int comm_fd = bpf_object__find_map_fd_by_name(obj, "allowed_comms");
+	int ev_fd = bpf_object__find_map_fd_by_name(obj, "events");
+	if (cfg_fd < 0 || par_fd < 0 || comm_fd < 0 || ev_fd < 0)
+		fail("%s: missing a map (config_map, container_parents, allowed_comms, events)", object);
+	struct config cfg = {
+		.etc_ino = etc_st.st_ino,
+		.etc_dev = (major(etc_st.st_dev) << 20) | minor(etc_st.st_dev), /* kernel dev_t */
+		.rules = rules,
+	};
+	uint32_t zero = 0;
+	uint8_t one = 1;
+	if (bpf_map_update_elem(cfg_fd, &zero, &cfg, BPF_ANY) != 0)
+		fail("cannot write the config map: %s", strerror(errno));
+	for (int i = 0; i < ncomms; i++) {
+		char key[16] = {0};
+		memcpy(key, comms[i], strlen(comms[i]));
+		bpf_map_update_elem(comm_fd, key, &one, BPF_ANY);
+	}
+	resolve_parents(par_fd);
+
+	struct bpf_link *links[8];
+	int nlinks = 0;
+	struct bpf_program *prog;
+	bpf_object__for_each_program(prog, obj) {
+		const char *sec = bpf_program__section_name(prog);
+		struct bpf_link *link = bpf_program__attach(prog);
+		if (!link) {
+			int err = errno;
+			for (int i = 0; i < nlinks; i++)
+				bpf_link__destroy(links[i]);
+			fail("BPF LSM not usable on %s: 'bpf' is an active LSM but %s does not attach "
+			     "(%s; %s)", node, sec, strerror(err), libbpf_first);
+		}
+		if (nlinks < 8)
+			links[nlinks++] = link;
+	}
+	uint64_t t2 = clock_ns(CLOCK_MONOTONIC);
+
+	struct ring_buffer *rb = ring_buffer__new(ev_fd, on_event, NULL, NULL);
+	if (!rb)
+		fail("cannot open the ring buffer: %s", strerror(errno));
+
+	struct buf b = {.len = 0};
+	put(&b, "{\"kind\":\"ready\",\"version\":\"%s\",\"rules\":[", VERSION);
+	put(&b, "%s%s", rules & 1 ? "\"etc-file-create\"" : "", rules == 3 ? "," : "");
+	put(&b, "%s],\"load_ms\":%.1f,\"attach_ms\":%.1f,\"cgroup2\":\"", rules & 2 ? "\"ptrace-pid1\"" : "",
+	    (t1 - t0) / 1e6, (t2 - t1) / 1e6);
+	put_escaped(&b, cg2, sizeof(cg2));
+	put(&b, "\",\"etc_ino\":%llu,\"etc_dev\":%u}", (unsigned long long)cfg.etc_ino, cfg.etc_dev);
+	emit(&b);
+
+	while (!stopping) {
+		int n = ring_buffer__poll(rb, 250);
+		if (n < 0 && n != -EINTR) {
+			fprintf(stderr, "shadowtest-lsm: ring_buffer__poll: %s\n", strerror(-n));
+			break;
+		}
+		resolve_parents(par_fd);
+	}
+	ring_buffer__consume(rb);
+	ring_buffer__free(rb);
+	for (int i = 0; i < nlinks; i++)
+		bpf_link__destroy(links[i]);
+	bpf_object__close(obj);
+	fflush(stdout);
+	return 0;
+}
