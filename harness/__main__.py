@@ -83,7 +83,10 @@ def _run(args: argparse.Namespace) -> int:
     # hypothesis's plugin (if installed) costs ~0.5 s at every run and has no use here
     argv = [*paths, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
             "-o", "testpaths=",
-            "-o", "filterwarnings=", "--strict-markers", "-rfEs"]
+            "-o", "filterwarnings=", "--strict-markers", "-rfEs",
+            # the CLI imported harness before pytest could rewrite its asserts: nothing to
+            # rewrite there (the plugin has no test asserts), so the warning is noise
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if args.results:
         argv += ["--shadowtest-results", str(args.results)]
     if args.config:

@@ -8,6 +8,7 @@ programs fail with EPERM), and says so: that is the SENSOR_DOWN evidence."""
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -24,15 +25,17 @@ pytestmark = [pytest.mark.vm, pytest.mark.node]
 
 
 @pytest.fixture(scope="module", params=["6.1", "6.12"])
-def evidence(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+def evidence(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Boot the kernel's VM once; run the attacks in both contexts under the enforcer."""
     kernel = str(request.param)
+    record = tmp_path_factory.mktemp(f"lsm-{kernel}") / "lsm.jsonl"
     run_id = f"st{secrets.token_hex(6)}"
     ns_path, host_path = f"/etc/shadowtest-{run_id}.conf", f"/etc/shadowtest-{run_id}-host.conf"
     target = VmTarget(f"vm-{kernel}", f"vm://{kernel}")
-    sensor = LsmEnforcerSensor(node=target.node)
+    sensor = LsmEnforcerSensor(node=target.node, record=str(record))
     out: dict[str, Any] = {"kernel": kernel, "run_id": run_id, "ns_path": ns_path,
-                           "host_path": host_path}
+                           "host_path": host_path, "record": record}
     try:
         t0 = time.perf_counter()
         shell = target.shell()
@@ -41,25 +44,8 @@ def evidence(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         sensor.start()
         out["timings"], out["ready"] = sensor.timings, sensor.ready
         sub = sensor.stream.subscribe()
-        bin_dir = target.stage_bin(REPO / "atomic" / "bin")
 
-        ns = target.open("namespace", run_id)
-        try:
-            out["ns"] = {"cgroup_id": ns.cgroup_id, "init_pid": ns.variables.get("ns_init_pid")}
-            out["etc"] = ns.stage("etc", ["sh", "-c", f"printf x > {ns_path}"], {}, 20)
-            out["etc_exists"] = shell.run(["test", "-e", ns_path]).returncode == 0
-            out["ptrace"] = ns.stage("ptrace", ["python3", f"{bin_dir}/ptrace_attach.py", "1",
-                                                "--attach"], {}, 20)
-            out["tracer"] = ns.stage("tracer", ["sh", "-c", "grep TracerPid /proc/1/status"],
-                                     {}, 20).stdout.split()
-            # a package manager is allowed (by comm), even in the container
-            out["dpkg"] = ns.stage("dpkg", ["python3", "-c", "import ctypes; ctypes.CDLL(None)"
-                                            f".prctl(15, b'dpkg'); open('{ns_path}', 'x')"],
-                                   {}, 20)
-            out["dpkg_exists"] = shell.run(["test", "-e", ns_path]).returncode == 0
-            shell.run(["rm", "-f", ns_path])
-        finally:
-            ns.close()
+        _container_attacks(target, shell, run_id, ns_path, out)
         host = target.open("host", f"{run_id}h")
         try:
             out["host"] = host.stage("etc-host", ["sh", "-c", f"printf x > {host_path} && "
@@ -69,6 +55,10 @@ def evidence(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         token = sensor.sync()
         out["detections"], out["synced"] = sub.wait(lambda _d: False, token, time.time() + 30)
         out["health"] = sensor.health()
+        out["progs_running"] = _deny_programs(shell)
+        sensor.stop()  # SIGTERM: the loader destroys its links, the policy is gone
+        out["exit_code"] = sensor._proc.returncode if sensor._proc else None
+        out["progs_after_stop"] = _deny_programs(shell)
         yield out
     finally:
         with contextlib.suppress(Exception):
@@ -80,6 +70,36 @@ def evidence(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
               f"sensor {out.get('timings')}, loader {out.get('ready')}")
 
 
+def _container_attacks(target: VmTarget, shell: Any, run_id: str, ns_path: str,
+                       out: dict[str, Any]) -> None:
+    """The /etc create and the PID 1 attach from the namespace context (and a "dpkg")."""
+    bin_dir = target.stage_bin(REPO / "atomic" / "bin")
+    ns = target.open("namespace", run_id)
+    try:
+        out["ns"] = {"cgroup_id": ns.cgroup_id, "init_pid": ns.variables.get("ns_init_pid")}
+        out["etc"] = ns.stage("etc", ["sh", "-c", f"printf x > {ns_path}"], {}, 20)
+        out["etc_exists"] = shell.run(["test", "-e", ns_path]).returncode == 0
+        out["ptrace"] = ns.stage("ptrace", ["python3", f"{bin_dir}/ptrace_attach.py", "1",
+                                            "--attach"], {}, 20)
+        out["tracer"] = ns.stage("tracer", ["sh", "-c", "grep TracerPid /proc/1/status"],
+                                 {}, 20).stdout.split()
+        # a package manager is allowed (by comm), even in the container
+        out["dpkg"] = ns.stage("dpkg", ["python3", "-c", "import ctypes; ctypes.CDLL(None)"
+                                        f".prctl(15, b'dpkg'); open('{ns_path}', 'x')"],
+                               {}, 20)
+        out["dpkg_exists"] = shell.run(["test", "-e", ns_path]).returncode == 0
+        shell.run(["rm", "-f", ns_path])
+    finally:
+        ns.close()
+
+
+def _deny_programs(shell: Any) -> list[str]:
+    """Names of the enforcer's LSM programs loaded in the node's kernel now."""
+    res = shell.run(["/usr/sbin/bpftool", "-j", "prog", "show"])
+    assert res.returncode == 0, res.stderr
+    return sorted(p.get("name", "") for p in json.loads(res.stdout) if p.get("type") == "lsm")
+
+
 def _mine(ev: dict[str, Any], rule: str) -> list[Any]:
     return [d for d in ev["detections"] if d.rule == rule and
             (rule != "etc-file-create" or d.names == (ev["ns_path"],))]
@@ -87,7 +107,8 @@ def _mine(ev: dict[str, Any], rule: str) -> list[Any]:
 
 def test_lsm_blocks_etc_file_create_in_container(evidence: dict[str, Any]) -> None:
     etc = evidence["etc"]
-    assert etc.exit_code != 0 and "Operation not permitted" in etc.stderr, etc
+    assert etc.exit_code != 0, etc
+    assert "Operation not permitted" in etc.stderr
     assert evidence["etc_exists"] is False  # denied before the effect: no file
     dets = _mine(evidence, "etc-file-create")
     assert len(dets) == 1, evidence["detections"]
@@ -95,12 +116,14 @@ def test_lsm_blocks_etc_file_create_in_container(evidence: dict[str, Any]) -> No
     assert (det.action, det.technique, det.severity) == ("deny", ("T1098",), "medium")
     assert det.cgroup_id == evidence["ns"]["cgroup_id"]
     assert det.fields["pidns"] != 4026531836  # the container's own PID namespace
-    assert evidence["synced"] and evidence["health"].up, evidence["health"]
+    assert evidence["synced"]
+    assert evidence["health"].up, evidence["health"]
 
 
 def test_lsm_blocks_ptrace_of_container_pid1(evidence: dict[str, Any]) -> None:
     res = evidence["ptrace"]
-    assert res.exit_code == 1 and "Operation not permitted" in res.stderr, res
+    assert res.exit_code == 1, res
+    assert "Operation not permitted" in res.stderr
     assert evidence["tracer"] == ["TracerPid:", "0"]
     dets = _mine(evidence, "ptrace-pid1")
     assert len(dets) == 1, evidence["detections"]
@@ -118,6 +141,15 @@ def test_lsm_allows_host_and_package_manager(evidence: dict[str, Any]) -> None:
     assert evidence["dpkg_exists"] is True
     assert [d.names for d in evidence["detections"]
             if d.rule == "etc-file-create"] == [(evidence["ns_path"],)]
+
+
+def test_lsm_stop_detaches_the_policy(evidence: dict[str, Any]) -> None:
+    assert evidence["exit_code"] == 0
+    assert len(evidence["progs_running"]) == 2  # deny_etc_create, deny_ptrace_pid1
+    assert all(p.startswith("deny_") for p in evidence["progs_running"])
+    assert evidence["progs_after_stop"] == []
+    lines = evidence["record"].read_text().splitlines()
+    assert all(json.loads(ln)["type"] == "printf" for ln in lines)  # bpftrace's envelope
 
 
 def test_lsm_reports_not_usable_on_this_machine() -> None:

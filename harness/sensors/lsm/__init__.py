@@ -16,7 +16,7 @@ the host's own processes (root cgroup, init.scope, system.slice, user sessions) 
 denied. The loader (``enforcer.c``) prints bpftrace's ``-f json`` envelope with the
 bundled bpftrace sensor's payloads, plus ``"action": "deny"``; so this sensor is the
 bpftrace sensor's reader with another daemon. Build: ``bash ci/lsm-enforcer.sh`` (run by
-``start()`` when needed); the artefacts go to the node under ``/run/shadowtest/lsm``.
+``start()`` when needed); the artefacts go to the node under ``/var/lib/shadowtest/lsm``.
 On a node whose kernel cannot run BPF LSM programs (this development host), ``start()``
 raises SensorError with the node's reason, and the run reports SENSOR_DOWN.
 """
@@ -47,7 +47,9 @@ SOURCES = (HERE / "enforcer.bpf.c", HERE / "enforcer.c")
 BUILD_SCRIPT = HERE.parents[2] / "ci" / "lsm-enforcer.sh"
 DEFAULT_CACHE = Path("/var/cache/shadowtest/lsm")
 LOADER, OBJECT = "shadowtest-lsm", "enforcer.bpf.o"
-REMOTE_DIR = "/run/shadowtest/lsm"
+#: where the loader goes on the node: not /run/shadowtest (the VMs' /run is noexec), keyed
+#: by the artefacts' digest so a rebuilt enforcer never runs an older object
+REMOTE_DIR = "/var/lib/shadowtest/lsm"
 
 #: rule -> (technique, severity): what the BPF programs enforce
 RULES: dict[str, tuple[str, str]] = {

@@ -26,6 +26,21 @@
  *
  * Events go to one ring buffer (MPSC, ordered): a detection per denial, and a marker
  * per getpgid(0x5ad00000 + token) (the harness's sync marker, as in sensor.bt).
+ *
+ * LIMITATIONS (accepted, by design of a two-rule policy):
+ *   - Only inode_create (open O_CREAT, creat, mknod of a regular file) directly in /etc:
+ *     subdirectories (/etc/cron.d/...), writes to existing files, mkdir, symlink, link,
+ *     rename into /etc and O_TMPFILE + linkat are not denied.
+ *   - /etc is the inode+device the loader sees: a container with its own root file
+ *     system has its own /etc (not the host's), which is not protected; a bind mount of
+ *     the host's /etc (-v /etc:/host/etc) is the same directory and IS protected.
+ *   - The package-manager exception is by comm (dpkg, apt, apt-get), which any process
+ *     can take (as in sensor.bt and Falco's "Write below etc").
+ *   - Container parents are level-1 cgroups: systemd-driver containers
+ *     (system.slice/docker-<id>.scope) are not covered, because system.slice also holds
+ *     the host's services. A parent created after start is seen within 250 ms.
+ *   - PTRACE_MODE_ATTACH also guards /proc/<pid>/mem, process_vm_writev and pidfd_getfd:
+ *     all of them are denied on a container init, from a container task.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
