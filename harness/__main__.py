@@ -7,6 +7,7 @@ passed, 1 a verdict failed, 2 interrupted, 3 internal error, 4 usage/config/safe
 file:line: key: message); report returns 0, or 1 when the results hold a failing verdict;
 diff 0/1 regression/3 sensor down; parity 0 gate passed/1 failed/3 no rule in scope;
 coverage 0 coverage >= threshold/1 below/3 malformed policy or scenario file;
+enforcement-report 0 every kernel safe to promote/1 not safe or no enforcement rows;
 2 is a usage error for every command but run.
 """
 
@@ -37,13 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     val.add_argument("--config", type=Path)
     from harness import art, catalogue, coverage
     from harness.report import cli as report_cli
-    from harness.report import diff, parity
+    from harness.report import diff, enforcement, parity
     from harness.vm import add_vm_parser, run_vm
 
     report_cli.add_report_arguments(sub.add_parser(
         "report", help="the verdict grid of a results file; --html for a standalone report"))
     diff.add_diff_parser(sub)
     parity.add_parity_parser(sub)
+    enforcement.add_parser(sub)
     add_vm_parser(sub)
     art.add_parser(sub)
     catalogue.add_parser(sub)
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run, "validate": _validate, "rejudge": _rejudge, "report": report_cli.run_report,
         "diff": diff.run_diff, "parity": parity.run_parity, "vm": run_vm,
+        "enforcement-report": enforcement.run,
         "import-art": art.run, "catalogue": catalogue.run, "coverage": coverage.run,
     }
     try:

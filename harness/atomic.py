@@ -23,6 +23,15 @@ class Precondition:
 
 
 @dataclass(frozen=True, slots=True)
+class SideEffect:
+    """Enforcement validation: a probe run after the action, even a killed or denied one.
+    Exit 0 = the side effect exists, 1 = it does not, anything else = unknown."""
+
+    description: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
 class Atomic:
     id: str
     name: str
@@ -38,6 +47,7 @@ class Atomic:
     touches: tuple[tuple[str, str], ...] = ()
     arguments: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    side_effect: SideEffect | None = None
 
     def render(self, text: str, values: Mapping[str, Any],
                quote: Callable[[str], str] = str) -> str:
@@ -86,6 +96,7 @@ def check_atomic(path: Path) -> tuple[list[ScenarioError], Atomic | None]:
     texts += [(("precondition", i, "command"), p["command"])
               for i, p in enumerate(d.get("precondition", []))]
     texts += [(("proof", k), v) for k, v in d["proof"].items()]
+    texts += [(("side_effect", k), v) for k, v in d.get("side_effect", {}).items()]
     for key, text in texts:
         for name in _PLACEHOLDER.findall(text):
             if name not in known:
@@ -103,6 +114,8 @@ def check_atomic(path: Path) -> tuple[list[ScenarioError], Atomic | None]:
         touches=tuple((t["kind"], t["what"]) for t in d["touches"]),
         arguments={k: v.get("default") for k, v in args.items()},
         description=d.get("description", ""),
+        side_effect=SideEffect(d["side_effect"]["description"], d["side_effect"]["command"])
+        if "side_effect" in d else None,
     )
 
 

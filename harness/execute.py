@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import secrets
+import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from harness.atomic import Atomic
 from harness.correlate import correlate
 from harness.detection import Detection
 from harness.node import NodeFacts
@@ -54,7 +56,9 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
     try:
         if cleanup:
             session.arm_cleanup([shell, "-c", cleanup], env)
-        run = _act(scenario, context, target.node, facts, session, values, env, run_id)
+        enforcing = enforcement_run(scenario, sensors, facts.as_row())
+        run = _act(scenario, context, target.node, facts, session, values, env, run_id,
+                   enforcing)
         judgements, health = _judge_all(run, scenario, sensors, subs, before, window)
     except BaseException:
         session.abort()  # Ctrl-C, SIGTERM or a crash mid-stage: the runner cleans up itself
@@ -67,18 +71,58 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
     return Outcome(run, judgements, health)
 
 
+def enforcer(sensor: Sensor) -> bool:
+    """The sensor is configured to enforce (bpftrace ``enforce = true``, an enforcer such
+    as the BPF-LSM sensor setting ``enforces``)."""
+    return bool(getattr(sensor, "enforces", False))
+
+
+def enforcement_run(scenario: Scenario, sensors: Mapping[str, Sensor],
+                    facts: Mapping[str, Any]) -> bool:
+    """A killed or denied action is an outcome to judge, not NOT_EXECUTED: some judged
+    sensor has an ``enforce`` expectation for the scenario on this node, or the scenario
+    is a benign control and a judged sensor enforces. (A benign control killed by a signal
+    is judged in any case: a sensor's detection may claim the kill.)"""
+    if scenario.benign:
+        return any(enforcer(s) for s in sensors.values())
+    return any(scenario.expectation(name, facts).enforce for name in sensors)
+
+
+def stopped(res: StageResult) -> tuple[str | None, bool]:
+    """(signal name, denied) of an action stage: killed by a signal (exit -N as Python
+    reports it, or 128+N as a shell does) or denied (non-zero exit, EPERM/EACCES said)."""
+    code = res.exit_code
+    if code is not None and code < 0:
+        return _signame(-code), False
+    if code is not None and code > 128 and code - 128 in (signal.SIGKILL, signal.SIGSYS):
+        return _signame(code - 128), False
+    if code and re.search(r"Operation not permitted|Permission denied|\bEPERM\b|\bEACCES\b",
+                          res.stderr + res.stdout):
+        return None, True
+    return None, False
+
+
+def _signame(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
 def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session: Session,
-         values: dict[str, Any], env: dict[str, str], run_id: str) -> Run:
+         values: dict[str, Any], env: dict[str, str], run_id: str,
+         enforcing: bool = False) -> Run:
     atomic = scenario.atomic
     stages: list[StageResult] = []
     started = time.time()
+    outcome: dict[str, Any] = {}
 
     def finish(executed: bool, reason: str) -> Run:
         return Run(
             run_id=run_id, scenario=scenario.id, context=context, node=node,
             started_at=started, ended_at=time.time(), executed=executed, reason=reason,
             pids=session.pids, cgroup_id=session.cgroup_id, container_id=session.container_id,
-            stages=tuple(stages), names=(run_id,), facts=facts.as_row(),
+            stages=tuple(stages), names=(run_id,), facts=facts.as_row(), **outcome,
         )
 
     def step(stage: str, command: str) -> StageResult:
@@ -93,6 +137,15 @@ def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session:
             return finish(False, f"precondition failed: {pre.description} "
                                  f"(exit {res.exit_code}{_tail(res.stderr)})")
     res = step("command", atomic.command)
+    outcome["exit_code"] = res.exit_code
+    killed_by, denied = stopped(res) if res.exit_code != 0 and not res.error else (None, False)
+    if (killed_by == "SIGKILL" and (enforcing or scenario.benign)) or (enforcing and denied):
+        # stopped by enforcement (or a benign control killed): judged, not NOT_EXECUTED
+        outcome.update(killed_by=killed_by, denied=denied)
+        if enforcing:
+            outcome.update(_probe_side_effect(atomic, step, values))
+        return finish(True, f"the action was {'killed by ' + killed_by if killed_by else 'denied'}"
+                            f" (exit {res.exit_code}){_tail(res.stderr)}")
     if res.error or res.exit_code != 0:
         return finish(False, f"the action failed: exit {res.exit_code}"
                              f"{' (' + res.error + ')' if res.error else ''}{_tail(res.stderr)}")
@@ -103,7 +156,21 @@ def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session:
     if atomic.proof_command and (proof := step("proof", atomic.proof_command)).exit_code != 0:
         return finish(False, f"no proof the action happened: proof exited {proof.exit_code}"
                              f"{_tail(proof.stderr)}")
+    if enforcing:
+        outcome.update(_probe_side_effect(atomic, step, values))
     return finish(True, "")
+
+
+def _probe_side_effect(atomic: Atomic, step: Callable[[str, str], StageResult],
+                       values: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the atomic's side-effect probe: exit 0 = the effect exists, 1 = it does not,
+    anything else (or no probe) = unknown."""
+    if atomic.side_effect is None:
+        return {"side_effect": None}
+    res = step("side_effect", atomic.side_effect.command)
+    found = None if res.error or res.exit_code is None else {0: True, 1: False}.get(res.exit_code)
+    return {"side_effect": found,
+            "side_effect_what": atomic.render(atomic.side_effect.description, values)}
 
 
 def _tail(text: str) -> str:
@@ -151,5 +218,5 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         health = Health(up=up, reason=reason, lost=sub.lost(), malformed=sub.malformed(),
                         synced=synced)
         healths[name] = health
-        out.append(judge(run, seen, expectation, health, name))
+        out.append(judge(run, seen, expectation, health, name, enforcer=enforcer(sensor)))
     return tuple(out), healths

@@ -29,7 +29,11 @@ class Run:
     """What the harness knows about one execution.
 
     ``pids`` are host pids the harness started for this run (the process tree's roots);
-    ``executed`` is True only when the atomic's proof showed the action happened.
+    ``executed`` is True only when the atomic's proof showed the action happened, or, in an
+    enforcement run, when the action was stopped by enforcement (killed by a signal or
+    denied with EPERM/EACCES): then ``killed_by`` / ``exit_code`` say how and
+    ``side_effect`` what the atomic's side-effect probe found afterwards (True: the effect
+    exists; False: it does not; None: unknown or not probed).
     """
 
     run_id: str
@@ -46,6 +50,26 @@ class Run:
     stages: tuple[StageResult, ...] = ()
     names: tuple[str, ...] = ()
     facts: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: the signal that ended the action (``SIGKILL``), None when it exited by itself
+    killed_by: str | None = None
+    #: the action's exit code as the node reported it (-9 / 137 for a SIGKILL)
+    exit_code: int | None = None
+    #: the side-effect probe's answer (enforcement runs only)
+    side_effect: bool | None = None
+    #: the atomic's ``side_effect.description`` (for reasons)
+    side_effect_what: str = ""
+    #: the action was stopped with EPERM / EACCES (a deny), not by a signal
+    denied: bool = False
+
+    @property
+    def observed(self) -> str | None:
+        """What happened to the action: ``killed`` (by a signal), ``denied`` (EPERM/EACCES),
+        ``completed`` (exited 0 with its proof), None when it did not run."""
+        if not self.executed:
+            return None
+        if self.killed_by:
+            return "killed"
+        return "denied" if self.denied else "completed"
 
     @property
     def action_seconds(self) -> float:

@@ -61,7 +61,14 @@ class Scenario:
             rule=block.get("rule"),
             severity=block.get("severity"),
             fields=dict(block.get("fields", {})),
+            enforce=(block.get("enforce") or {}).get("action"),
         )
+
+    @property
+    def enforced(self) -> bool:
+        """Some sensor's expect block (or an override's) expects enforcement."""
+        blocks = [*self.expect.values(), *(b for _, _, e in self.overrides for b in e.values())]
+        return any("enforce" in b for b in blocks)
 
 
 def _scenario_doc_errors(doc: LinedDocument, atomics: Mapping[str, Atomic]) -> list[ScenarioError]:
@@ -83,6 +90,8 @@ def _scenario_doc_errors(doc: LinedDocument, atomics: Mapping[str, Atomic]) -> l
             errors.append(doc.error(("expect", sensor, "technique"), problem))
     errors += _override_errors(doc, benign)
     atomic = atomics.get(d["atomic"])
+    if atomic is not None and atomic.side_effect is None:
+        errors += _enforce_errors(doc, atomic)
     if atomic is None:
         errors.append(doc.error(
             ("atomic",),
@@ -106,6 +115,22 @@ def _override_errors(doc: LinedDocument, benign: bool) -> list[ScenarioError]:
     return [doc.error(("overrides", i, "expect", sensor, "technique"), problem)
             for i, o in enumerate(overrides) for sensor, block in o["expect"].items()
             if "technique" in block and (problem := check_technique(block["technique"]))]
+
+
+def _enforce_errors(doc: LinedDocument, atomic: Atomic) -> list[ScenarioError]:
+    """An ``enforce`` expectation needs the atomic's side-effect probe: without it a kill
+    after the effect (RACED) looks like a kill before it (BLOCKED)."""
+    d = doc.data
+    keys: list[tuple[str | int, ...]] = [
+        ("expect", s) for s, b in d.get("expect", {}).items() if "enforce" in b]
+    keys += [("overrides", i, "expect", s) for i, o in enumerate(d.get("overrides", ()))
+             for s, b in o["expect"].items() if "enforce" in b]
+    return [doc.error((*k, "enforce"),
+                      f"atomic {atomic.id!r} ({atomic.path.name}) has no side_effect: an "
+                      "enforce expectation needs a probe that tells a kill before the effect "
+                      "(BLOCKED) from a kill after it (RACED); add side_effect: {description, "
+                      "command} to the atomic or remove enforce")
+            for k in keys]
 
 
 def check_scenario(path: Path, atomics: Mapping[str, Atomic]) -> tuple[list[ScenarioError], Scenario | None]:

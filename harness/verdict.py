@@ -30,8 +30,9 @@ class Verdict(enum.StrEnum):
 
     @property
     def failed(self) -> bool:
-        """MISSED and UNEXPECTED fail a test; the others do not (RACED fails only enforcement)."""
-        return self in (Verdict.MISSED, Verdict.UNEXPECTED)
+        """MISSED, UNEXPECTED and RACED fail a test (RACED: the detection passed, the
+        enforcement did not land before the side effect); the others do not."""
+        return self in (Verdict.MISSED, Verdict.UNEXPECTED, Verdict.RACED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +41,18 @@ class Expectation:
 
     ``gap`` (a reason) declares a known gap: the sensor is not expected to catch the
     scenario. A miss is then reported with the reason and does not fail; a detection of
-    ``technique`` is still DETECTED (the gap closed)."""
+    ``technique`` is still DETECTED (the gap closed).
+
+    ``enforce`` (``sigkill``, ``deny`` or ``override``) expects the sensor to *stop* the
+    action with that action, before its side effect: BLOCKED, RACED or MISSED, never
+    DETECTED (see ``judge``)."""
 
     technique: str | None
     rule: Any = None
     severity: Any = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     gap: str | None = None
+    enforce: str | None = None
 
     @property
     def benign(self) -> bool:
@@ -92,10 +98,14 @@ class Judgement:
     #: the expectation was a known gap: its reason (a MISSED that does not fail; on a
     #: DETECTED, the gap closed)
     gap: str | None = None
+    #: enforcement runs: {expected, reported, observed, side_effect} (the results row's
+    #: ``enforcement``); None when the run was not judged for enforcement
+    enforcement: Mapping[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
-        """The verdict fails the test: MISSED or UNEXPECTED, except a known gap's MISSED."""
+        """The verdict fails the test: MISSED, UNEXPECTED or RACED, except a known gap's
+        MISSED."""
         return self.verdict.failed and not (self.gap and self.verdict is Verdict.MISSED)
 
 
@@ -148,20 +158,20 @@ def judge(
     health: Health,
     sensor: str,
     near: int = 3,
+    enforcer: bool = False,
 ) -> Judgement:
-    """Decide one sensor's verdict for one run. Pure: same inputs, same verdict."""
+    """Decide one sensor's verdict for one run. Pure: same inputs, same verdict.
+
+    ``enforcer``: the sensor is configured to enforce (e.g. bpftrace with ``enforce``), so
+    a benign control that was killed or denied is laid at its door even when none of its
+    detections claims the kill."""
     if not run.executed:
         return Judgement(sensor, Verdict.NOT_EXECUTED, run.reason or "the action did not run")
     correlated = [(d, key) for d in detections if (key := correlate(run, d)) is not None]
     if expectation.benign:
-        if correlated:
-            d, key = correlated[0]
-            return Judgement(
-                sensor, Verdict.UNEXPECTED,
-                f"benign control produced {d.rule!r} {list(d.technique)} (correlated by {key})",
-                detection=d, correlated_by=key, latency_ms=_latency(run, d),
-            )
-        return _healthy_or_down(sensor, health, Verdict.CLEAN, "no detection, as expected")
+        return _judge_control(run, correlated, health, sensor, enforcer)
+    if expectation.enforce:
+        return _judge_enforcement(run, detections, correlated, expectation, health, sensor, near)
     for d, key in correlated:
         if not compare(expectation, d):
             closed = f" (known gap closed: {expectation.gap})" if expectation.gap else ""
@@ -173,16 +183,7 @@ def judge(
     down = _healthy_or_down(sensor, health, Verdict.MISSED, "")
     if down.verdict is Verdict.SENSOR_DOWN:
         return down
-    ranked = sorted(
-        (NearMiss(d, compare(expectation, d), key) for d, key in correlated),
-        key=lambda n: len(n.mismatches),
-    )
-    uncorrelated = [
-        NearMiss(d, (*compare(expectation, d), Mismatch("run", run.run_id, None)), None)
-        for d in detections
-        if correlate(run, d) is None and not compare(expectation, d)
-    ]
-    nearest = tuple((ranked + uncorrelated)[:near])
+    nearest = _nearest(run, detections, correlated, expectation, near)
     reason = (
         f"no {expectation.technique} detection correlated to run {run.run_id} "
         f"({len(correlated)} correlated, {len(detections)} seen in the window"
@@ -193,12 +194,205 @@ def judge(
     return Judgement(sensor, Verdict.MISSED, reason, near_misses=nearest, gap=expectation.gap)
 
 
+def _nearest(run: Run, detections: Sequence[Detection],
+             correlated: Sequence[tuple[Detection, str]], expectation: Expectation,
+             near: int) -> tuple[NearMiss, ...]:
+    ranked = sorted(
+        (NearMiss(d, compare(expectation, d), key) for d, key in correlated),
+        key=lambda n: len(n.mismatches),
+    )
+    uncorrelated = [
+        NearMiss(d, (*compare(expectation, d), Mismatch("run", run.run_id, None)), None)
+        for d in detections
+        if correlate(run, d) is None and not compare(expectation, d)
+    ]
+    return tuple((ranked + uncorrelated)[:near])
+
+
+# ---------------------------------------------------------------- enforcement
+#: products' names for what they did -> sigkill | deny | override (lower-cased; anything
+#: else, e.g. Tetragon's KPROBE_ACTION_POST or Sysdig's "capture", is no enforcement)
+ACTIONS: Mapping[str, str] = {
+    "sigkill": "sigkill", "kill": "sigkill", "killed": "sigkill",
+    "kprobe_action_sigkill": "sigkill",          # Tetragon matchActions: Sigkill
+    "container_killed": "sigkill",               # Sysdig Secure actions[].type
+    "deny": "deny", "denied": "deny", "block": "deny", "blocked": "deny",
+    "prevented": "deny", "drift_prevented": "deny",  # Sysdig drift control
+    "override": "override", "kprobe_action_override": "override",  # Tetragon Override
+}
+#: what each reported action may look like from the action's side: a SIGKILL is a
+#: signal; a deny or an override is an error return (the program may then exit non-zero,
+#: or the enforcer may also kill it, as a BPF-LSM program sending SIGKILL and -EPERM does)
+COMPATIBLE: Mapping[str, frozenset[str]] = {
+    "sigkill": frozenset({"killed"}),
+    "deny": frozenset({"denied", "killed"}),
+    "override": frozenset({"denied", "killed"}),
+}
+
+
+def enforcement_action(d: Detection) -> str | None:
+    """The enforcement a detection reports, normalised to sigkill | deny | override (None:
+    the sensor only observed). Reads ``action`` (Tetragon ``KPROBE_ACTION_SIGKILL``,
+    Sysdig ``actions[].type`` joined with commas) or the product field ``action``
+    (bpftrace enforce lines ``"action":"sigkill"``, the LSM enforcer's ``"deny"``)."""
+    raw = d.action if d.action else d.fields.get("action")
+    for part in str(raw or "").split(","):
+        if found := ACTIONS.get(part.strip().lower()):
+            return found
+    return None
+
+
+def _how(run: Run) -> str:
+    if run.killed_by:
+        return f"killed by {run.killed_by} (exit {run.exit_code})"
+    if run.denied:
+        return f"denied (exit {run.exit_code}, EPERM/EACCES)"
+    return f"completed normally (exit {run.exit_code if run.exit_code is not None else 0})"
+
+
+def _judge_control(run: Run, correlated: Sequence[tuple[Detection, str]], health: Health,
+                   sensor: str, enforcer: bool) -> Judgement:
+    """A benign control: any correlated detection is UNEXPECTED; so is a kill or deny."""
+    if run.observed in ("killed", "denied"):
+        return _judge_stopped_control(run, correlated, sensor, enforcer)
+    if correlated:
+        d, key = correlated[0]
+        claim = enforcement_action(d)
+        mismatch = (f"; it reports {claim} but the action completed normally"
+                    if claim else "")
+        return Judgement(
+            sensor, Verdict.UNEXPECTED,
+            f"benign control produced {d.rule!r} {list(d.technique)} (correlated by {key})"
+            f"{mismatch}", detection=d, correlated_by=key, latency_ms=_latency(run, d),
+        )
+    return _healthy_or_down(sensor, health, Verdict.CLEAN, "no detection, as expected")
+
+
+def _judge_stopped_control(run: Run, correlated: Sequence[tuple[Detection, str]], sensor: str,
+                           enforcer: bool) -> Judgement:
+    """A benign control that was killed or denied: the policy would break legitimate work."""
+    how = _how(run)
+    enforcement = {"expected": None, "reported": None, "observed": run.observed,
+                   "side_effect": run.side_effect, "effect": run.side_effect_what or None}
+    for d, key in correlated:
+        if action := enforcement_action(d):
+            return Judgement(
+                sensor, Verdict.UNEXPECTED,
+                f"benign control {how} by {sensor} policy/rule {d.rule!r} ({action}): the "
+                "policy stops legitimate work", detection=d, correlated_by=key,
+                latency_ms=_latency(run, d),
+                enforcement={**enforcement, "reported": action, "rule": d.rule},
+            )
+    if enforcer:
+        seen = f" (it reported {correlated[0][0].rule!r} without an action)" if correlated else ""
+        return Judgement(
+            sensor, Verdict.UNEXPECTED,
+            f"benign control {how} while {sensor} enforces, and no {sensor} detection claims "
+            f"the kill{seen}: a policy of {sensor} stops legitimate work, or another enforcer "
+            "does", enforcement=enforcement,
+        )
+    if correlated:
+        d, key = correlated[0]
+        return Judgement(
+            sensor, Verdict.UNEXPECTED,
+            f"benign control produced {d.rule!r} {list(d.technique)} (correlated by {key}); "
+            f"the action was {how}", detection=d, correlated_by=key,
+            latency_ms=_latency(run, d), enforcement=enforcement,
+        )
+    return Judgement(sensor, Verdict.NOT_EXECUTED,
+                     f"the control's action was {how} and {sensor} reports no enforcement: "
+                     "not a valid control run", enforcement=enforcement)
+
+
+def _judge_enforcement(run: Run, detections: Sequence[Detection],
+                       correlated: Sequence[tuple[Detection, str]], expectation: Expectation,
+                       health: Health, sensor: str, near: int) -> Judgement:
+    """BLOCKED / RACED / MISSED for an ``enforce`` expectation, never DETECTED.
+
+    BLOCKED and RACED need the sensor's own matching detection to report the expected
+    action, and that action to agree with what happened to the action (COMPATIBLE); any
+    disagreement is MISSED with the mismatch in the reason: the enforcement under
+    validation was not observed. The side effect then decides: absent -> BLOCKED,
+    present -> RACED, unknown -> NOT_EXECUTED (BLOCKED cannot be proved)."""
+    matched = [(d, key) for d, key in correlated if not compare(expectation, d)]
+    enforcement = {"expected": expectation.enforce, "reported": None,
+                   "observed": run.observed, "side_effect": run.side_effect,
+                   "effect": run.side_effect_what or None}
+    if not matched:
+        return _enforcement_unclaimed(run, detections, correlated, expectation, health,
+                                      sensor, near, enforcement)
+    d, key = matched[0]
+    reported = enforcement_action(d)
+    enforcement["reported"] = reported
+    how = _how(run)
+    what = run.side_effect_what or "the side effect"
+    reason = _enforcement_mismatch(run, d, expectation, sensor, reported)
+    if reason:
+        verdict = Verdict.MISSED  # the enforcement under validation was not observed
+    elif run.side_effect is False:
+        verdict, reason = Verdict.BLOCKED, (f"{d.rule} {reported}: the action was {how} and "
+                                            f"{what} is absent")
+    elif run.side_effect is True:
+        verdict, reason = Verdict.RACED, (
+            f"{d.rule} {reported} landed after the side effect: the action was {how} but "
+            f"{what} exists; detection passed, enforcement did not land before the effect")
+    else:
+        verdict, reason = Verdict.NOT_EXECUTED, (
+            f"{d.rule} {reported}: the action was {how}, but the side-effect probe gave no "
+            "answer: BLOCKED cannot be proved")
+    return Judgement(sensor, verdict, reason, detection=d, correlated_by=key,
+                     latency_ms=_latency(run, d), enforcement=enforcement)
+
+
+def _enforcement_mismatch(run: Run, d: Detection, expectation: Expectation, sensor: str,
+                          reported: str | None) -> str:
+    """Why the sensor's report of its enforcement does not agree with the expectation or
+    with what happened ('' when it does)."""
+    want, observed, how = expectation.enforce, run.observed, _how(run)
+    if reported is None:
+        tail = "" if observed == "completed" else f"; the action was {how} by something else"
+        return f"monitor-only: {d.rule} fired without enforcing (policy in monitor mode?){tail}"
+    if reported != want:
+        return (f"{d.rule} enforced with {reported}, expected {want}: not the policy under "
+                f"validation (the action {how})")
+    if observed == "completed":
+        return (f"{sensor} reports {reported} by {d.rule} but the action {how}: the "
+                "enforcement did not happen")
+    if observed not in COMPATIBLE.get(reported, frozenset()):
+        return (f"{sensor} reports {reported} by {d.rule} but the action was {how}: not what "
+                f"{reported} does (another enforcer?); {sensor}'s {want} is unproven")
+    return ""
+
+
+def _enforcement_unclaimed(run: Run, detections: Sequence[Detection],
+                           correlated: Sequence[tuple[Detection, str]],
+                           expectation: Expectation, health: Health, sensor: str, near: int,
+                           enforcement: dict[str, Any]) -> Judgement:
+    """No matching detection of the sensor: SENSOR_DOWN when it cannot be proved, else
+    MISSED (the action completed, or something else stopped it)."""
+    down = _healthy_or_down(sensor, health, Verdict.MISSED, "")
+    if down.verdict is Verdict.SENSOR_DOWN:
+        return Judgement(sensor, Verdict.SENSOR_DOWN, down.reason, enforcement=enforcement)
+    target = f"{expectation.technique}" + (f" {expectation.rule}" if expectation.rule else "")
+    nearest = _nearest(run, detections, correlated, expectation, near)
+    how = _how(run)
+    if run.observed == "completed":
+        reason = (f"no enforcement: the action {how} and {sensor} reported no {target} "
+                  f"detection for run {run.run_id}")
+    else:
+        reason = (f"the action was {how}, but {sensor} reported no {target} detection "
+                  f"claiming it: something else stopped it; {sensor}'s {expectation.enforce} "
+                  "is unproven")
+    return Judgement(sensor, Verdict.MISSED, reason, near_misses=nearest,
+                     enforcement=enforcement)
+
+
 def row_failed(row: Mapping[str, Any]) -> bool:
     """A results row whose verdict fails (MISSED, UNEXPECTED, SENSOR_DOWN), a known gap's
     MISSED excepted."""
     if row.get("known_gap") and row.get("verdict") == Verdict.MISSED.value:
         return False
-    return row.get("verdict") in ("MISSED", "UNEXPECTED", "SENSOR_DOWN")
+    return row.get("verdict") in ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED")
 
 
 def _healthy_or_down(sensor: str, health: Health, verdict: Verdict, reason: str) -> Judgement:

@@ -45,6 +45,15 @@ ROW_KEYS: dict[str, str] = {
     "pids": "processes the harness started for the run", "facts": "node facts",
     "rulepack": "the sensor's rule-pack identity: {kind, name, version, sha256, files, "
                 "policies, seen, reason} (harness/sensors/_rulepack.py)",
+    "enforcement": "enforcement runs (an enforce expectation, or a stopped benign control): "
+                   "{expected: sigkill|deny|override|null, reported: what the sensor says it "
+                   "did (normalised) or null, observed: killed|denied|completed, side_effect: "
+                   "true|false|null, effect: the side effect's description}; a stopped benign control adds "
+                   "rule (the claiming detection's); null otherwise",
+    "killed_by": "the signal that ended the action (SIGKILL), null when it exited by itself",
+    "exit_code": "the action's exit code (-9 or 137 for a SIGKILL), null when it did not run",
+    "side_effect": "the atomic's side-effect probe after the action: true (the effect exists), "
+                   "false (absent), null (not probed or unknown)",
 }
 
 
@@ -82,7 +91,8 @@ def rows_for(outcome: Outcome, scenario: Scenario,
             "started_at": iso(run.started_at),
             "ended_at": iso(run.ended_at),
             "correlated_by": j.correlated_by,
-            "expected": {"technique": exp.technique, "rule": exp.rule, "gap": exp.gap},
+            "expected": {"technique": exp.technique, "rule": exp.rule, "gap": exp.gap,
+                         "enforce": exp.enforce},
             "known_gap": j.gap if j.verdict is Verdict.MISSED else None,
             "detection": j.detection.summary() if j.detection else None,
             "near_misses": [near_row(n) for n in j.near_misses],
@@ -95,6 +105,10 @@ def rows_for(outcome: Outcome, scenario: Scenario,
             "pids": sorted(run.pids),
             "facts": facts,
             "rulepack": for_row((rulepacks or {}).get(j.sensor), _detections_of(j)),
+            "enforcement": dict(j.enforcement) if j.enforcement is not None else None,
+            "killed_by": run.killed_by,
+            "exit_code": run.exit_code,
+            "side_effect": run.side_effect,
         })
     return out
 
@@ -137,6 +151,9 @@ def run_of(row: dict[str, Any]) -> Run:
         pids=frozenset(int(p) for p in row.get("pids", ())),
         cgroup_id=row.get("cgroup_id"), container_id=row.get("container_id"),
         names=(row["run_id"],), facts=dict(row.get("facts") or {}),
+        killed_by=row.get("killed_by"), exit_code=row.get("exit_code"),
+        side_effect=row.get("side_effect"),
+        denied=(row.get("enforcement") or {}).get("observed") == "denied",
     )
 
 

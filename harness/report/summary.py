@@ -24,7 +24,7 @@ STYLE = {"DETECTED": "green", "CLEAN": "green", "BLOCKED": "green", "MISSED": "b
 #: short forms for grid cells (a grid with a few kernels x sensors must fit a terminal)
 SHORT = {"DETECTED": "DET", "MISSED": "MISS", "BLOCKED": "BLOCK", "RACED": "RACED",
          "NOT_EXECUTED": "N/E", "SENSOR_DOWN": "DOWN", "UNEXPECTED": "UNEXP", "CLEAN": "CLEAN"}
-FAILING = ("MISSED", "UNEXPECTED", "SENSOR_DOWN")
+FAILING = ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED")
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
@@ -184,6 +184,10 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
             f"{verdict:<13} {r['scenario']}[{r['context']}-{r['node']}] {r['sensor']} "
             f"on {r['kernel']}: {r['reason']}", highlight=False, markup=False,
         )
+    from harness.report import enforcement  # imports this module: import when used
+
+    if enforcement.has_enforcement(all_rows) and (section := enforcement.render(all_rows)):
+        console.print(section, end="", highlight=False, markup=False, soft_wrap=True)
     return buf.getvalue()
 
 

@@ -54,11 +54,10 @@ def test_render_is_deterministic_and_names_every_scenario(repo: Path) -> None:
     assert text == render(load_catalogue(repo))
     for s in cat.scenarios:
         assert f"#### `{s.id}` — {s.name}" in text
-    assert "| technique | tactics | scenarios | auditd | bpftrace | falco | tetragon | tracee |" in text
-    assert ("| T1611 Escape to Host | privilege-escalation | `cgroup-release-agent`, `cgroup-v1-mount`, "
-            "`container-escape-nsenter`, `container-escape-setns`, `core-pattern-write`, "
-            "`host-fs-mount`, `runtime-socket-connect` | DETECTED 2 / known gap 5 | DETECTED 7 | "
-            "DETECTED 1 / known gap 6 | known gap 7 | DETECTED 4 / known gap 3 |") in text
+    assert "\n| technique | tactics | scenarios | auditd | bpftrace |" in text
+    (t1611,) = [ln for ln in text.splitlines() if ln.startswith("| T1611 Escape to Host | ")]
+    assert "`container-escape-setns`" in t1611
+    assert "known gap" in t1611
     assert "| bpftrace | DETECTED | rule `ptrace-pid1`; technique T1055.008; fields target `1` |" in text
     assert "UTC" not in text
     assert "20" + "26-" not in text

@@ -54,6 +54,7 @@ def test_render_splits_grid_per_kernel_when_too_wide() -> None:
     assert "…" not in narrow  # nothing truncated
 
 
-def test_failing_counts_missed_unexpected_sensor_down_only() -> None:
+def test_failing_counts_missed_unexpected_sensor_down_raced_only() -> None:
     assert failing([row(verdict="SENSOR_DOWN")])
-    assert not failing([row(verdict="NOT_EXECUTED"), row(verdict="RACED"), row(verdict="CLEAN")])
+    assert failing([row(verdict="RACED")])  # the kill landed after the side effect
+    assert not failing([row(verdict="NOT_EXECUTED"), row(verdict="BLOCKED"), row(verdict="CLEAN")])

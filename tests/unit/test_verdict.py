@@ -17,6 +17,7 @@ from harness.verdict import (
     NearMiss,
     Verdict,
     compare,
+    enforcement_action,
     judge,
     matches,
     row_failed,
@@ -296,9 +297,10 @@ def test_judge_unexpected_carries_the_false_positive() -> None:
 
 @pytest.mark.parametrize(
     ("verdict", "failed"),
-    [(v, v in (Verdict.MISSED, Verdict.UNEXPECTED)) for v in Verdict],
+    [(v, v in (Verdict.MISSED, Verdict.UNEXPECTED, Verdict.RACED)) for v in Verdict],
 )
-def test_verdict_failed_only_for_missed_and_unexpected(verdict: Verdict, failed: bool) -> None:
+def test_verdict_failed_only_for_missed_unexpected_and_raced(verdict: Verdict,
+                                                             failed: bool) -> None:
     assert verdict.failed is failed
 
 
@@ -415,3 +417,202 @@ def test_judgement_failed_without_gap_follows_the_verdict() -> None:
 )
 def test_row_failed_excepts_a_known_gaps_miss(row: dict[str, Any], failed: bool) -> None:
     assert row_failed(row) is failed
+
+
+# ---------------------------------------------------------------- judge: enforcement
+ETC = Expectation(technique="T1098", rule="etc-file-create", enforce="sigkill")
+ETC_DENY = Expectation(technique="T1098", rule="etc-file-create", enforce="deny")
+FILE = "the file /etc/shadowtest-st0123456789ab.conf"
+
+
+def _stopped(observed: str, side_effect: bool | None = True, **kw: Any) -> Run:
+    """A run whose action was killed / denied / completed, with the side-effect probe."""
+    how: dict[str, Any] = {
+        "killed": {"killed_by": "SIGKILL", "exit_code": -9},
+        "denied": {"denied": True, "exit_code": 1},
+        "completed": {"exit_code": 0},
+    }[observed]
+    return _run(**{**how, "side_effect": side_effect, "side_effect_what": FILE, **kw})
+
+
+def _etc(action: str | None = "sigkill", **kw: Any) -> Detection:
+    values: dict[str, Any] = {"rule": "etc-file-create", "technique": ("T1098",),
+                              "severity": "medium", "fields": {"path": "/etc/x"}}
+    if action is not None:
+        values["fields"] = {**values["fields"], "action": action}
+    values.update(kw)
+    return _detection(**values)
+
+
+@pytest.mark.parametrize(
+    ("run", "detections", "expectation", "verdict", "reason", "enforcement"),
+    [
+        pytest.param(_stopped("killed", side_effect=False), [_etc()], ETC, Verdict.BLOCKED,
+                     f"etc-file-create sigkill: the action was killed by SIGKILL (exit -9) and "
+                     f"{FILE} is absent",
+                     ("sigkill", "sigkill", "killed", False), id="killed-before-effect"),
+        pytest.param(_stopped("killed"), [_etc()], ETC, Verdict.RACED,
+                     f"etc-file-create sigkill landed after the side effect: the action was "
+                     f"killed by SIGKILL (exit -9) but {FILE} exists; detection passed, "
+                     "enforcement did not land before the effect",
+                     ("sigkill", "sigkill", "killed", True), id="killed-after-effect"),
+        pytest.param(_stopped("killed", exit_code=137), [_etc()], ETC, Verdict.RACED,
+                     None, ("sigkill", "sigkill", "killed", True), id="shell-exit-137"),
+        pytest.param(_stopped("completed"), [_etc(action=None)], ETC, Verdict.MISSED,
+                     "monitor-only: etc-file-create fired without enforcing (policy in "
+                     "monitor mode?)", ("sigkill", None, "completed", True), id="monitor-only"),
+        pytest.param(_stopped("completed"), [_etc(action="KPROBE_ACTION_POST")], ETC,
+                     Verdict.MISSED, "monitor-only: etc-file-create fired without enforcing "
+                     "(policy in monitor mode?)", ("sigkill", None, "completed", True),
+                     id="tetragon-post-is-monitor-only"),
+        pytest.param(_stopped("completed"), [], ETC, Verdict.MISSED,
+                     "no enforcement: the action completed normally (exit 0) and bpftrace "
+                     f"reported no T1098 etc-file-create detection for run {RUN_ID}",
+                     ("sigkill", None, "completed", True), id="nothing-at-all"),
+        pytest.param(_stopped("completed"), [_etc()], ETC, Verdict.MISSED,
+                     "bpftrace reports sigkill by etc-file-create but the action completed "
+                     "normally (exit 0): the enforcement did not happen",
+                     ("sigkill", "sigkill", "completed", True), id="claims-kill-but-completed"),
+        pytest.param(_stopped("killed", side_effect=False), [], ETC, Verdict.MISSED,
+                     "the action was killed by SIGKILL (exit -9), but bpftrace reported no "
+                     "T1098 etc-file-create detection claiming it: something else stopped it; "
+                     "bpftrace's sigkill is unproven",
+                     ("sigkill", None, "killed", False), id="killed-but-nobody-claims"),
+        pytest.param(_stopped("killed", side_effect=False), [_etc(action=None)], ETC,
+                     Verdict.MISSED, "monitor-only: etc-file-create fired without enforcing "
+                     "(policy in monitor mode?); the action was killed by SIGKILL (exit -9) by "
+                     "something else", ("sigkill", None, "killed", False),
+                     id="killed-by-someone-else-while-monitoring"),
+        pytest.param(_stopped("denied", side_effect=False), [_etc()], ETC, Verdict.MISSED,
+                     "bpftrace reports sigkill by etc-file-create but the action was denied "
+                     "(exit 1, EPERM/EACCES): not what sigkill does (another enforcer?); "
+                     "bpftrace's sigkill is unproven", ("sigkill", "sigkill", "denied", False),
+                     id="claims-kill-but-denied"),
+        pytest.param(_stopped("denied", side_effect=False), [_etc(action="deny")], ETC,
+                     Verdict.MISSED, "etc-file-create enforced with deny, expected sigkill: not "
+                     "the policy under validation (the action denied (exit 1, EPERM/EACCES))",
+                     ("sigkill", "deny", "denied", False), id="wrong-action"),
+        pytest.param(_stopped("denied", side_effect=False), [_etc(action="deny")], ETC_DENY,
+                     Verdict.BLOCKED, None, ("deny", "deny", "denied", False),
+                     id="lsm-deny-before-effect"),
+        pytest.param(_stopped("denied", side_effect=True), [_etc(action="deny")], ETC_DENY,
+                     Verdict.RACED, None, ("deny", "deny", "denied", True),
+                     id="lsm-file-open-deny-after-create"),
+        pytest.param(_stopped("killed", side_effect=False), [_etc(action="deny")], ETC_DENY,
+                     Verdict.BLOCKED, None, ("deny", "deny", "killed", False),
+                     id="deny-with-kill-is-compatible"),
+        pytest.param(_stopped("killed", side_effect=None), [_etc()], ETC, Verdict.NOT_EXECUTED,
+                     "etc-file-create sigkill: the action was killed by SIGKILL (exit -9), but "
+                     "the side-effect probe gave no answer: BLOCKED cannot be proved",
+                     ("sigkill", "sigkill", "killed", None), id="side-effect-unknown"),
+        pytest.param(_stopped("killed"), [_etc(action="KPROBE_ACTION_SIGKILL")], ETC,
+                     Verdict.RACED, None, ("sigkill", "sigkill", "killed", True),
+                     id="tetragon-sigkill"),
+    ],
+)
+def test_judge_enforcement_table(run: Run, detections: list[Detection],
+                                 expectation: Expectation, verdict: Verdict, reason: str | None,
+                                 enforcement: tuple[Any, ...]) -> None:
+    judgement = judge(run, detections, expectation, UP, "bpftrace")
+    assert judgement.verdict is verdict
+    if reason is not None:
+        assert judgement.reason == reason
+    assert judgement.enforcement is not None
+    assert tuple(judgement.enforcement[k] for k in
+                 ("expected", "reported", "observed", "side_effect")) == enforcement
+    assert judgement.failed is (verdict in (Verdict.MISSED, Verdict.RACED))
+
+
+def test_judge_enforcement_sensor_down_is_never_missed() -> None:
+    judgement = judge(_stopped("killed"), [], ETC, DOWN, "bpftrace")
+    assert (judgement.verdict, judgement.reason) == (Verdict.SENSOR_DOWN, DOWN.reason)
+
+
+def test_judge_enforcement_precondition_failed_is_not_executed() -> None:
+    run = _run(executed=False, reason="precondition failed: /etc is writable here (exit 1)")
+    assert judge(run, [_etc()], ETC, UP, "bpftrace").verdict is Verdict.NOT_EXECUTED
+
+
+def test_judge_enforcement_needs_a_correlated_detection() -> None:
+    stray = _etc(pid=OTHER_PID)  # another process's kill: not this run's
+    judgement = judge(_stopped("killed"), [stray], ETC, UP, "bpftrace")
+    assert judgement.verdict is Verdict.MISSED
+    assert [n.correlated_by for n in judgement.near_misses] == [None]
+
+
+@pytest.mark.parametrize(
+    ("run", "detections", "enforcer", "verdict", "reason"),
+    [
+        pytest.param(_stopped("killed", side_effect=None),
+                     [_etc(rule="tmp-create-overbroad")], False, Verdict.UNEXPECTED,
+                     "benign control killed by SIGKILL (exit -9) by bpftrace policy/rule "
+                     "'tmp-create-overbroad' (sigkill): the policy stops legitimate work",
+                     id="killed-by-a-claimed-rule"),
+        pytest.param(_stopped("killed", side_effect=None), [], True, Verdict.UNEXPECTED,
+                     "benign control killed by SIGKILL (exit -9) while bpftrace enforces, and "
+                     "no bpftrace detection claims the kill: a policy of bpftrace stops "
+                     "legitimate work, or another enforcer does", id="killed-under-an-enforcer"),
+        pytest.param(_stopped("killed", side_effect=None), [], False, Verdict.NOT_EXECUTED,
+                     "the control's action was killed by SIGKILL (exit -9) and bpftrace "
+                     "reports no enforcement: not a valid control run",
+                     id="killed-no-enforcer-here"),
+        pytest.param(_stopped("denied", side_effect=None), [_etc(action="deny", rule="r")], True,
+                     Verdict.UNEXPECTED, "benign control denied (exit 1, EPERM/EACCES) by "
+                     "bpftrace policy/rule 'r' (deny): the policy stops legitimate work",
+                     id="denied-by-a-claimed-rule"),
+        pytest.param(_run(), [_etc()], True, Verdict.UNEXPECTED,
+                     "benign control produced 'etc-file-create' ['T1098'] (correlated by "
+                     "process_tree); it reports sigkill but the action completed normally",
+                     id="claims-a-kill-of-a-completed-control"),
+        pytest.param(_run(), [], True, Verdict.CLEAN, "no detection, as expected",
+                     id="quiet-control-under-an-enforcer"),
+    ],
+)
+def test_judge_benign_control_under_enforcement(run: Run, detections: list[Detection],
+                                                enforcer: bool, verdict: Verdict,
+                                                reason: str) -> None:
+    judgement = judge(run, detections, BENIGN, UP, "bpftrace", enforcer=enforcer)
+    assert (judgement.verdict, judgement.reason) == (verdict, reason)
+
+
+@pytest.mark.parametrize(
+    ("action", "fields", "normalised"),
+    [
+        ("KPROBE_ACTION_SIGKILL", {}, "sigkill"), ("KPROBE_ACTION_OVERRIDE", {}, "override"),
+        ("KPROBE_ACTION_POST", {}, None), ("capture,container_killed", {}, "sigkill"),
+        ("drift_prevented", {}, "deny"), (None, {"action": "sigkill"}, "sigkill"),
+        (None, {"action": "deny"}, "deny"), (None, {}, None), ("capture", {}, None),
+    ],
+)
+def test_enforcement_action_normalises_products(action: str | None, fields: dict[str, Any],
+                                                normalised: str | None) -> None:
+    assert enforcement_action(_detection(action=action, fields=fields)) == normalised
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    observed=st.sampled_from(["killed", "denied", "completed"]),
+    side_effect=st.sampled_from([True, False, None]),
+    claim=st.sampled_from([None, "sigkill", "deny", "override", "KPROBE_ACTION_POST"]),
+    want=st.sampled_from(["sigkill", "deny", "override"]),
+    correlated=st.booleans(),
+    up=st.booleans(),
+)
+def test_judge_enforcement_property(observed: str, side_effect: bool | None, claim: str | None,
+                                    want: str, correlated: bool, up: bool) -> None:
+    """An enforce expectation is never DETECTED; BLOCKED needs the sensor's own claim of
+    the expected action, agreeing with what happened, and no side effect."""
+    run = _stopped(observed, side_effect=side_effect)
+    d = _etc(action=claim, pid=RUN_PID if correlated else OTHER_PID)
+    expectation = Expectation(technique="T1098", rule="etc-file-create", enforce=want)
+    judgement = judge(run, [d], expectation, UP if up else DOWN, "bpftrace")
+    assert judgement.verdict is not Verdict.DETECTED
+    if judgement.verdict in (Verdict.BLOCKED, Verdict.RACED):
+        assert correlated
+        assert enforcement_action(d) == want
+        assert observed != "completed"
+        assert side_effect is (judgement.verdict is Verdict.RACED)
+    if judgement.verdict is Verdict.BLOCKED:
+        assert not judgement.failed
+    if judgement.verdict is Verdict.SENSOR_DOWN:
+        assert not up

@@ -40,8 +40,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def program_path() -> Path:
-    return Path(str(files("harness").joinpath("sensors/bpftrace/sensor.bt")))
+def program_path(name: str = "sensor.bt") -> Path:
+    return Path(str(files("harness").joinpath(f"sensors/bpftrace/{name}")))
 
 
 class BpftraceSensor:
@@ -53,11 +53,17 @@ class BpftraceSensor:
                  binary: str = "bpftrace", attach_output: str | None = None,
                  attach_pid: int | None = None, perf_rb_pages: int | None = None,
                  start_timeout: float = 60.0, node: str | None = None,
-                 record: str | None = None, load_modules: bool = True) -> None:
+                 record: str | None = None, load_modules: bool = True,
+                 enforce: bool = False) -> None:
         self.name = name
+        #: enforce mode: the program kills (``signal("KILL")``, run with ``--unsafe``);
+        #: default program enforce.bt (container-scoped kill policies), its lines carry
+        #: ``"action":"sigkill"``
+        self.enforces = enforce
         self.load_modules = load_modules
         self.modules: list[str] = []  # the optional rule-pack modules loaded (by feature)
-        self.program = Path(program) if program else program_path()
+        self.program = Path(program) if program else program_path(
+            "enforce.bt" if enforce else "sensor.bt")
         self.binary = binary
         self.attach_output = Path(attach_output) if attach_output else None
         self.attach_pid = attach_pid
@@ -110,22 +116,26 @@ class BpftraceSensor:
                 self._offset = float(probe.stdout.strip())
         self._ncpu = self.shell.cpus()
         self._clock = self.shell.clock_offset()
-        self._proc = self.shell.popen([binary, "-B", "none", "-f", "json", program], env,
-                                      stop_signal=signal.SIGINT)
+        unsafe = ["--unsafe"] if self.enforces else []  # signal() needs it
+        self._proc = self.shell.popen([binary, *unsafe, "-B", "none", "-f", "json", program],
+                                      env, stop_signal=signal.SIGINT)
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
         self._readers = [
             LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout"),
             LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
         ]
-        deadline = time.time() + self.start_timeout
+        # LLVM compiles the program on the node: under a TCG VM that takes a minute or more
+        timeout = self.start_timeout * (5 if self.shell.remote else 1)
+        deadline = time.time() + timeout
         while not self._ready.wait(0.05):
-            if self._proc.poll() is not None or time.time() > deadline:
+            exited = self._proc.poll() is not None
+            if exited or time.time() > deadline:
                 self.stop()
-                raise SensorError(
-                    f"{self.name}: bpftrace did not become ready (exit {self._proc.returncode}): "
-                    + " | ".join(self._stderr[-5:])
-                )
+                why = (f"exited with code {self._proc.returncode}" if exited else
+                       f"not ready after {timeout:.0f} s (start_timeout; stopped)")
+                raise SensorError(f"{self.name}: bpftrace did not become ready on node "
+                                  f"{self.shell.node!r}: {why}: " + " | ".join(self._stderr[-5:]))
 
     def _program_text(self) -> bytes:
         """The program, plus the bundled modules whose kernel feature the node has (only
