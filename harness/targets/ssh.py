@@ -23,13 +23,13 @@ import time
 from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from harness.errors import ConfigError, TargetError
 from harness.node import NodeFacts
 from harness.targets.base import Session, start_runner
-from harness.targets.shell import close_pipes, put_argv, remote_wrapped
+from harness.targets.shell import LocalProcess, close_pipes, put_argv, remote_wrapped
 
 REMOTE_DIR = "/run/shadowtest"
 RUNNER = f"{REMOTE_DIR}/_stagerunner.py"
@@ -44,12 +44,12 @@ def _package_file(name: str) -> bytes:
     return Path(str(files("harness").joinpath(name))).read_bytes()
 
 
-class SshProcess:
+class SshProcess(LocalProcess):
     """A daemon on the node behind the remote wrapper: closing our end of the channel
-    makes the wrapper send the daemon its stop signal."""
+    makes the wrapper send the daemon its stop signal (the local process is ``ssh``)."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
+        super().__init__(proc, signal.SIGTERM)
         self._node_pid: int | None = None
         assert proc.stderr is not None
         first = proc.stderr.readline()  # the wrapper's "shadowtest-pid N"
@@ -57,23 +57,8 @@ class SshProcess:
             self._node_pid = int(first.split()[1])
 
     @property
-    def stdout(self) -> IO[str] | None:
-        return self.proc.stdout
-
-    @property
-    def stderr(self) -> IO[str] | None:
-        return self.proc.stderr
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode
-
-    @property
     def node_pid(self) -> int | None:
         return self._node_pid
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
 
     def halt(self, grace: float = 5.0, repeat: float | None = None) -> int | None:
         close_pipes(self.proc.stdin)
