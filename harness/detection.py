@@ -60,6 +60,7 @@ class Detection:
             "container_id": self.container_id,
             "names": list(self.names),
             "observed_at": self.observed_at,
+            "action": self.action,
         }
 
 

@@ -99,14 +99,17 @@ def test_falco_webhook_receiver_judges_real_atomics(attacks: Catalog) -> None:
 
 def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
         attacks: Catalog, sysdig: SysdigServer, tmp_path: Path) -> None:
-    """A sensor pair (incumbent tetragon, candidate sysdig): each gets its own verdict row."""
+    """A sensor pair (incumbent tetragon, candidate sysdig): each gets its own verdict row.
+    The tetragon sensor is named ``tetragon-bridge``: the bridge's export lines carry the
+    bridge's own policy names, not the policy-library ones the bundled scenarios' ``tetragon``
+    expectations name, so it is judged on the scenarios' techniques."""
     export = tmp_path / "tetragon" / "tetragon.log"
     export.parent.mkdir()
     attacks.config(f"""
         [tool.shadowtest]
         allowed_nodes = ["local"]
         window = "3s"
-        [tool.shadowtest.sensors.tetragon]
+        [tool.shadowtest.sensors.tetragon-bridge]
         type = "tetragon"
         path = "{export}"
         techniques = {{ "shadowtest-setns" = "T1611" }}
@@ -126,7 +129,7 @@ def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
         bridge.stop()
     got = verdicts(attacks.rows())
     assert res.returncode == 0, res.stdout
-    for sensor in ("tetragon", "sysdig"):
+    for sensor in ("tetragon-bridge", "sysdig"):
         assert got[("ptrace-pid1", "namespace", sensor)] == "DETECTED"
         assert got[("container-escape-setns", "namespace", sensor)] == "DETECTED"
         assert got[("etc-write", "host", sensor)] == "DETECTED"
