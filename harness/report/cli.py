@@ -26,7 +26,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """0: no failing verdict; 1: at least one (MISSED, UNEXPECTED, SENSOR_DOWN); 2: usage."""
+    """0: no failing verdict; 1: at least one (MISSED but a known gap, UNEXPECTED,
+    SENSOR_DOWN, RACED); 2: usage."""
     from harness.report.results import read_rows
     from harness.report.summary import failing, render
 

@@ -192,5 +192,8 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
 
 
 def failing(rows: Iterable[dict[str, Any]]) -> bool:
-    """At least one verdict that fails a test (report's exit code 1)."""
-    return any(r.get("verdict") in FAILING for r in rows)
+    """At least one verdict that fails a test (report's exit code 1); a known gap's MISSED
+    does not."""
+    from harness.verdict import row_failed
+
+    return any(row_failed(r) for r in rows)

@@ -76,7 +76,7 @@ def test_kubernetes_context_runs_stages_and_leaves_nothing(
         assert ctr["Labels"]["shadowtest.io/node"] == server.node_name
         uname = session.stage("uname", ["uname", "-r"], {}, 10)
         assert uname.stdout.strip() == platform.release()
-        init = session.stage("init", ["sh", "-c", 'tr "\\0" " " </proc/1/cmdline; echo; '
+        init = session.stage("init", ["sh", "-c", 'head -c 600 /proc/1/cmdline | tr "\\0" " "; echo; '
                                                   'echo "$SHADOWTEST_RUN_ID"; hostname'], {}, 10)
         *cmdline_lines, env_run_id, hostname = init.stdout.splitlines()
         cmdline = "\n".join(cmdline_lines)
@@ -205,9 +205,12 @@ def test_kubernetes_exec_v4_and_v5_report_exit_codes(target: KubernetesTarget,
             "command=sh&command=-c&command=echo%20v4%3B%20exit%204&stdout=true&stderr=true",
             header=[f"Authorization: Bearer {server.token}"], subprotocols=[V4])
         frames = []
-        with contextlib.closing(ws), contextlib.suppress(websocket.WebSocketConnectionClosedException):
-            while (data := ws.recv()):
-                frames.append(data)
+        try:
+            with contextlib.suppress(websocket.WebSocketConnectionClosedException):
+                while (data := ws.recv()):
+                    frames.append(data)
+        finally:
+            ws.shutdown()  # close() skips the socket once the server has closed the stream
         assert ws.subprotocol == V4
         assert b"\x01v4\n" in frames
         final = json.loads(frames[-1][1:])
