@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import subprocess
 import sys
 import time
@@ -161,7 +162,8 @@ def test_vm_image_script_is_in_the_repository() -> None:
 def test_vm_image_script_is_valid_bash_without_hard_coded_mirrors() -> None:
     script = vm.vm_image_script()
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
-    assert "deb.debian.org" not in script.read_text()
+    # no mirror host written in the script: it reads them from the host's apt sources
+    assert not re.search(r"https?://[a-z0-9.-]*debian\.org", script.read_text())
 
 
 def test_console_tail(tmp_path: Path) -> None:
