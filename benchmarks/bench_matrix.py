@@ -28,6 +28,7 @@ from _results import write_section
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from harness.builtin import BUILTIN  # noqa: E402
 from harness.execute import execute  # noqa: E402
 from harness.scenario import check_scenario, load_atomics  # noqa: E402
 from harness.sensors.auditd import AuditdSensor  # noqa: E402
@@ -64,8 +65,8 @@ def measure(name: str, url: str, runs: int) -> dict[str, Any]:
             token = sensor.sync()
             sub.wait(lambda _: False, token, time.time() + 60)
             out[f"sync_{sname}_ms"] = (time.perf_counter() - t) * 1000
-        atomics, _ = load_atomics([REPO / "atomic"])
-        _, scenario = check_scenario(REPO / "scenarios/persistence/etc-write.yaml", atomics)
+        atomics, _ = load_atomics([BUILTIN / "atomic"])
+        _, scenario = check_scenario(BUILTIN / "scenarios/persistence/etc-write.yaml", atomics)
         assert scenario is not None
         walls, verdicts = [], []
         for _ in range(runs):

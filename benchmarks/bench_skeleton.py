@@ -52,6 +52,8 @@ from typing import Any
 import _results  # benchmarks/_results.py (scripts run from this folder)
 import pytest
 
+from harness.builtin import BUILTIN
+
 REPO = Path(__file__).resolve().parents[1]
 TRACE_ENV = "BENCH_SKELETON_TRACE"
 BEGIN = "<!-- bench_skeleton:begin -->"
@@ -287,11 +289,11 @@ def run_suite(workdir: Path, tag: str, traced: bool, addopts: str = "") -> dict[
 def scenario_catalogue() -> list[Any]:
     from harness.scenario import check_scenario, load_atomics, scenario_files
 
-    atomics, errors = load_atomics([REPO / "atomic"])
+    atomics, errors = load_atomics([BUILTIN / "atomic"])
     if errors:
         raise SystemExit(f"atomic errors: {errors}")
     out = []
-    for path in scenario_files([REPO / "scenarios"]):
+    for path in scenario_files([BUILTIN / "scenarios"]):
         errs, sc = check_scenario(path, atomics)
         if errs or sc is None:
             raise SystemExit(f"scenario errors: {errs}")

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 bash ci/vm-image.sh          # the kernel-matrix VM image (cached: a no-op once built)
-.venv/bin/ruff check harness tests benchmarks conftest.py atomic/bin
+.venv/bin/ruff check harness tests benchmarks conftest.py
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest --run-node -p no:cacheprovider "$@"

@@ -102,27 +102,30 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from harness.scenario import check_scenario, load_atomics, scenario_files
+    from harness.scenario import check_scenario, is_atomic_file, load_atomics, scenario_files
 
     settings = load_settings(Path.cwd(), args.config)
     paths = list(args.paths) or list(settings.scenarios)
-    atomic_dirs = list(settings.atomics)
-    for p in paths:
-        for parent in [p.resolve(), *p.resolve().parents]:
-            if parent.name == "scenarios" and (parent.parent / "atomic").is_dir():
-                atomic_dirs.insert(0, parent.parent / "atomic")
-            if parent.name == "atomic" and parent.is_dir():
-                atomic_dirs.insert(0, parent)
-    atomics, errors = load_atomics(dict.fromkeys(d for d in atomic_dirs if d.is_dir()))
+    files = scenario_files(p for p in paths if p.exists())
+    missing = [p for p in paths if not p.exists()]
+    atomic_files = [f for f in files if is_atomic_file(f)]
+    # atomics named on the command line first, then the configured ones (built-in last)
+    atomic_dirs = dict.fromkeys([*(f.parent.resolve() for f in atomic_files),
+                                 *(d.resolve() for d in settings.atomics if d.is_dir())])
+    atomics, errors = load_atomics(atomic_dirs)
     count = len(atomics)
-    for path in scenario_files(p for p in paths if p.name != "atomic"):
+    for path in files:
+        if path in atomic_files:
+            continue
         errs, scenario = check_scenario(path, atomics)
         errors += errs
         count += scenario is not None
     for err in errors:
         print(err, file=sys.stderr)
-    print(f"shadowtest validate: {count} valid file(s), {len(errors)} error(s)")
-    return 1 if errors else 0
+    for path in missing:
+        print(f"{path}: no such file or directory", file=sys.stderr)
+    print(f"shadowtest validate: {count} valid file(s), {len(errors) + len(missing)} error(s)")
+    return 1 if errors or missing else 0
 
 
 def _rejudge(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from harness.errors import ScenarioError
 from harness.mitre import check_technique
 
 _PLACEHOLDER = re.compile(r"#\{([a-z][a-z0-9_]*)\}")
+_BIN_HELPER = re.compile(r"#\{bin\}/([A-Za-z0-9_.+-]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,12 @@ def check_atomic(path: Path) -> tuple[list[ScenarioError], Atomic | None]:
         for name in _PLACEHOLDER.findall(text):
             if name not in known:
                 errors.append(doc.error(key, _unknown_placeholder(name, known)))
+        for helper in _BIN_HELPER.findall(text):
+            if not (path.parent / "bin" / helper).is_file():
+                errors.append(doc.error(key, (
+                    f"helper #{{bin}}/{helper} does not exist: expected the file "
+                    f"{path.parent / 'bin' / helper} (#{{bin}} is the bin/ folder next to the "
+                    f"atomic); add it there or fix the name")))
     if errors:
         return errors, None
     proof = d["proof"]

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from harness._schema import parse_duration
+from harness.builtin import ATOMICS, BUILTIN, NAME, SCENARIOS
 from harness.errors import ConfigError
 
 # Every public key, with what it means: unknown keys are errors.
 KEYS: dict[str, str] = {
-    "scenarios": "directories (or files) of scenarios, relative to the config file",
-    "atomics": "directories of atomics, relative to the config file",
+    "scenarios": "directories (or files) of scenarios, relative to the config file; 'builtin' "
+                 "(or 'builtin/<tactic>') is the catalogue shipped with shadowtest",
+    "atomics": "directories of atomics, relative to the config file (the built-in atomics are "
+               "always available after these)",
     "sensors": "[tool.shadowtest.sensors.<name>] tables: type, enabled, and the sensor's own options",
     "allowed_nodes": "node names atomics may run on; any other node is refused",
     "nodes": "node name -> {url = 'local://'}",
@@ -116,8 +119,9 @@ def load_settings(rootdir: Path, explicit: Path | None = None) -> Settings:
     return Settings(
         source=source,
         root=base,
-        scenarios=tuple(base / p for p in table.get("scenarios", ["scenarios"])),
-        atomics=tuple(base / p for p in table.get("atomics", ["atomic"])),
+        scenarios=tuple(catalogue_path(base, p) for p in _paths(table, "scenarios", ["scenarios"])),
+        atomics=tuple(dict.fromkeys(
+            [*(catalogue_path(base, p) for p in _paths(table, "atomics", ["atomic"])), ATOMICS])),
         sensors=enabled,
         sensor_options=sensor_options,
         nodes=nodes,
@@ -125,6 +129,27 @@ def load_settings(rootdir: Path, explicit: Path | None = None) -> Settings:
         window=window,
         results=base / results if results else None,
     )
+
+
+def catalogue_path(base: Path, entry: str) -> Path:
+    """A ``scenarios``/``atomics`` entry: ``builtin`` (or ``builtin/<sub>``) names the
+    catalogue shipped with shadowtest; anything else is a path relative to ``base``.
+    ``./builtin`` names a project directory of that name."""
+    if entry == NAME or entry.startswith(NAME + "/"):
+        sub = entry[len(NAME):].strip("/")
+        if sub in ("", "atomic") or sub.startswith("atomic/"):
+            return BUILTIN / sub if sub else SCENARIOS
+        return SCENARIOS / sub
+    return base / entry
+
+
+def _paths(table: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
+    value = table.get(key, default)
+    if isinstance(value, str) or not isinstance(value, list) or not all(
+            isinstance(v, str) for v in value):
+        raise ConfigError(f"[tool.shadowtest] {key}: expected a list of paths, e.g. "
+                          f"{key} = {default!r}, got {value!r}")
+    return value
 
 
 def _line_of(source: Path | None, key: str, table: str = "tool.shadowtest") -> str:

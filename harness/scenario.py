@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,8 @@ def check_scenario(path: Path, atomics: Mapping[str, Atomic]) -> tuple[list[Scen
 
 
 def load_atomics(dirs: Iterable[Path]) -> tuple[dict[str, Atomic], list[ScenarioError]]:
-    """Every ``*.yaml`` atomic under ``dirs`` by id, and every error found."""
+    """Every ``*.yaml`` atomic under ``dirs`` by id, and every error found. The first
+    directory that defines an id wins (a project's own atomics before the built-in ones)."""
     out: dict[str, Atomic] = {}
     errors: list[ScenarioError] = []
     for d in dirs:
@@ -166,8 +168,20 @@ def load_atomics(dirs: Iterable[Path]) -> tuple[dict[str, Atomic], list[Scenario
             errs, atomic = check_atomic(path)
             errors += errs
             if atomic is not None:
-                out[atomic.id] = atomic
+                out.setdefault(atomic.id, atomic)
     return out, errors
+
+
+_ATOMIC_KEY = re.compile(r"^executor\s*:", re.MULTILINE)
+
+
+def is_atomic_file(path: Path) -> bool:
+    """An atomic (it has a top-level ``executor:``), wherever it lives; anything else in a
+    catalogue is read as a scenario."""
+    try:
+        return bool(_ATOMIC_KEY.search(path.read_text("utf-8", errors="replace")))
+    except OSError:
+        return False
 
 
 def scenario_files(dirs: Iterable[Path]) -> list[Path]:

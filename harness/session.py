@@ -42,13 +42,9 @@ class ShadowtestSession:
 
     # ------------------------------------------------------------ data
     def atomic_dirs_for(self, scenario_path: Path) -> tuple[Path, ...]:
-        """Configured atomic dirs + the ``atomic/`` next to the scenario tree it is in."""
-        dirs = list(self.settings.atomics)
-        for parent in scenario_path.resolve().parents:
-            if parent.name == "scenarios" and (parent.parent / "atomic").is_dir():
-                dirs.insert(0, parent.parent / "atomic")
-                break
-        return tuple(dict.fromkeys(d.resolve() for d in dirs if d.is_dir()))
+        """The configured atomic directories (the built-in ones last), found by
+        configuration, never by a folder's name."""
+        return tuple(dict.fromkeys(d.resolve() for d in self.settings.atomics if d.is_dir()))
 
     def atomics_for(self, scenario_path: Path) -> tuple[dict[str, Atomic], list[ScenarioError]]:
         key = self.atomic_dirs_for(scenario_path)

@@ -507,9 +507,10 @@ def runner_source() -> str:
 
 
 def _default_bin() -> Path | None:
-    """The catalogue's ``atomic/bin`` next to where shadowtest runs, when there is one."""
-    here = Path.cwd() / "atomic" / "bin"
-    return here if here.is_dir() else None
+    """The built-in catalogue's ``atomic/bin`` (``bin=`` points at a project's own)."""
+    from harness.builtin import ATOMICS
+
+    return ATOMICS / "bin"
 
 
 def bin_files(directory: Path | None) -> dict[str, bytes]:

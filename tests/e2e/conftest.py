@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from harness.builtin import BUILTIN
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -77,7 +79,7 @@ type = "bpftrace"
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     """The bundled atomics (with atomic/bin) and an empty scenarios/ tree."""
-    shutil.copytree(REPO / "atomic", tmp_path / "atomic")
+    shutil.copytree(BUILTIN / "atomic", tmp_path / "atomic")
     (tmp_path / "scenarios").mkdir()
     cat = Catalog(tmp_path)
     cat.config(DEFAULT_CONFIG)

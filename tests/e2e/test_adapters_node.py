@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.builtin import BUILTIN
 from tests.e2e.conftest import REPO, Catalog, verdicts
 from tests.servers.crowdstrike_server import CrowdStrikeServer
 from tests.servers.sysdig_server import SysdigServer
@@ -52,7 +53,7 @@ class Bridge:
 def attacks(catalog: Catalog) -> Catalog:
     for rel in ("privilege-escalation/ptrace-pid1.yaml", "privilege-escalation/container-escape-setns.yaml",
                 "persistence/etc-write.yaml", "benign/read-etc-hostname.yaml"):
-        src = REPO / "scenarios" / rel
+        src = BUILTIN / "scenarios" / rel
         catalog.scenario(src.parent.name, src.stem, src.read_text())
     return catalog
 

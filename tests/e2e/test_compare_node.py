@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.builtin import BUILTIN
 from tests.e2e.conftest import REPO, Catalog
 
 pytestmark = pytest.mark.node
@@ -20,7 +21,7 @@ NEXT_RULE = "/* ----------------------------------------------------------------
 
 
 def _copy_scenarios(catalog: Catalog) -> None:
-    for path in (REPO / "scenarios").rglob("*.yaml"):
+    for path in (BUILTIN / "scenarios").rglob("*.yaml"):
         if path.stem in SCENARIOS:
             dest = catalog.root / "scenarios" / path.parent.name / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)

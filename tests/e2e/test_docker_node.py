@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.builtin import BUILTIN
 from harness.targets.docker import DockerTarget
 from tests.e2e.conftest import REPO, Catalog, verdicts
 
@@ -136,7 +137,7 @@ def docker_catalog(catalog: Catalog, dockerd: str) -> Catalog:
     catalog.atomic("etc-file-create", ETC_FILE_CREATE)
     for rel, contexts in SCENARIO_CONTEXTS.items():
         tactic, sid = rel.split("/")
-        src = (REPO / "scenarios" / f"{rel}.yaml").read_text()
+        src = (BUILTIN / "scenarios" / f"{rel}.yaml").read_text()
         src = re.sub(r"^contexts: .*$", f"contexts: [{', '.join(contexts)}]", src, flags=re.M)
         # auditd names the path as the caller wrote it (/host/etc/..., /proc/<pid>/root/etc/...)
         src = src.replace('regex: "^/etc/shadowtest-', 'regex: "/etc/shadowtest-')

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.builtin import BUILTIN
 from tests.e2e.conftest import REPO, Catalog, verdicts
 
 pytestmark = pytest.mark.node
@@ -49,7 +50,7 @@ def _copy(catalog: Catalog, *paths: str) -> None:
     for rel in paths:
         dst = catalog.root / "scenarios" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "scenarios" / rel, dst)
+        shutil.copy(BUILTIN / "scenarios" / rel, dst)
 
 
 def test_etc_write_under_the_bpftrace_kill_policy_is_raced(

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from harness.builtin import BUILTIN
 from harness.errors import TargetError
 from harness.targets.kubernetes import KubernetesTarget
 from tests.e2e.conftest import Catalog
@@ -52,7 +53,7 @@ def kube(docker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def target(kube: tuple[KubeServer, Path]) -> Iterator[KubernetesTarget]:
     server, path = kube
     t = KubernetesTarget("kube", f"kubernetes://{server.node_name}?kubeconfig={path}"
-                                 f"&bin={Path(__file__).parents[2] / 'atomic' / 'bin'}")
+                                 f"&bin={BUILTIN / 'atomic' / 'bin'}")
     yield t
     t.close()
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from harness.builtin import BUILTIN
 from harness.errors import SensorError
 from harness.sensors.lsm import LsmEnforcerSensor
 from harness.targets.ssh import VmTarget
-from tests.e2e.conftest import REPO
 
 pytestmark = [pytest.mark.vm, pytest.mark.node]
 
@@ -73,7 +73,7 @@ def evidence(request: pytest.FixtureRequest,
 def _container_attacks(target: VmTarget, shell: Any, run_id: str, ns_path: str,
                        out: dict[str, Any]) -> None:
     """The /etc create and the PID 1 attach from the namespace context (and a "dpkg")."""
-    bin_dir = target.stage_bin(REPO / "atomic" / "bin")
+    bin_dir = target.stage_bin(BUILTIN / "atomic" / "bin")
     ns = target.open("namespace", run_id)
     try:
         out["ns"] = {"cgroup_id": ns.cgroup_id, "init_pid": ns.variables.get("ns_init_pid")}

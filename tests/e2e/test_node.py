@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from harness.builtin import BUILTIN
 from harness.scenario import Scenario, check_scenario, load_atomics, scenario_files
 from harness.targets.local import sweep_cgroups
-from tests.e2e.conftest import NOTHING_LEFT, REPO, Catalog, verdicts
+from tests.e2e.conftest import NOTHING_LEFT, Catalog, verdicts
 
 pytestmark = pytest.mark.node
 
 def bundled_scenarios() -> dict[str, Scenario]:
-    atomics, errors = load_atomics([REPO / "atomic"])
+    atomics, errors = load_atomics([BUILTIN / "atomic"])
     assert errors == []
     out = {}
-    for path in scenario_files([REPO / "scenarios"]):
+    for path in scenario_files([BUILTIN / "scenarios"]):
         errs, scenario = check_scenario(path, atomics)
         assert errs == [], errs
         assert scenario is not None
@@ -32,7 +33,7 @@ def bundled_scenarios() -> dict[str, Scenario]:
 @pytest.fixture
 def bundled(catalog: Catalog) -> Catalog:
     shutil.rmtree(catalog.root / "scenarios")
-    shutil.copytree(REPO / "scenarios", catalog.root / "scenarios")
+    shutil.copytree(BUILTIN / "scenarios", catalog.root / "scenarios")
     return catalog
 
 
@@ -88,7 +89,7 @@ def test_sensor_not_running_is_sensor_down_not_missed(catalog: Catalog, clean_no
         [tool.shadowtest.sensors.bpftrace]
         type = "bpftrace"
     """)
-    shutil.copy(REPO / "scenarios/persistence/etc-write.yaml", catalog.root / "x.yaml")
+    shutil.copy(BUILTIN / "scenarios/persistence/etc-write.yaml", catalog.root / "x.yaml")
     catalog.scenario("persistence", "etc-write", (catalog.root / "x.yaml").read_text())
     res = catalog.run("run", "--results", "results.jsonl")
     got = verdicts(catalog.rows())
@@ -177,7 +178,7 @@ def test_node_not_in_allow_list_is_refused_before_any_atomic(catalog: Catalog, c
         type = "bpftrace"
     """)
     catalog.scenario("persistence", "etc-write",
-                     (REPO / "scenarios/persistence/etc-write.yaml").read_text())
+                     (BUILTIN / "scenarios/persistence/etc-write.yaml").read_text())
     res = catalog.run("run", "--results", "results.jsonl")
     assert res.returncode == 4
     assert "refusing to run atomics on node(s) local" in res.stderr + res.stdout

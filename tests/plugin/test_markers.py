@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import yaml
+
+from harness.builtin import BUILTIN
 
 # in-process runs: the plugin is imported already, which pytest may warn about
 QUIET = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
@@ -54,7 +55,7 @@ def test_collection_is_deterministic_and_offline(pytester: pytest.Pytester) -> N
     """Collect-only the bundled catalogue twice: same ids, same order, nothing run."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     args = ("--collect-only", "-q", "-p", "no:cacheprovider", *QUIET,
-            os.path.join(repo, "scenarios"), "--shadowtest-config",
+            str(BUILTIN / "scenarios"), "--shadowtest-config",
             os.path.join(repo, "pyproject.toml"))
     first = pytester.runpytest(*args)
     second = pytester.runpytest(*args)
@@ -62,5 +63,5 @@ def test_collection_is_deterministic_and_offline(pytester: pytest.Pytester) -> N
     assert ids == [ln for ln in second.outlines if "::" in ln]
     assert "scenarios/privilege-escalation/ptrace-pid1.yaml::ptrace-pid1[namespace-local]" in "\n".join(ids)
     expected = sum(len(yaml.safe_load(p.read_text())["contexts"])
-                   for p in Path(repo, "scenarios").rglob("*.yaml"))
+                   for p in (BUILTIN / "scenarios").rglob("*.yaml"))
     assert len(ids) == expected

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.atomic import Atomic, Precondition, check_atomic
+from harness.builtin import BUILTIN
 from harness.errors import ScenarioError
 from harness.scenario import load_atomics
 
@@ -87,7 +88,7 @@ def test_check_atomic_defaults_timeout_and_cleanup(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).resolve().parents[2] / "atomic").glob("*.yaml")),
+    "path", sorted((BUILTIN / "atomic").glob("*.yaml")),
     ids=lambda p: p.stem,
 )
 def test_check_atomic_bundled_files_are_valid(path: Path) -> None:

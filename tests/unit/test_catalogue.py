@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.atomic import Atomic
+from harness.builtin import BUILTIN
 from harness.catalogue import DEFAULT_OUT, check, expected_cell, load_catalogue, render, run, write
 from harness.errors import ScenarioError
 from harness.scenario import Scenario
@@ -41,8 +42,8 @@ def test_catalogue_in_the_repository_is_up_to_date() -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(REPO / "atomic", tmp_path / "atomic")
-    shutil.copytree(REPO / "scenarios", tmp_path / "scenarios")
+    shutil.copytree(BUILTIN / "atomic", tmp_path / "atomic")
+    shutil.copytree(BUILTIN / "scenarios", tmp_path / "scenarios")
     (tmp_path / "shadowtest.toml").write_text(CONFIG)
     monkeypatch.chdir(tmp_path)
     return tmp_path

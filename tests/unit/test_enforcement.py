@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.atomic import SideEffect, check_atomic
+from harness.builtin import BUILTIN
 from harness.execute import stopped
 from harness.report import enforcement
 from harness.report.summary import render
@@ -128,10 +129,10 @@ def test_side_effect_placeholders_are_checked(tmp_path: Path) -> None:
 
 
 def test_bundled_enforcement_scenarios_have_side_effects() -> None:
-    atomics, errors = load_atomics([ROOT / "atomic"])
+    atomics, errors = load_atomics([BUILTIN / "atomic"])
     assert errors == []
     for name in ("etc-write-enforced", "ptrace-pid1-enforced"):
-        errs, scenario = check_scenario(ROOT / "scenarios" / "enforcement" / f"{name}.yaml",
+        errs, scenario = check_scenario(BUILTIN / "scenarios" / "enforcement" / f"{name}.yaml",
                                         atomics)
         assert errs == []
         assert scenario is not None

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.atomic import Atomic
+from harness.builtin import BUILTIN
 from harness.errors import ScenarioError
 from harness.scenario import check_scenario, load_atomics, scenario_files
 from harness.verdict import Expectation
@@ -162,9 +163,9 @@ def test_scenario_benign_expects_nothing(tmp_path: Path, atomics: dict[str, Atom
 
 
 def test_check_scenario_bundled_files_are_valid() -> None:
-    atomics, errors = load_atomics([ROOT / "atomic"])
+    atomics, errors = load_atomics([BUILTIN / "atomic"])
     assert errors == []
-    paths = scenario_files([ROOT / "scenarios"])
+    paths = scenario_files([BUILTIN / "scenarios"])
     assert paths
     for path in paths:
         assert check_scenario(path, atomics)[0] == [], path
