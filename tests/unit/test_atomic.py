@@ -50,9 +50,19 @@ def _edit(text: str, line: int, new: str) -> str:
 
 def _write(tmp_path: Path, text: str, name: str = "ptrace-attach") -> Path:
     path = tmp_path / "atomic" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / "bin").mkdir(parents=True, exist_ok=True)
+    (path.parent / "bin" / "ptrace_attach.py").touch()  # the helper #{bin}/ptrace_attach.py
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_check_atomic_names_a_missing_bin_helper(tmp_path: Path) -> None:
+    path = _write(tmp_path, ATOMIC)
+    (path.parent / "bin" / "ptrace_attach.py").unlink()
+    err = _only_error(path)
+    assert (err.line, err.key) == (15, "executor.command")
+    assert "helper #{bin}/ptrace_attach.py does not exist" in str(err)
+    assert str(path.parent / "bin" / "ptrace_attach.py") in str(err)
 
 
 def _only_error(path: Path) -> ScenarioError:
