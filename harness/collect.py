@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from harness.errors import ScenarioError
-from harness.scenario import Scenario, check_scenario
+from harness.scenario import Scenario, check_scenario, is_atomic_file
 from harness.session import ShadowtestSession, session_of
 
 
@@ -78,11 +78,13 @@ def _make_test(scenario: Scenario, context: str, node: str) -> Callable[..., Non
 
 
 def is_scenario_file(path: Path, scenario_dirs: Iterable[Path]) -> bool:
-    """YAML under a configured scenario directory, or under any directory named
-    ``scenarios`` (the layout ``scenarios/<tactic>/<id>.yaml``)."""
+    """YAML under a configured scenario path (``[tool.shadowtest] scenarios``), and not an
+    atomic. Nothing else is ever collected: a project's own ``tests/scenarios/*.yaml`` stays
+    its own."""
     if path.suffix not in (".yaml", ".yml"):
         return False
     resolved = path.resolve()
-    if any(resolved.is_relative_to(d.resolve()) for d in scenario_dirs):
-        return True
-    return "scenarios" in resolved.parts[:-1]
+    if not any(resolved == d.resolve() or resolved.is_relative_to(d.resolve())
+               for d in scenario_dirs):
+        return False
+    return not is_atomic_file(path)

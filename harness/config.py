@@ -44,6 +44,12 @@ class Settings:
     window: float = 5.0
     results: Path | None = None
 
+    def where(self, table: str, key: str) -> str:
+        """``file:line`` of ``key`` in ``[tool.shadowtest.<table>]`` (for error messages)."""
+        if self.source is None:
+            return "<no config file>"
+        return f"{self.source}:{_line_of(self.source, key, f'tool.shadowtest.{table}')}"
+
     def with_sensors(self, names: tuple[str, ...]) -> Settings:
         unknown = [n for n in names if n not in self.sensor_options and n not in _builtin()]
         if unknown:
@@ -153,18 +159,32 @@ def _paths(table: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
 
 
 def _line_of(source: Path | None, key: str, table: str = "tool.shadowtest") -> str:
-    """Line of ``key`` inside ``[table]`` (or a sub-table of it) in a TOML file."""
+    """Line of ``key`` inside ``[table]`` (or a sub-table of it) in a TOML file. In a
+    ``shadowtest.toml`` the tables may be written with or without ``tool.shadowtest.``."""
     if source is None:
         return "?"
-    current = "" if source.name == "shadowtest.toml" else None
-    for n, line in enumerate(source.read_text("utf-8").splitlines(), 1):
+
+    def short(name: str) -> str:
+        name = name.strip()
+        return name.removeprefix("tool.shadowtest").lstrip(".")
+
+    want = short(table)
+    in_shadowtest_toml = source.name != "pyproject.toml"
+    current: str | None = "" if in_shadowtest_toml else None
+    try:
+        lines = source.read_text("utf-8").splitlines()
+    except OSError:
+        return "?"
+    for n, line in enumerate(lines, 1):
         text = line.strip()
         if text.startswith("["):
-            name = text.strip("[]").strip()
-            current = name if name == table or name.startswith(table + ".") else None
-            if source.name == "shadowtest.toml" and not name.startswith("tool."):
-                current = name
+            name = text.strip("[]").strip().replace('"', "")
+            ours = name == "tool.shadowtest" or name.startswith("tool.shadowtest.")
+            current = short(name) if ours or in_shadowtest_toml else None
             continue
-        if current is not None and (text.startswith(f"{key} ") or text.startswith(f"{key}=")):
+        if current is None or not (current == want or current.startswith(want + ".")
+                                   or want == ""):
+            continue
+        if text.startswith((f"{key} ", f"{key}=")):
             return str(n)
     return "?"

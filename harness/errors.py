@@ -8,7 +8,12 @@ class ShadowtestError(Exception):
 
 
 class ConfigError(ShadowtestError):
-    """``[tool.shadowtest]`` / ``shadowtest.toml`` is wrong."""
+    """``[tool.shadowtest]`` / ``shadowtest.toml`` is wrong; ``key`` names the offending key
+    of the table when one does."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
 
 
 class ScenarioError(ShadowtestError):

@@ -1,4 +1,9 @@
-"""pytest11 entry point: options, ini keys, markers, hooks. Logic lives elsewhere."""
+"""pytest11 entry point: options, ini keys, markers, hooks. Logic lives elsewhere.
+
+Inert unless asked: installed but not switched on with ``--shadowtest`` (``shadowtest run``
+passes it), the plugin registers its options and markers and does nothing else — no
+collection, no signal handler, no option rewrite, no configuration read.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("shadowtest", "shadowtest: attack scenarios judged per sensor")
+    group.addoption("--shadowtest", action="store_true", default=False,
+                    help="collect the configured scenarios and run them: attacks the nodes "
+                         "in allowed_nodes (without it the plugin does nothing)")
     group.addoption("--shadowtest-results", metavar="FILE", default=None,
                     help="append one JSON line per (run, sensor) to FILE")
     group.addoption("--shadowtest-config", metavar="FILE", default=None,
@@ -52,26 +60,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "against it (a verdict equal to the baseline's does not fail)")
 
 
+MARKERS = (
+    "shadowtest_kernel(requirement): skip unless the node's kernel satisfies it, e.g. '>=5.8'",
+    "shadowtest_requires(*features): skip unless the node has them (btf, bpf_lsm, kprobes)",
+    "shadowtest_technique(id): the ATT&CK technique a scenario exercises",
+    "shadowtest_sensor(*names): the sensors judged for this test",
+)
+OPTIONS = ("--shadowtest-results", "--shadowtest-config", "--shadowtest-sensors",
+           "--shadowtest-baseline")
+
+
+def active(config: pytest.Config) -> bool:
+    """The user asked for shadowtest in this session (``--shadowtest``)."""
+    return bool(config.getoption("--shadowtest", default=False))
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    for line in (
-        "shadowtest_kernel(requirement): skip unless the node's kernel satisfies it, e.g. '>=5.8'",
-        "shadowtest_requires(*features): skip unless the node has them (btf, bpf_lsm, kprobes)",
-        "shadowtest_technique(id): the ATT&CK technique a scenario exercises",
-        "shadowtest_sensor(*names): the sensors judged for this test",
-        "xdist_group(name): pytest-xdist --dist loadgroup runs a group on one worker",
-    ):
+    for line in MARKERS:
         config.addinivalue_line("markers", line)
+    if not active(config):
+        given = [o for o in OPTIONS if config.getoption(o) is not None]
+        if given:
+            raise pytest.UsageError(
+                f"{', '.join(given)} given without --shadowtest: shadowtest collects and runs "
+                f"scenarios (attacks nodes) only when asked; add --shadowtest or use "
+                f"`shadowtest run`")
+        return
     explicit = config.getoption("--shadowtest-config")
     try:
         settings = load_settings(config.rootpath, Path(explicit) if explicit else None)
         sensors = config.getoption("--shadowtest-sensors")
         if sensors:
             settings = settings.with_sensors(tuple(s for s in sensors.split(",") if s))
+        session = ShadowtestSession(settings, config)
+        session.build()  # every node and sensor, not started: a bad one stops here
+        session.scenario_paths = _scenario_paths(config, settings.scenarios)
     except ShadowtestError as exc:
         raise pytest.UsageError(str(exc)) from exc
+    config.addinivalue_line(
+        "markers", "xdist_group(name): pytest-xdist --dist loadgroup runs a group on one worker")
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # honour the per-node xdist_group of scenario items
-    config.stash[SESSION] = ShadowtestSession(settings, config)
+    config.stash[SESSION] = session
     config.stash[ROWS] = []
     baseline = config.getoption("--shadowtest-baseline")
     if baseline:
@@ -84,6 +114,18 @@ def pytest_configure(config: pytest.Config) -> None:
         _install_sigterm()
 
 
+def _scenario_paths(config: pytest.Config, configured: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Paths whose YAML files are scenarios: the configured ones and the paths given on the
+    command line. With no path given, the configured ones are collected too."""
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        given = tuple(Path(a.split("::")[0]).resolve() for a in config.args)
+        return (*configured, *given)
+    known = [Path(a).resolve() for a in config.args]
+    config.args.extend(str(p) for p in configured
+                       if p.exists() and not any(p.resolve().is_relative_to(k) for k in known))
+    return configured
+
+
 def _install_sigterm() -> None:
     """SIGTERM becomes KeyboardInterrupt so teardown (cleanup) runs as for Ctrl-C."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -94,8 +136,9 @@ def _install_sigterm() -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    settings = session_of(parent.config).settings
-    if is_scenario_file(file_path, settings.scenarios):
+    if SESSION not in parent.config.stash:
+        return None
+    if is_scenario_file(file_path, session_of(parent.config).scenario_paths):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
@@ -103,6 +146,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Refuse, before any atomic runs, every node that is not explicitly allowed."""
+    if SESSION not in config.stash:
+        return
     nodes = {item.stash[SCENARIO][2] for item in items if SCENARIO in item.stash}
     try:
         check_nodes_allowed(nodes, session_of(config).settings)
@@ -120,6 +165,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     if SCENARIO in item.stash:
         return  # scenario items: run_item records NOT_EXECUTED rows with the reason
+    if SESSION not in item.config.stash:
+        pytest.skip("shadowtest markers need --shadowtest (node facts are read only when "
+                    "shadowtest is asked for)")
     st = session_of(item.config)
     check_markers(item, st.facts(next(iter(st.settings.nodes))))
 
@@ -128,6 +176,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def shadowtest_sensors(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[str, Sensor]]]:
     """``shadowtest_sensors(node)``: that node's configured sensors, started (live) on first
     use, once per process; every sensor, context and target is stopped at the end."""
+    if SESSION not in pytestconfig.stash:
+        pytest.skip("shadowtest_sensors needs --shadowtest: sensors start only when shadowtest "
+                    "is asked for")
     st = session_of(pytestconfig)
     try:
         yield st.sensors_for
@@ -186,5 +237,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not rows:
         return
     terminalreporter.section("shadowtest")
-    width = int(os.environ.get("COLUMNS", "0") or 0) or terminalreporter._tw.fullwidth
+    width = int(os.environ.get("COLUMNS", "0") or 0) or config.get_terminal_writer().fullwidth
     terminalreporter.write(summary.render(rows, width=width, color=terminalreporter.hasmarkup))

@@ -39,6 +39,29 @@ class ShadowtestSession:
         self._targets: dict[str, Target] = {}
         self._facts: dict[str, NodeFacts] = {}
         self._node_sensors: dict[str, dict[str, Sensor]] = {}
+        self._built: dict[str, dict[str, Sensor]] = {}  # node -> sensors built, not started
+        self.scenario_paths: tuple[Path, ...] = settings.scenarios
+
+    def build(self) -> None:
+        """Build (never start) every node's target and every sensor watching it, so that a
+        bad node URL or sensor option is a configuration error before the first attack:
+        ``ConfigError`` naming the file, line and key."""
+        for node, url in self.settings.nodes.items():
+            try:
+                self.target(node)
+            except (ConfigError, TargetError) as exc:
+                raise ConfigError(f"{self.settings.where(f'nodes.{node}', 'url')}: "
+                                  f"nodes.{node}.url = {url!r}: {exc}") from exc
+            sensors: dict[str, Sensor] = {}
+            for name in self.judged_on(node):
+                options = {**self.settings.sensor_options.get(name, {"type": name}), "node": node}
+                try:
+                    sensors[name] = build_sensor(name, options)
+                except (ConfigError, SensorError, TypeError, ValueError) as exc:
+                    key = getattr(exc, "key", None) or "type"
+                    raise ConfigError(f"{self.settings.where(f'sensors.{name}', key)}: "
+                                      f"sensors.{name}: {exc}") from exc
+            self._built[node] = sensors
 
     # ------------------------------------------------------------ data
     def atomic_dirs_for(self, scenario_path: Path) -> tuple[Path, ...]:
@@ -81,24 +104,22 @@ class ShadowtestSession:
         with ``nodes = [...]`` watches only those nodes."""
         if node in self._node_sensors:
             return self._node_sensors[node]
+        if node not in self._built:
+            self.build()
         started: dict[str, Sensor] = {}
-        self._node_sensors[node] = started
-        for name in self.settings.sensors:
-            options = dict(self.settings.sensor_options.get(name, {"type": name}))
-            if name not in self.judged_on(node):
-                continue
-            options["node"] = node
-            sensor = build_sensor(name, options)
-            started[name] = sensor
+        for name, sensor in self._built[node].items():
+            started[name] = sensor  # kept even when it cannot start: judged SENSOR_DOWN
             try:
                 if isinstance(sensor, OnNode):
                     sensor.use_shell(self._shell_for_sensor(name, node))
                 sensor.start()
-            except (SensorError, TargetError) as exc:
-                sensor.stream.close(str(exc))
             except ConfigError as exc:  # e.g. a literal credential: stop before any attack
                 self.close()
                 pytest.exit(f"shadowtest: configuration error: {exc}", returncode=4)
+            except Exception as exc:
+                sensor.stream.close(f"{name} did not start on node {node}: "
+                                    f"{type(exc).__name__}: {exc}")
+        self._node_sensors[node] = started
         return started
 
     def _shell_for_sensor(self, name: str, node: str) -> NodeShell:
@@ -147,6 +168,7 @@ class ShadowtestSession:
     # ------------------------------------------------------------ one test
     def run_item(self, item: pytest.Item, scenario: Scenario, context: str, node: str) -> None:
         target = self.target(node)
+        target_error = ""
         if context not in target.contexts():
             pytest.skip(f"node {node} ({self.settings.nodes[node]}) has no {context!r} context")
         facts = self.facts(node)
@@ -156,8 +178,13 @@ class ShadowtestSession:
             sensors: dict[str, Sensor] = {}
         else:
             sensors = self.sensors_for(node)
-            outcome = execute(scenario, context, target, facts, sensors,
-                              window=_window(scenario, self))
+            try:
+                outcome = execute(scenario, context, target, facts, sensors,
+                                  window=_window(scenario, self))
+            except TargetError as exc:  # the node could not run it: rows say why, test fails
+                outcome = not_runnable(scenario, context, node, facts, list(sensors),
+                                       f"target error on {node}: {exc}")
+                target_error = str(exc)
         item.config.hook.pytest_shadowtest_run_finished(item=item, outcome=outcome)
         rows = rows_for(outcome, scenario, rulepacks_of(sensors))
         rows = json.loads(redact(json.dumps(rows, default=str)))
@@ -166,6 +193,8 @@ class ShadowtestSession:
         message = explain(scenario.id, context, node, facts.kernel, outcome.run.run_id,
                           outcome.judgements)
         verdicts = {j.verdict for j in outcome.judgements}
+        if target_error:
+            pytest.fail(f"{message}\n  target error: {target_error}", pytrace=False)
         if any(j.failed for j in outcome.judgements) or Verdict.SENSOR_DOWN in verdicts:
             pytest.fail(message, pytrace=False)
         if verdicts == {Verdict.NOT_EXECUTED}:
@@ -204,8 +233,9 @@ def not_runnable(scenario: Scenario, context: str, node: str, facts: NodeFacts,
                  sensors: Sequence[str], reason: str) -> Outcome:
     """The outcome of a scenario its node cannot run: nothing was started or attacked."""
     now = time.time()
+    reason = reason if reason.startswith("target error") else f"not runnable: {reason}"
     run = Run(run_id=new_run_id(), scenario=scenario.id, context=context, node=node,
-              started_at=now, ended_at=now, executed=False, reason=f"not runnable: {reason}",
+              started_at=now, ended_at=now, executed=False, reason=reason,
               facts=facts.as_row())
     judgements = tuple(Judgement(s, Verdict.NOT_EXECUTED, run.reason) for s in sensors)
     return Outcome(run, judgements, {})

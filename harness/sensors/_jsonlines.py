@@ -23,6 +23,45 @@ from harness.verdict import Health
 _decoder = msgspec.json.Decoder()
 
 
+def decode_json(data: bytes | str) -> Any:
+    """One JSON document (a line, a request body) with msgspec; invalid UTF-8 in ``bytes``
+    (or a lone surrogate in ``str``) is replaced by U+FFFD and the text decoded again, as
+    Python's own readers do with ``errors="replace"``: one odd byte in a command line must
+    not lose the detection around it.
+
+    Raises ``msgspec.DecodeError`` (a ``ValueError``) for anything still not JSON. The retry
+    is decided by the input, not by the exception's type: msgspec <= 0.18 raised
+    ``UnicodeDecodeError`` for invalid UTF-8, 0.19+ raises ``DecodeError``."""
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeError) as exc:
+        first: Exception = exc
+    repaired = _repair_utf8(data)
+    if repaired is None:  # valid text: the error was the JSON itself
+        if isinstance(first, msgspec.DecodeError):
+            raise first
+        raise msgspec.DecodeError(str(first)) from first
+    try:
+        return _decoder.decode(repaired)
+    except UnicodeError as exc:  # pragma: no cover - the repaired text is valid UTF-8
+        raise msgspec.DecodeError(str(exc)) from exc
+
+
+def _repair_utf8(data: bytes | str) -> str | None:
+    """``data`` as valid text with U+FFFD for what is not UTF-8; None when it already was."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (a reader with errors="surrogateescape")
+            return data.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace")
+    return None
+
+
 class JsonLinesSensor:
     """``path`` (tail it) or ``command`` (run it, read stdout); one JSON object per line."""
 
@@ -109,8 +148,8 @@ class JsonLinesSensor:
         if not line.strip():
             return
         try:
-            raw = _decoder.decode(line)
-        except (msgspec.DecodeError, UnicodeError):
+            raw = decode_json(line)
+        except ValueError:  # msgspec.DecodeError (not JSON) is a ValueError
             self.stream.count_malformed(line)
             return
         if not isinstance(raw, dict):

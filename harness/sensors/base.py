@@ -272,6 +272,7 @@ def build_sensor(name: str, options: Mapping[str, Any]) -> Sensor:
     if unknown:
         raise ConfigError(
             f"[tool.shadowtest.sensors.{name}]: unknown key(s) {', '.join(unknown)} for type "
-            f"{kind!r}: expected {', '.join(sorted(k for k in accepted if k != 'name'))}"
+            f"{kind!r}: expected {', '.join(sorted(k for k in accepted if k != 'name'))}",
+            key=unknown[0],
         )
     return cls(name=name, **kwargs)

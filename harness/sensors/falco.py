@@ -25,7 +25,7 @@ import msgspec
 
 from harness.detection import Detection, make_detection
 from harness.errors import ConfigError, SensorError
-from harness.sensors._jsonlines import JsonLinesSensor
+from harness.sensors._jsonlines import JsonLinesSensor, decode_json
 from harness.verdict import Health
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ DROP_RULE = "Falco internal: syscall event drop"
 SIDEKICK_TEST_RULE = "Test rule"
 MAX_BODY = 16 * 1024 * 1024
 
-_decoder = msgspec.json.Decoder()
 _TECHNIQUE = re.compile(r"[Tt]\d{4}(?:\.\d{3})?")
 _TIME = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?(?:[Zz]|([+-])(\d\d):?(\d\d))?"
@@ -125,8 +124,8 @@ class FalcoSensor(JsonLinesSensor):
         Returns (records accepted, records malformed); malformed ones are counted on the
         stream. Invalid UTF-8 is replaced, as the file and command transports do."""
         try:
-            doc = _decode(body)
-        except msgspec.DecodeError:
+            doc = decode_json(body)
+        except ValueError:  # msgspec.DecodeError, whatever msgspec's version
             if b"\n" not in body.strip():
                 self.stream.count_malformed(_sample(body))
                 return 0, 1
@@ -143,8 +142,8 @@ class FalcoSensor(JsonLinesSensor):
             if not line.strip():
                 continue
             try:
-                raw = _decode(line)
-            except msgspec.DecodeError:
+                raw = decode_json(line)
+            except ValueError:
                 self.stream.count_malformed(_sample(line))
                 bad += 1
                 continue
@@ -218,13 +217,6 @@ class FalcoSensor(JsonLinesSensor):
 
 
 # ---------------------------------------------------------------- helpers (pure)
-def _decode(data: bytes) -> Any:
-    try:
-        return _decoder.decode(data)
-    except UnicodeDecodeError:
-        return _decoder.decode(data.decode("utf-8", errors="replace"))
-
-
 def _sample(data: bytes) -> str:
     return data[:200].decode("utf-8", errors="replace")
 

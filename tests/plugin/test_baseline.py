@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-QUIET = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
+QUIET = ("--shadowtest", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 CONFIG = """
 [tool.shadowtest]
 allowed_nodes = ["local"]

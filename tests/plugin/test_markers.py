@@ -10,7 +10,7 @@ import yaml
 from harness.builtin import BUILTIN
 
 # in-process runs: the plugin is imported already, which pytest may warn about
-QUIET = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
+QUIET = ("--shadowtest", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 CONFIG = """
 [tool.shadowtest]
 allowed_nodes = ["local"]

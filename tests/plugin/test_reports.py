@@ -17,7 +17,7 @@ from allure_commons.utils import md5
 
 from harness.sensors import base
 
-QUIET = ("-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:cacheprovider")
+QUIET = ("--shadowtest", "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:cacheprovider")
 
 FAKE_SENSOR = '''
 import time

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.builtin import ATOMICS
 from harness.config import Settings, load_settings
 from harness.errors import ConfigError, SafetyError
 from harness.safety import check_nodes_allowed
@@ -48,7 +49,7 @@ def test_load_settings_reads_tool_shadowtest_from_pyproject(tmp_path: Path) -> N
     settings = load_settings(tmp_path)
     assert (settings.source, settings.root) == (source, tmp_path)
     assert settings.scenarios == (tmp_path / "attacks",)
-    assert settings.atomics == (tmp_path / "atomic", tmp_path / "more-atomics")
+    assert settings.atomics == (tmp_path / "atomic", tmp_path / "more-atomics", ATOMICS)
     assert settings.allowed_nodes == ("local", "kvm-6-1")
     assert settings.nodes == {"local": "local://", "kvm-6-1": "ssh://root@127.0.0.1:10022"}
     assert settings.results == tmp_path / "out" / "results.jsonl"
@@ -121,7 +122,7 @@ def test_load_settings_defaults(tmp_path: Path, files: dict[str, str]) -> None:
         _write(tmp_path, name, text)
     assert load_settings(tmp_path) == Settings(
         source=None, root=tmp_path, scenarios=(tmp_path / "scenarios",),
-        atomics=(tmp_path / "atomic",), sensors=(), sensor_options={},
+        atomics=(tmp_path / "atomic", ATOMICS), sensors=(), sensor_options={},
         nodes={"local": "local://"}, allowed_nodes=(), window=5.0, results=None,
     )
 

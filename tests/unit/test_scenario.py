@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,9 @@ def _edit(text: str, line: int, new: str) -> str:
 def atomics(tmp_path: Path) -> dict[str, Atomic]:
     for name, text in ATOMICS.items():
         path = tmp_path / "atomic" / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / "bin").mkdir(parents=True, exist_ok=True)
+        for helper in re.findall(r"#\{bin\}/([\w.-]+)", text):
+            (path.parent / "bin" / helper).touch()
         path.write_text(text, encoding="utf-8")
     loaded, errors = load_atomics([tmp_path / "atomic"])
     assert errors == []
