@@ -53,7 +53,11 @@ def _repair_utf8(data: bytes | str) -> str | None:
         try:
             data.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates (a reader with errors="surrogateescape")
-            return data.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            try:  # each escaped byte back to itself: one U+FFFD per invalid byte
+                raw = data.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a surrogate that is no escaped byte
+                raw = data.encode("utf-8", "surrogatepass")
+            return raw.decode("utf-8", "replace")
         return None
     try:
         data.decode("utf-8")

@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import msgspec
-
 from harness.detection import Detection, make_detection
 from harness.errors import ConfigError, SensorError
 from harness.sensors._jsonlines import JsonLinesSensor, decode_json

@@ -101,7 +101,7 @@ class TetragonSensor(JsonLinesSensor):
         other non-detections read through ``_Envelope`` instead of a whole dict."""
         try:
             env = _envelope.decode(line)
-        except (msgspec.DecodeError, UnicodeError):  # not JSON, or not of these types
+        except ValueError:  # not JSON, not these types, not UTF-8 (DecodeError or UnicodeError)
             super().on_line(line)
             return
         if env.rate_limit_info:  # present (lost events): the generic path counts them

@@ -618,3 +618,51 @@ def test_receiver_port_in_use_is_a_sensor_error() -> None:
 def test_receiver_health_before_start_is_down() -> None:
     health = FalcoSensor(listen="127.0.0.1:0").health()
     assert (health.up, health.reason) == (False, "falco: HTTP receiver on 127.0.0.1:0 is not running")
+
+
+# ---------------------------------------------------------------- msgspec versions
+class _Msgspec018Decoder:
+    """msgspec <= 0.18's behaviour: invalid UTF-8 in bytes raises UnicodeDecodeError (0.19+
+    raises msgspec.DecodeError); everything else as the installed decoder."""
+
+    def __init__(self) -> None:
+        import msgspec
+
+        self._real = msgspec.json.Decoder()
+
+    def decode(self, data: bytes | str) -> Any:
+        if isinstance(data, bytes):
+            data.decode("utf-8")  # raises UnicodeDecodeError, as 0.18 did
+        return self._real.decode(data)
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["msgspec-installed", "msgspec-0.18"])
+def test_receiver_invalid_utf8_is_replaced_whatever_msgspec_raises(
+    old: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness.sensors import _jsonlines
+
+    if old:
+        monkeypatch.setattr(_jsonlines, "_decoder", _Msgspec018Decoder())
+    sensor = FalcoSensor(listen="127.0.0.1:0")
+    body = b'{"rule": "Write below etc", "output_fields": {"proc.cmdline": "touch /etc/\xff\xfe"}}'
+    assert sensor.on_body(body) == (1, 0)
+    assert sensor.on_body(body + b"\n" + body + b"\n") == (2, 0)  # the ndjson path too
+    assert [d.value("proc.cmdline") for d in _detections(sensor)] == ["touch /etc/\ufffd\ufffd"] * 3
+    assert sensor.on_body(b'{"rule": "Write below etc", \xff}') == (0, 1)  # outside a string
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["msgspec-installed", "msgspec-0.18"])
+def test_on_line_lone_surrogate_is_replaced_not_malformed(
+    old: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness.sensors import _jsonlines
+
+    if old:
+        monkeypatch.setattr(_jsonlines, "_decoder", _Msgspec018Decoder())
+    sensor = FalcoSensor(path="/nonexistent/alerts.json")
+    # a line read with errors="surrogateescape" keeps an invalid byte as a lone surrogate
+    line = b'{"rule": "Write below etc", "output_fields": {"proc.cmdline": "touch \xff"}}'
+    sensor.on_line(line.decode("utf-8", "surrogateescape"))
+    assert (sensor.stream.malformed, [d.value("proc.cmdline") for d in _detections(sensor)]) == (
+        0, ["touch \ufffd"])

@@ -253,6 +253,18 @@ def test_normalise_edge_invalid_utf8_in_a_file_name_keeps_the_detection(edge: Te
     assert d.container_id == CID
 
 
+def test_on_line_edge_lines_kept_as_surrogate_escapes_read_like_replaced_ones() -> None:
+    """A reader that keeps invalid bytes as lone surrogates (errors="surrogateescape") gives
+    the same detections as one that replaces them (msgspec refuses lone surrogates)."""
+    raw = (DATA / "edge.jsonl").read_bytes().decode("utf-8", errors="surrogateescape")
+    escaped = _feed(raw.split("\n")[:-1], techniques=TECHNIQUES)
+    replaced = _feed(_lines("edge.jsonl"), techniques=TECHNIQUES)
+    assert [(d.rule, d.names) for d in _detections(escaped)] == [
+        (d.rule, d.names) for d in _detections(replaced)]
+    assert (escaped.stream.malformed, escaped.stream.lost) == (
+        replaced.stream.malformed, replaced.stream.lost)
+
+
 @pytest.mark.parametrize(("index", "kind"), [
     (7, "kprobe without policy_name"), (8, "process_exec"), (9, "process_foo"),
     (10, "process_throttle"), (11, "rate_limit_info"), (12, "rate_limit_info (string)"),
