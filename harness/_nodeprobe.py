@@ -24,13 +24,17 @@ def ensure_mounted(path: str, fstype: str) -> None:
     subprocess.run(["mount", "-t", fstype, "none", path], check=False, capture_output=True)
 
 
-def cgroup2_root() -> str:
+def cgroup2_root(prefix: str = "") -> str:
     """Where the unified (v2) hierarchy is mounted: /sys/fs/cgroup/unified on a hybrid
-    host, /sys/fs/cgroup on a pure-v2 one; '' when there is none."""
+    host, /sys/fs/cgroup on a pure-v2 one; '' when there is none. The one place that
+    decides it: targets and sensors read it from the node facts (``cgroup2_root``) or run
+    this on the node. ``prefix``: where the node's / is seen from here (``/host`` in a pod
+    that mounts the node's root there); the result is the path on the node."""
     for path in CGROUP2_CANDIDATES:
-        if os.path.exists(os.path.join(path, "cgroup.controllers")) or (
-                os.path.isdir(path) and os.path.exists(os.path.join(path, "cgroup.procs"))
-                and _fstype(path) == "cgroup2"):
+        seen = prefix + path
+        if os.path.exists(os.path.join(seen, "cgroup.controllers")) or (
+                os.path.isdir(seen) and os.path.exists(os.path.join(seen, "cgroup.procs"))
+                and _fstype(seen) == "cgroup2"):
             return path
     return ""
 
@@ -116,4 +120,7 @@ def probe(node: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(json.dumps(probe(sys.argv[1] if len(sys.argv) > 1 else "")) + "\n")
+    if sys.argv[1:2] == ["--cgroup2-root"]:  # only the root, seen through PREFIX (argv[2])
+        sys.stdout.write(cgroup2_root(sys.argv[2] if len(sys.argv) > 2 else "") + "\n")
+    else:
+        sys.stdout.write(json.dumps(probe(sys.argv[1] if len(sys.argv) > 1 else "")) + "\n")

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from harness.cgroups import container_id, process_cgroup
 from harness.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
 from harness.errors import ConfigError, TargetError
 from harness.node import NodeFacts
 from harness.reaper import arm, disarm, start_time
 from harness.targets.base import Session, start_runner
-from harness.targets.local import CGROUP2, PDEATHSIG, read_local_facts
+from harness.targets.local import PDEATHSIG, read_local_facts
 from harness.targets.shell import LocalShell
 
 DEFAULT_SOCKET = str(STATE_DIR / "docker.sock")
@@ -250,7 +251,7 @@ class DockerTarget:
             on_close.insert(0, lambda: stop_anchor(anchor))  # popped last: after the container
         return Session(
             context=context, proc=proc, pids=frozenset({init_pid}), hello=hello,
-            cgroup_id=cgroup_inode(init_pid, cid), container_id=cid,
+            cgroup_id=cgroup_inode(init_pid, cid, self.facts().cgroup2_root), container_id=cid,
             variables={**context_variables(context, anchor.pid if anchor else None),
                        "container_id": cid},
             pass_fds=(LEAKED_FD,) if anchor is not None else (), runner_pid=init_pid,
@@ -293,18 +294,23 @@ def _create(api: Any, body: Mapping[str, Any], name: str) -> str:
     return str(api._result(res, True)["Id"])
 
 
-def cgroup_inode(pid: int, cid: str) -> int | None:
-    """Inode of the container's cgroup2 directory (what bpftrace's ``cgroup`` builtin
-    reports): from ``/proc/<pid>/cgroup`` (``0::/docker/<id>``), else docker/<id>."""
-    rel = f"docker/{cid}"
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            if line.startswith("0::/"):
-                rel = line[4:]
-    try:
-        return os.stat(CGROUP2 / rel).st_ino
-    except OSError:
+def cgroup_inode(pid: int, cid: str, root: str) -> int | None:
+    """Inode of the container's cgroup2 directory under ``root`` (the node's probed cgroup2
+    root) — what bpftrace's ``cgroup`` builtin reports. The directory is the one
+    ``/proc/<pid>/cgroup`` names when it maps to ``cid`` (``harness.cgroups``: cgroupfs
+    ``docker/<id>``, systemd ``system.slice/docker-<id>.scope``, ...), else the first of the
+    two driver defaults that exists; None when the node has no cgroup2 hierarchy."""
+    if not root:
         return None
+    rel = process_cgroup(pid)
+    candidates = [rel] if rel is not None and container_id(rel) == cid else []
+    candidates += [f"docker/{cid}", f"system.slice/docker-{cid}.scope"]
+    for candidate in candidates:
+        try:
+            return os.stat(Path(root) / candidate.lstrip("/")).st_ino
+        except OSError:
+            continue
+    return None
 
 
 def start_anchor() -> subprocess.Popen[bytes]:

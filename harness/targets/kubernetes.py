@@ -65,10 +65,10 @@ BOOTSTRAP = (
     "{'__name__':'__main__','__file__':'/shadowtest/stagerunner.py'})\n"
 )
 
-#: read inside a pod-privileged pod, through the node's / at /host: ``key=value`` lines
+#: read inside a pod-privileged pod, through the node's / at /host: ``key=value`` lines;
+#: $1 is the node probe's source (its cgroup2_root() decides the node's cgroup2 root)
 PROBE = r"""
-for d in /sys/fs/cgroup/unified /sys/fs/cgroup; do
-  if [ -e /host$d/cgroup.controllers ]; then echo "cgroup2_root=$d"; break; fi; done
+echo "cgroup2_root=$(python3 -c "$1" --cgroup2-root /host)"
 python3 - <<'PY'
 # the node's pid/mnt namespaces: those of the nearest ancestor outside this pod (the
 # runtime's shim), read through the node's procfs at /host/proc
@@ -430,7 +430,7 @@ class KubernetesTarget:
         source = files("harness").joinpath("_nodeprobe.py").read_text("utf-8")
         try:
             features = session.stage("probe", ["python3", "-c", source, self.node], {}, 90)
-            node = session.stage("probe-node", ["sh", "-c", PROBE], {}, 30)
+            node = session.stage("probe-node", ["sh", "-c", PROBE, "probe", source], {}, 30)
         except TargetError as exc:
             return {}, f"the probe stage failed in the probe pod: {exc}"
         finally:

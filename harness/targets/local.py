@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from harness._nodeprobe import probe
+from harness._nodeprobe import cgroup2_root, probe
 from harness.errors import TargetError
 from harness.node import NodeFacts
 from harness.targets.base import Session, stage_runner_argv, start_runner
 from harness.targets.shell import LocalShell
 
-CGROUP2 = Path("/sys/fs/cgroup/unified")
 CGROUP_PARENT = "shadowtest"
 
 
@@ -38,6 +37,11 @@ class LocalTarget:
             self._facts = read_local_facts(self.node)
         return self._facts
 
+    def cgroup2_root(self) -> Path:
+        """Where this node's cgroup2 hierarchy is mounted, as the node probe found it
+        (``/sys/fs/cgroup`` on pure v2, ``/sys/fs/cgroup/unified`` on a hybrid host)."""
+        return cgroup2_root_of(self.facts())
+
     def shell(self) -> LocalShell:
         """The embedded sensors run on this machine."""
         return LocalShell(self.node)
@@ -46,7 +50,7 @@ class LocalTarget:
         if context == "host":
             return _open_host(run_id)
         if context == "namespace":
-            return _open_namespace(run_id)
+            return _open_namespace(run_id, self.cgroup2_root())
         raise TargetError(
             f"node {self.node!r}: context {context!r} is not provided by local://: "
             f"expected one of {', '.join(self.contexts())}"
@@ -80,17 +84,29 @@ def container_id_for(run_id: str) -> str:
     return hashlib.sha256(run_id.encode()).hexdigest()
 
 
-def _open_namespace(run_id: str) -> Session:
+def cgroup2_root_of(facts: NodeFacts) -> Path:
+    """The probed cgroup2 root of a node; TargetError naming the probe's reason when the
+    node has none (the namespace context and container mapping need it)."""
+    if not facts.cgroup2_root:
+        why = dict(facts.reasons).get("cgroup2", "no cgroup2 hierarchy mounted")
+        raise TargetError(f"node {facts.node!r}: the namespace context needs a cgroup2 "
+                          f"hierarchy and the node probe found none ({why}); mount one, e.g. "
+                          "`mount -t cgroup2 none /sys/fs/cgroup` on a node without cgroups")
+    return Path(facts.cgroup2_root)
+
+
+def _open_namespace(run_id: str, root: Path) -> Session:
     """unshare pid/mnt/uts/ipc/net + a cgroup named like a container; the stage runner is
     PID 1 of the new PID namespace. unshare blocks SIGTERM while it waits, so its
     parent-death signal is SIGKILL; its --kill-child SIGTERM then reaches the runner, which
     runs the armed cleanup. The host mount namespace's fd is passed in (as a
     leaky runtime would), so escape scenarios have a real door to the host."""
-    if not CGROUP2.is_dir():
-        raise TargetError(f"namespace context needs cgroup2 at {CGROUP2}; mount it (cgroup2)")
+    if not root.is_dir():
+        raise TargetError(f"namespace context: the probed cgroup2 root {root} is gone; "
+                          "was the hierarchy unmounted after the node probe?")
     cid = container_id_for(run_id)
-    sweep_cgroups()
-    cg = CGROUP2 / CGROUP_PARENT / cid
+    sweep_cgroups(root=root)
+    cg = root / CGROUP_PARENT / cid
     cg.mkdir(parents=True, exist_ok=True)
     host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     hostname = f"shadowtest-{run_id}"
@@ -125,12 +141,18 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
-def sweep_cgroups(min_age: float = 60.0) -> list[Path]:
+def sweep_cgroups(min_age: float = 60.0, root: Path | None = None) -> list[Path]:
     """Remove run cgroups left empty by a harness that was killed (SIGKILL runs no cleanup;
     the context itself cleaned up and exited). Only empty ones older than ``min_age``
-    seconds: a concurrent run's cgroup is never empty after its first moment."""
+    seconds: a concurrent run's cgroup is never empty after its first moment. ``root``:
+    the cgroup2 root (default: the node probe's, on this machine)."""
     removed: list[Path] = []
-    parent = CGROUP2 / CGROUP_PARENT
+    if root is None:
+        found = cgroup2_root()
+        if not found:
+            return removed
+        root = Path(found)
+    parent = root / CGROUP_PARENT
     if not parent.is_dir():
         return removed
     now = time.time()

@@ -21,11 +21,12 @@ from typing import IO, Any, ClassVar
 
 import msgspec
 
+from harness import cgroups
+from harness._nodeprobe import cgroup2_root
 from harness.detection import Detection
 from harness.errors import SensorError
 from harness.sensors._streams import FileTail, LineReader
 from harness.sensors.base import DetectionStream
-from harness.targets.local import CGROUP2
 from harness.targets.shell import LocalShell, NodeProcess, NodeShell
 from harness.verdict import Health
 
@@ -281,12 +282,14 @@ class BpftraceSensor:
 
 
     def _scan(self) -> dict[int, str]:
+        """{cgroup id: container id} on the sensor's node: the node probe's cgroup2 root,
+        mapped by ``harness.cgroups`` (there, over the node shell, for a remote node)."""
         if not self.shell.remote:
             return scan_cgroups()
-        res = self.shell.run(["python3", "-S", "-c", SCAN_CODE])
+        res = self.shell.run(["python3", "-S", "-c", cgroups.node_scan_code()])
         try:
-            return {int(k): str(v) for k, v in json.loads(res.stdout or "{}").items()}
-        except ValueError:
+            return {int(k): str(v) for k, v in json.loads(res.stdout or "{}").get("map", {}).items()}
+        except (ValueError, AttributeError):
             return {}
 
 
@@ -295,19 +298,6 @@ MARKER_CODE = (
     "import os,sys\nn=int(sys.argv[1]);b=os.sched_getaffinity(0)\nfor c in sorted(b):\n"
     "    os.sched_setaffinity(0,{c})\n    try: os.getpgid(n)\n    except OSError: pass\n"
 )
-#: run on a remote node: {cgroup inode: container id} like scan_cgroups()
-SCAN_CODE = (
-    "import json,os\nout={}\nfor root in ('/sys/fs/cgroup/unified','/sys/fs/cgroup'):\n"
-    "  for parent in ('shadowtest','docker','system.slice','kubepods'):\n"
-    "    base=os.path.join(root,parent)\n    if not os.path.isdir(base): continue\n"
-    "    for c in os.listdir(base):\n"
-    "      n=c.removeprefix('docker-').removesuffix('.scope')\n"
-    "      p=os.path.join(base,c)\n"
-    "      if len(n)==64 and os.path.isdir(p): out[os.stat(p).st_ino]=n\n"
-    "print(json.dumps(out))\n"
-)
-
-
 def _observed_at(raw: dict[str, Any], offset: float) -> float:
     """bpftrace's own wall clock (``wall_ns``, microsecond precision) when it printed one,
     else the monotonic ``ts_ns`` shifted by the harness's clock offset."""
@@ -321,19 +311,10 @@ _CORE = frozenset({"kind", "rule", "technique", "severity", "pid", "ppid", "ance
                    "cgroup", "ts_ns", "wall_ns"})
 
 
-def scan_cgroups(root: Path = CGROUP2) -> dict[int, str]:
-    """Inode -> container id for container-named cgroups (shadowtest/<id>, docker/<id>)
-    under the cgroup2 hierarchy (``/sys/fs/cgroup/unified`` on a hybrid host)."""
-    out: dict[int, str] = {}
-    for parent in ("shadowtest", "docker", "system.slice"):
-        base = root / parent
-        if not base.is_dir():
-            continue
-        for child in base.iterdir():
-            name = child.name.removeprefix("docker-").removesuffix(".scope")
-            if len(name) == 64 and child.is_dir():
-                try:
-                    out[os.stat(child).st_ino] = name
-                except OSError:
-                    continue
-    return out
+def scan_cgroups(root: Path | None = None) -> dict[int, str]:
+    """Inode -> container id for every container cgroup (``harness.cgroups``: docker's
+    cgroupfs and systemd drivers, containerd/CRI, CRI-O, podman, shadowtest's own contexts)
+    under the cgroup2 hierarchy at ``root`` (default: this machine's, as the node probe
+    finds it)."""
+    where = str(root) if root is not None else cgroup2_root()
+    return cgroups.scan(where) if where else {}
