@@ -1,5 +1,5 @@
-"""Command line: ``shadowtest run | validate | report | diff | parity | vm | import-art |
-catalogue | rejudge``.
+"""Command line: ``shadowtest run | validate | init | report | diff | parity | vm |
+import-art | catalogue | rejudge``.
 
 Exit codes (public contract, README "Exit codes"): run returns pytest's (0 every verdict
 passed, 1 a verdict failed, 2 interrupted, 3 internal error, 4 usage/config/safety error,
@@ -8,6 +8,7 @@ file:line: key: message); report returns 0, or 1 when the results hold a failing
 diff 0/1 regression/3 sensor down; parity 0 gate passed/1 failed/3 no rule in scope;
 coverage 0 coverage >= threshold/1 below/3 malformed policy or scenario file;
 enforcement-report 0 every kernel safe to promote/1 not safe or no enforcement rows;
+init 0 written or up to date/1 a file exists with other content (kept);
 2 is a usage error for every command but run.
 """
 
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = sub.add_parser("validate", help="validate scenario and atomic files (no attack)")
     val.add_argument("paths", nargs="*", type=Path)
     val.add_argument("--config", type=Path)
-    from harness import art, catalogue, coverage
+    from harness import art, catalogue, coverage, scaffold
     from harness.report import cli as report_cli
     from harness.report import diff, enforcement, parity
     from harness.vm import add_vm_parser, run_vm
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     art.add_parser(sub)
     catalogue.add_parser(sub)
     coverage.add_parser(sub)
+    scaffold.add_parser(sub)
     rj = sub.add_parser("rejudge", help="judge recorded runs again against recorded detections")
     rj.add_argument("results", type=Path, help="a results file written by shadowtest run")
     rj.add_argument("--sensor", action="append", required=True, metavar="NAME=FORMAT:PATH",
@@ -69,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "diff": diff.run_diff, "parity": parity.run_parity, "vm": run_vm,
         "enforcement-report": enforcement.run,
         "import-art": art.run, "catalogue": catalogue.run, "coverage": coverage.run,
+        "init": scaffold.run,
     }
     try:
         return commands[args.command](args)
@@ -84,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = [str(p) for p in (args.paths or settings.scenarios)]
     extra = list(args.pytest_args)
     # hypothesis's plugin (if installed) costs ~0.5 s at every run and has no use here
-    argv = [*paths, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
+    argv = [*paths, "--shadowtest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
             "-o", "testpaths=",
             "-o", "filterwarnings=", "--strict-markers", "-rfEs",
             # the CLI imported harness before pytest could rewrite its asserts: nothing to
@@ -92,8 +95,11 @@ def _run(args: argparse.Namespace) -> int:
             "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if args.results:
         argv += ["--shadowtest-results", str(args.results)]
-    if args.config:
-        argv += ["--shadowtest-config", str(args.config)]
+    # the project is where its configuration is: pytest's rootdir and ini file follow it,
+    # never a directory that merely holds one of the paths (e.g. the built-in catalogue's)
+    argv += ["--rootdir", str(settings.root)]
+    if settings.source is not None:
+        argv += ["--shadowtest-config", str(settings.source), "-c", str(settings.source)]
     if args.sensors:
         argv += ["--shadowtest-sensors", args.sensors]
     if args.numprocesses:

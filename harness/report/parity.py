@@ -292,9 +292,14 @@ def parity(incumbent: Sequence[Detection], candidate: Sequence[Detection], opts:
     inc, cand = in_window(incumbent, start, end), in_window(candidate, start, end)
     table = arrow_table(columns(inc, cand, opts.keys))
     if engine == "spark":
-        from harness.report.parity_spark import match_spark
+        try:
+            from harness.report.parity_spark import match_spark
 
-        inc_seq, cand_seq = match_spark(table, opts.tolerance_us)
+            inc_seq, cand_seq = match_spark(table, opts.tolerance_us)
+        except ModuleNotFoundError as exc:
+            from harness._extras import missing_extra
+
+            raise missing_extra(exc, "parity --engine spark") from exc
     elif engine == "duckdb":
         inc_seq, cand_seq = match_duckdb(table, opts.tolerance_us)
     else:

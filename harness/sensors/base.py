@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import importlib
 import inspect
 import threading
@@ -76,7 +75,6 @@ class DetectionStream:
     #: detections kept in memory; past this the oldest half is dropped (a run whose window
     #: reaches back into dropped ones counts them as lost: SENSOR_DOWN, never MISSED)
     MAX_KEPT = 200_000
-    FREEZE_EVERY = 4096
 
     def __init__(self, sensor: str) -> None:
         self.sensor = sensor
@@ -89,12 +87,9 @@ class DetectionStream:
     def push(self, detection: Detection) -> None:
         with self._lock:
             detections = self._s.detections
+            # no gc.freeze() here: it would freeze every object of the user's process; the
+            # kept lines are plain strings (keep_raw) and detections are slotted
             detections.append(detection)
-            if len(detections) % self.FREEZE_EVERY == 0:
-                # detections live long and hold no cycles (refcounting frees them when
-                # dropped): move them out of the cyclic collector's way, or every full
-                # collection walks all of them (61 % of Falco ingest time measured)
-                gc.freeze()
             if len(detections) > self.MAX_KEPT:
                 drop = self.MAX_KEPT // 2
                 del detections[:drop]
@@ -258,7 +253,13 @@ def sensor_class(kind: str) -> Callable[..., Sensor]:
             "register more under the 'shadowtest.sensors' entry-point group"
         )
     module, _, name = known[kind].partition(":")
-    cls: Callable[..., Sensor] = getattr(importlib.import_module(module), name)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        from harness._extras import missing_extra
+
+        raise missing_extra(exc, f"sensor type {kind!r}") from exc
+    cls: Callable[..., Sensor] = getattr(imported, name)
     return cls
 
 
