@@ -48,8 +48,9 @@ def scaffold(root: Path, force: bool = False) -> tuple[list[Path], list[Path], l
 
 def add_parser(sub: Any) -> None:
     """Add ``init`` to the CLI's subparsers."""
-    p: argparse.ArgumentParser = sub.add_parser("init", help="scaffold a project: shadowtest.toml, an example scenario "
-                                    "and atomic, CI jobs (GitHub Actions, GitLab CI)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "init", help="scaffold a project: shadowtest.toml, an example scenario and atomic, "
+                     "CI jobs (GitHub Actions, GitLab CI)")
     p.add_argument("directory", nargs="?", type=Path, default=Path(),
                    help="the project's directory (default: the current one)")
     p.add_argument("--force", action="store_true",
