@@ -193,7 +193,9 @@ class FalcoSensor(JsonLinesSensor):
 
         fields = dict(of)  # Falco's own names (fd.name, k8s.pod.name): Detection.value reads them
         fields["source"] = get("source")
-        fields["tags"] = tags if isinstance(tags, list) else list(tags)
+        # tuples of strings: the collector stops walking them (and then ``fields``) after one
+        # pass, so a long session's kept detections cost the cyclic collector ~nothing
+        fields["tags"] = tuple(tags)
         fields["tactics"] = tactics
         if pod:
             fields["pod"] = pod
@@ -237,7 +239,7 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _split_tags(tags: Any) -> tuple[tuple[str, ...], list[str]]:
+def _split_tags(tags: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """ATT&CK technique ids (``T1611``, ``T1055.008``) and tactic tags (``mitre_*``)."""
     if not isinstance(tags, list | tuple):
         raise TypeError(f"tags is not an array: {type(tags).__name__}")
@@ -250,7 +252,7 @@ def _split_tags(tags: Any) -> tuple[tuple[str, ...], list[str]]:
             _TAGS.clear()
     except TypeError:  # an unhashable tag (an object): not cached
         techniques, tactics = _read_tags(tags)
-    return techniques, list(tactics)
+    return techniques, tactics
 
 
 #: tags -> (techniques, tactics), for _split_tags

@@ -108,9 +108,9 @@ def test_normalise_release_agent_maps_process_container_pod_and_time(
                            "k8s_attacker_escape-7d9f6c_default_1c2d_0", "escape-7d9f6c")
     assert (d.value("pod"), d.value("namespace"), d.value("source")) == (
         "escape-7d9f6c", "default", "syscall")
-    assert d.value("tactics") == ["mitre_privilege_escalation"]
-    assert d.value("tags") == ["maturity_stable", "container", "process",
-                               "mitre_privilege_escalation", "T1611"]
+    assert d.value("tactics") == ("mitre_privilege_escalation",)
+    assert d.value("tags") == ("maturity_stable", "container", "process",
+                               "mitre_privilege_escalation", "T1611")
     assert d.value("uuid") is None
     assert json.loads(d.raw)["output_fields"]["thread.cap_effective"] == "CAP_SYS_ADMIN"
 
@@ -138,7 +138,7 @@ def test_normalise_host_alert_has_no_container_and_no_host_name(alerts: list[Det
 
 def test_normalise_without_output_and_tags_properties(alerts: list[Detection]) -> None:
     d = alerts[5]
-    assert (d.technique, d.value("tags"), d.value("tactics")) == ((), [], [])
+    assert (d.technique, d.value("tags"), d.value("tactics")) == ((), (), ())
     assert d.names == ("touch /etc/hosts", "/etc/hosts", "k8s_debugger_tools-5b8c_kube-system_aa11_0")
     assert d.container_id == OTHER_SHORT
 
@@ -196,16 +196,16 @@ def _normalise(raw: Any, **kw: Any) -> Detection:
     ("tags", "technique", "tactics"),
     [
         pytest.param(["T1611", "t1055.008", "mitre_privilege_escalation", "container"],
-                     ("T1611", "T1055.008"), ["mitre_privilege_escalation"], id="mixed"),
-        pytest.param(["mitre_persistence", "mitre_T1098"], (), ["mitre_persistence", "mitre_T1098"],
+                     ("T1611", "T1055.008"), ("mitre_privilege_escalation",), id="mixed"),
+        pytest.param(["mitre_persistence", "mitre_T1098"], (), ("mitre_persistence", "mitre_T1098"),
                      id="tactics-only"),
-        pytest.param(["T16110", "T161", "T1055.08", "XT1611", 1611, None], (), [], id="not-ids"),
-        pytest.param(None, (), [], id="null"),
-        pytest.param([], (), [], id="empty"),
+        pytest.param(["T16110", "T161", "T1055.08", "XT1611", 1611, None], (), (), id="not-ids"),
+        pytest.param(None, (), (), id="null"),
+        pytest.param([], (), (), id="empty"),
     ],
 )
 def test_normalise_techniques_and_tactics_from_tags(
-    tags: Any, technique: tuple[str, ...], tactics: list[str],
+    tags: Any, technique: tuple[str, ...], tactics: tuple[str, ...],
 ) -> None:
     d = _normalise(_alert(tags=tags))
     assert (d.technique, d.value("tactics")) == (technique, tactics)
@@ -244,7 +244,7 @@ def test_normalise_missing_and_null_parts_leave_fields_empty() -> None:
     d = _normalise({"rule": "Some rule"}, node="configured-node")
     assert (d.technique, d.severity, d.node, d.container_id, d.pid, d.ppid, d.comm, d.names) == (
         (), None, "configured-node", None, None, None, None, ())
-    assert d.fields == {"source": None, "tags": [], "tactics": []}
+    assert d.fields == {"source": None, "tags": (), "tactics": ()}
 
 
 def test_normalise_ancestors_full_id_and_k8smeta_fields() -> None:
@@ -303,8 +303,8 @@ def test_on_line_sidekick_payloads_keep_uuid_customfields_and_tags(sidekick: Fal
         "f3b2a0c4-8d1e-4f5a-9b6c-2d7e8f901a2b", "0c9d8e7f-6a5b-4c3d-8e2f-1a0b9c8d7e6f",
         "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170", "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"]
     assert {(d.value("cluster"), d.value("environment")) for d in ds} == {("lab-1", "ci")}
-    assert ds[0].value("tags") == ["T1611", "container", "maturity_stable",
-                                   "mitre_privilege_escalation", "process", "shadowtest"]
+    assert ds[0].value("tags") == ("T1611", "container", "maturity_stable",
+                                   "mitre_privilege_escalation", "process", "shadowtest")
     assert (sidekick.stream.lost, sidekick.stream.malformed) == (0, 0)
 
 
