@@ -45,6 +45,12 @@ DEFAULT_CACHE = Path("/var/cache/shadowtest/vm")
 DEFAULT_STATE = Path("/run/shadowtest/vm")
 #: the guest's PID 1 (written by ci/vm-image.sh)
 GUEST_INIT = "/sbin/shadowtest-init"
+#: cgroup layout of the guest -> what goes on its kernel command line. ``v2`` (the default,
+#: like every current distribution): cgroup2 at /sys/fs/cgroup and no v1 controller at all
+#: (``cgroup_no_v1=all``); ``hybrid``: v1 controllers under /sys/fs/cgroup/<name> and
+#: cgroup2 at /sys/fs/cgroup/unified (systemd's older layout; the guest's init mounts it).
+CGROUP_LAYOUTS: dict[str, str] = {"v2": "cgroup_no_v1=all", "hybrid": "shadowtest.cgroup=hybrid"}
+DEFAULT_CGROUP = "v2"
 QEMU = "qemu-system-x86_64"
 BUILD_HINT = "build it with `bash ci/vm-image.sh` (or `shadowtest vm build`)"
 _TERM_GRACE = 10.0
@@ -52,6 +58,14 @@ _TERM_GRACE = 10.0
 
 class VmError(TargetError):
     """A kernel-matrix VM could not be built, booted, reached or stopped."""
+
+
+def check_cgroup_layout(layout: str) -> str:
+    """``layout`` when it is one of :data:`CGROUP_LAYOUTS`, else a VmError listing them."""
+    if layout not in CGROUP_LAYOUTS:
+        raise VmError(f"unknown VM cgroup layout {layout!r}: expected one of "
+                      f"{', '.join(CGROUP_LAYOUTS)} (default {DEFAULT_CGROUP}: pure cgroup v2)")
+    return layout
 
 
 def resolve_kernel(kernel: str) -> tuple[str, str]:
@@ -163,13 +177,16 @@ def build_image(cache_dir: Path = DEFAULT_CACHE) -> None:
 
 
 def qemu_argv(*, kernel: Path, initrd: Path, image: Path, port: int, console: Path,
-              memory_mb: int = 2048, cpus: int = 2, detached: bool = False) -> list[str]:
-    """The full command line of one VM (``setpriv --pdeathsig KILL`` first unless detached)."""
+              memory_mb: int = 2048, cpus: int = 2, detached: bool = False,
+              cgroup: str = DEFAULT_CGROUP) -> list[str]:
+    """The full command line of one VM (``setpriv --pdeathsig KILL`` first unless detached);
+    ``cgroup``: the guest's cgroup layout (:data:`CGROUP_LAYOUTS`)."""
     argv = [] if detached else ["setpriv", "--pdeathsig", "KILL", "--"]
+    layout = CGROUP_LAYOUTS[check_cgroup_layout(cgroup)]
     return [*argv, QEMU, "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(memory_mb),
             "-smp", str(cpus), "-display", "none", "-monitor", "none", "-no-reboot",
             "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"root=/dev/vda rw console=ttyS0 init={GUEST_INIT} panic=-1",
+            "-append", f"root=/dev/vda rw console=ttyS0 init={GUEST_INIT} panic=-1 {layout}",
             "-drive", f"file={image},if=virtio,format=raw,snapshot=on",
             "-nic", f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-serial", f"file:{console}"]
@@ -263,11 +280,14 @@ class VirtualMachine:
     ``vm-<name>.json`` {pid, port, kernel, name, key, console, ...} and the console log
     go (default: a private temporary directory, no state file). ``detached``: no
     parent-death signal, for VMs that outlive their starter (``shadowtest vm up``).
+    ``cgroup``: the guest's cgroup layout, ``v2`` (pure cgroup v2, the default) or ``hybrid``.
     """
 
     def __init__(self, kernel: str, cache_dir: Path = DEFAULT_CACHE, state_dir: Path | None = None,
-                 memory_mb: int = 2048, cpus: int = 2, detached: bool = False) -> None:
+                 memory_mb: int = 2048, cpus: int = 2, detached: bool = False,
+                 cgroup: str = DEFAULT_CGROUP) -> None:
         self.name, self.release = resolve_kernel(kernel)
+        self.cgroup = check_cgroup_layout(cgroup)
         self.cache_dir = Path(cache_dir)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.memory_mb = memory_mb
@@ -307,7 +327,7 @@ class VirtualMachine:
             console.write_bytes(b"")
             argv = qemu_argv(kernel=paths["kernel"], initrd=paths["initrd"], image=paths["image"],
                              port=self._port, console=console, memory_mb=self.memory_mb,
-                             cpus=self.cpus, detached=self.detached)
+                             cpus=self.cpus, detached=self.detached, cgroup=self.cgroup)
             with qemu_log.open("wb") as log:
                 try:
                     self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
@@ -378,6 +398,7 @@ class VirtualMachine:
         if self.state_file is None or self.endpoint is None:
             return
         data = {**self.endpoint.as_json(), "name": self.name, "detached": self.detached,
+                "cgroup": self.cgroup,
                 "cache_dir": str(self.cache_dir), "started_at": time.time()}
         tmp = self.state_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -469,6 +490,8 @@ def add_vm_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     u.add_argument("--state", type=Path, default=DEFAULT_STATE, help=f"default {DEFAULT_STATE}")
     u.add_argument("--memory", type=int, default=2048, help="MiB (default 2048)")
     u.add_argument("--cpus", type=int, default=2)
+    u.add_argument("--cgroup", choices=sorted(CGROUP_LAYOUTS), default=DEFAULT_CGROUP,
+                   help="the guest's cgroup layout (default v2: pure cgroup v2)")
     u.add_argument("--timeout", type=float, default=180, help="seconds to wait for SSH")
     d = vsub.add_parser("down", help="stop VMs by their state files (idempotent)")
     which = d.add_mutually_exclusive_group(required=True)
@@ -498,7 +521,8 @@ def run_vm(args: argparse.Namespace) -> int:
 
 def _cli_up(args: argparse.Namespace) -> int:
     vm = VirtualMachine(args.kernel, cache_dir=args.cache, state_dir=args.state,
-                        memory_mb=args.memory, cpus=args.cpus, detached=True)
+                        memory_mb=args.memory, cpus=args.cpus, detached=True,
+                        cgroup=args.cgroup)
     started = time.monotonic()
     endpoint = vm.up(timeout=args.timeout)
     print(json.dumps({**endpoint.as_json(), "url": endpoint.url(),
@@ -536,6 +560,7 @@ def _cli_status(args: argparse.Namespace) -> int:
             continue
         alive = is_our_qemu(data["pid"], data["port"])
         print(f"VM {data.get('name')} ({data.get('kernel')}): pid {data['pid']} "
-              f"port 127.0.0.1:{data['port']} {'running' if alive else 'NOT running (stale)'}"
+              f"port 127.0.0.1:{data['port']} cgroup {data.get('cgroup', '?')} "
+              f"{'running' if alive else 'NOT running (stale)'}"
               f" console {data.get('console')}")
     return 0

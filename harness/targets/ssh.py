@@ -349,16 +349,17 @@ class SshTarget:
 
 
 class VmTarget(SshTarget):
-    """``vm://6.1`` (or ``vm://6.12``; ``?cache=DIR&memory=MB&cpus=N``): a QEMU VM of the
-    project's image (``bash ci/vm-image.sh``) booted with that stock kernel on first use
-    and torn down in close() — and with the harness, even when it is killed."""
+    """``vm://6.1`` (or ``vm://6.12``; ``?cache=DIR&memory=MB&cpus=N&cgroup=v2|hybrid``): a
+    QEMU VM of the project's image (``bash ci/vm-image.sh``) booted with that stock kernel
+    on first use and torn down in close() — and with the harness, even when it is killed.
+    The guest's cgroups are pure v2 unless ``cgroup=hybrid``."""
 
     NAME: ClassVar[str] = "vm"
 
     def __init__(self, node: str, url: str) -> None:
         parts = urlsplit(url)
         self.kernel = parts.netloc or parts.path.strip("/")
-        from harness.vm import DEFAULT_CACHE, KERNELS
+        from harness.vm import CGROUP_LAYOUTS, DEFAULT_CACHE, DEFAULT_CGROUP, KERNELS
 
         if self.kernel not in KERNELS:
             raise ConfigError(f"node {node!r}: {url!r}: unknown VM kernel {self.kernel!r}: "
@@ -367,6 +368,11 @@ class VmTarget(SshTarget):
         self._cache = Path(query["cache"][0]) if "cache" in query else DEFAULT_CACHE
         self._memory = int(query.get("memory", ["2048"])[0])
         self._cpus = int(query.get("cpus", ["2"])[0])
+        self._cgroup = query.get("cgroup", [DEFAULT_CGROUP])[0]
+        if self._cgroup not in CGROUP_LAYOUTS:
+            raise ConfigError(f"node {node!r}: {url!r}: unknown cgroup layout {self._cgroup!r}: "
+                              f"expected cgroup={' or cgroup='.join(CGROUP_LAYOUTS)} (default "
+                              f"{DEFAULT_CGROUP}: pure cgroup v2)")
         self._vm: Any = None
         super().__init__(node, "ssh://root@127.0.0.1:22")
         self.url = url
@@ -376,7 +382,7 @@ class VmTarget(SshTarget):
             from harness.vm import VirtualMachine
 
             vm = VirtualMachine(self.kernel, cache_dir=self._cache, memory_mb=self._memory,
-                                cpus=self._cpus)
+                                cpus=self._cpus, cgroup=self._cgroup)
             endpoint = vm.up()
             self._vm = vm
             self._shell_args = (f"{endpoint.user}@{endpoint.host}", endpoint.port, str(endpoint.key))

@@ -94,11 +94,45 @@ def test_qemu_argv_attached_has_pdeathsig_and_loopback_only_forward() -> None:
     assert opts["-accel"] == "tcg,thread=multi"
     assert opts["-m"] == "2048"
     assert opts["-smp"] == "2"
-    assert opts["-append"] == "root=/dev/vda rw console=ttyS0 init=/sbin/shadowtest-init panic=-1"
+    assert opts["-append"] == ("root=/dev/vda rw console=ttyS0 init=/sbin/shadowtest-init panic=-1"
+                               " cgroup_no_v1=all")
     assert opts["-drive"] == "file=/c/root.img,if=virtio,format=raw,snapshot=on"
     assert opts["-nic"] == "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:10022-:22"
     assert opts["-serial"] == "file:/s/con.log"
     assert "-no-reboot" in argv
+
+
+@pytest.mark.parametrize(("layout", "arg"), [("v2", "cgroup_no_v1=all"),
+                                             ("hybrid", "shadowtest.cgroup=hybrid")])
+def test_qemu_argv_puts_the_cgroup_layout_on_the_kernel_command_line(layout: str, arg: str) -> None:
+    argv = vm.qemu_argv(kernel=Path("k"), initrd=Path("i"), image=Path("r"), port=1,
+                        console=Path("c"), cgroup=layout)
+    append = argv[argv.index("-append") + 1].split()
+    assert arg in append
+    assert [a for a in append if "cgroup" in a] == [arg]
+
+
+def test_unknown_cgroup_layout_lists_the_known_ones() -> None:
+    with pytest.raises(VmError, match=r"unknown VM cgroup layout 'v1'.*v2, hybrid"):
+        VirtualMachine("6.1", cgroup="v1")
+
+
+def test_vm_target_takes_the_cgroup_layout_from_its_url() -> None:
+    from harness.errors import ConfigError
+    from harness.targets.ssh import VmTarget
+
+    assert VmTarget("k", "vm://6.12")._cgroup == "v2"
+    assert VmTarget("k", "vm://6.12?cgroup=hybrid")._cgroup == "hybrid"
+    with pytest.raises(ConfigError, match=r"vm://6.12\?cgroup=v3.*cgroup=v2 or cgroup=hybrid"):
+        VmTarget("k", "vm://6.12?cgroup=v3")
+
+
+def test_vm_image_init_mounts_both_layouts() -> None:
+    """The guest's init (in ci/vm-image.sh) reads the layout from the kernel command line."""
+    script = vm.vm_image_script().read_text()
+    assert "shadowtest.cgroup=*" in script
+    assert "mnt cgroup2 /sys/fs/cgroup/unified" in script
+    assert "mnt cgroup2 /sys/fs/cgroup\n" in script
 
 
 def test_qemu_argv_detached_has_no_pdeathsig() -> None:
