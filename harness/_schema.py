@@ -51,7 +51,11 @@ def _explain(doc: LinedDocument, err: ValidationError) -> ScenarioError:
             path, f"expected a scalar (exact match) or a one-key mapping "
                   f"{{prefix|contains|regex: ...}}, got {err.instance!r}"
         )
-    return doc.error(path, f"expected {_expected(err)}, got {err.instance!r}")
+    hint = ""
+    if err.validator == "type" and isinstance(err.instance, bool) \
+            and "boolean" not in str(err.validator_value):
+        hint = " (YAML reads yes/no/true/false/on/off as a boolean: quote it)"
+    return doc.error(path, f"expected {_expected(err)}, got {err.instance!r}{hint}")
 
 
 def _expected(err: ValidationError) -> str:

@@ -99,14 +99,40 @@ def _scenario_doc_errors(doc: LinedDocument, atomics: Mapping[str, Atomic]) -> l
             f"unknown atomic {d['atomic']!r}: expected one of {', '.join(sorted(atomics)) or '(none)'}",
         ))
     else:
-        for arg in d.get("arguments", {}):
-            if arg not in atomic.arguments:
-                errors.append(doc.error(
-                    ("arguments", arg),
-                    f"atomic {atomic.id!r} has no input argument {arg!r}: expected one of "
-                    f"{', '.join(sorted(atomic.arguments)) or '(none)'}",
-                ))
+        errors += _argument_errors(doc, atomic)
     return errors
+
+
+def _argument_errors(doc: LinedDocument, atomic: Atomic) -> list[ScenarioError]:
+    """Every argument names an input argument of the atomic and has its type; every input
+    argument without a default is given."""
+    given: dict[str, Any] = doc.data.get("arguments", {})
+    errors: list[ScenarioError] = []
+    for name, value in given.items():
+        arg = atomic.inputs.get(name)
+        if arg is None:
+            errors.append(doc.error(
+                ("arguments", name),
+                f"atomic {atomic.id!r} has no input argument {name!r}: expected one of "
+                f"{', '.join(sorted(atomic.inputs)) or '(none)'}",
+            ))
+            continue
+        try:
+            arg.coerce(value)
+        except ValueError as exc:
+            errors.append(doc.error(("arguments", name), f"{exc} (input argument {name!r} of "
+                                                         f"atomic {atomic.id!r}, type {arg.type})"))
+    missing = sorted(n for n, a in atomic.inputs.items() if a.default is None and n not in given)
+    errors += [doc.error(("arguments",) if "arguments" in doc.data else ("atomic",),
+                         f"atomic {atomic.id!r} needs a value for its input argument {name!r} "
+                         f"(it has no default): add arguments: {{{name}: ...}}")
+               for name in missing]
+    return errors
+
+
+def _arguments(atomic: Atomic, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The atomic's defaults overridden by the scenario's (checked) values, normalised."""
+    return {**atomic.arguments, **{k: atomic.inputs[k].coerce(v) for k, v in given.items()}}
 
 
 def _override_errors(doc: LinedDocument, benign: bool) -> list[ScenarioError]:
@@ -149,7 +175,7 @@ def check_scenario(path: Path, atomics: Mapping[str, Atomic]) -> tuple[list[Scen
         id=d["id"], name=d["name"], path=path, atomic=atomic,
         contexts=tuple(d["contexts"]), technique=d.get("technique"),
         tactic=path.parent.name, benign=d.get("benign", False),
-        arguments={**atomic.arguments, **d.get("arguments", {})},
+        arguments=_arguments(atomic, d.get("arguments", {})),
         window=parse_duration(d["window"]) if "window" in d else None,
         kernel=req.get("kernel"), features=tuple(req.get("features", ())),
         expect=d.get("expect", {}), description=d.get("description", ""),

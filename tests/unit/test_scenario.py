@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -342,3 +344,114 @@ def test_check_scenario_gap_excludes_the_other_keys(
 def test_check_scenario_gap_must_not_be_empty(tmp_path: Path, atomics: dict[str, Atomic]) -> None:
     err = _only_error(_write(tmp_path, SCENARIO + '  falco: {gap: ""}\n'), atomics)
     assert err.key == "expect.falco.gap"
+
+
+# ---------------------------------------------------------------- typed, quoted arguments
+DROP = """\
+id: drop-file
+name: Drop a file
+technique: T1098
+touches:
+  - {kind: file, what: "#{dir}/#{note}"}
+input_arguments:
+  dir: {description: where, type: path}
+  note: {description: the file's name and content, type: string, default: hello}
+  mode: {description: file mode, type: enum, values: ["0644", "0600"], default: "0644"}
+  count: {description: copies, type: integer, default: 1}
+executor:
+  name: sh
+  command: >-
+    printf '%s\\n' #{note} > "#{dir}/#{note}" && chmod #{mode} #{dir}/#{note} &&
+    printf 'wrote [%s] %s time(s)\\n' '#{note}' #{count}
+proof:
+  stdout: "^wrote \\\\[#{note}\\\\]"
+"""
+
+DROP_SCENARIO = """\
+id: drop-note
+name: Drop a note
+technique: T1098
+atomic: drop-file
+arguments:
+  dir: /tmp
+contexts: [host]
+"""
+#  1 id  2 name  3 technique  4 atomic  5 arguments  6   dir  7 contexts
+
+
+@pytest.fixture
+def drop(tmp_path: Path) -> dict[str, Atomic]:
+    path = tmp_path / "atomic" / "drop-file.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DROP, encoding="utf-8")
+    loaded, errors = load_atomics([path.parent])
+    assert errors == []
+    return loaded
+
+
+def test_check_scenario_arguments_are_checked_and_normalised(
+    tmp_path: Path, drop: dict[str, Atomic]
+) -> None:
+    text = _edit(DROP_SCENARIO, 6, "  dir: /var/tmp\n  count: '3'\n  mode: '0600'")
+    errors, scenario = check_scenario(_write(tmp_path, text, name="drop-note"), drop)
+    assert errors == []
+    assert scenario is not None
+    assert scenario.arguments == {"dir": "/var/tmp", "note": "hello", "mode": "0600", "count": 3}
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        pytest.param("  dir: /tmp\n  count: three", "arguments.count",
+                     "expected an integer, got 'three' (input argument 'count' of atomic "
+                     "'drop-file', type integer)", id="integer"),
+        pytest.param("  dir: /tmp\n  mode: '0777'", "arguments.mode",
+                     "expected one of '0644', '0600', got '0777' (input argument 'mode'", id="enum"),
+        pytest.param("  dir: ~/notes", "arguments.dir",
+                     "expected a literal path, got '~/notes': values are shell-quoted, so ~, $VAR "
+                     "and `...` are not expanded; give the path itself", id="path-tilde"),
+        pytest.param("  dir: $HOME", "arguments.dir", "expected a literal path, got '$HOME'",
+                     id="path-variable"),
+        pytest.param("  dir: /tmp\n  note: no", "arguments.note",
+                     "expected type ['string', 'number'], got False (YAML reads yes/no/true/false",
+                     id="yaml-boolean"),
+        pytest.param("  note: x", "arguments",
+                     "atomic 'drop-file' needs a value for its input argument 'dir' (it has no "
+                     "default): add arguments: {dir: ...}", id="missing-required"),
+    ],
+)
+def test_check_scenario_bad_argument_names_file_line_and_key(
+    tmp_path: Path, drop: dict[str, Atomic], line: str, key: str, message: str
+) -> None:
+    path = _write(tmp_path, _edit(DROP_SCENARIO, 6, line), name="drop-note")
+    err = _only_error(path, drop)
+    assert str(err).startswith(f"{path}:{err.line}: {key}: {message}")
+    assert err.line in (5, 6, 7)
+
+
+@pytest.mark.parametrize("hostile", [
+    "x; touch pwned", "$(touch pwned)", "`touch pwned`", "' ; touch pwned #", '" ; touch pwned #',
+    "a\ntouch pwned", "$(id)",
+])
+def test_scenario_argument_reaches_the_command_as_one_literal_word(
+    tmp_path: Path, drop: dict[str, Atomic], hostile: str
+) -> None:
+    """A hostile string value loads (it is a valid string) and reaches every place of the
+    command, unquoted, in "..." and in '...', as itself: the file's name and content and
+    the proof line, never code."""
+    out = tmp_path / "out"
+    out.mkdir()
+    text = _edit(DROP_SCENARIO, 6, f"  dir: {out}\n  note: {json.dumps(hostile)}")
+    errors, scenario = check_scenario(_write(tmp_path, text, name="drop-note"), drop)
+    assert errors == []
+    assert scenario is not None
+    atomic = scenario.atomic
+    values = {**scenario.arguments, "run_id": "st0123456789ab"}
+    res = subprocess.run(["sh", "-c", atomic.render(atomic.command, values)], capture_output=True,
+                         text=True, check=False, timeout=10, cwd=tmp_path)
+    assert (res.returncode, res.stderr) == (0, "")
+    assert [p.name for p in out.iterdir()] == [hostile]
+    assert (out / hostile).read_text() == hostile + "\n"
+    assert res.stdout == f"wrote [{hostile}] 1 time(s)\n"
+    assert re.search(atomic.render(atomic.proof_stdout or "", values, re.escape), res.stdout)
+    assert not (tmp_path / "pwned").exists()
