@@ -17,7 +17,7 @@ from harness.detection import Detection
 from harness.node import NodeFacts
 from harness.run import Run, StageResult
 from harness.scenario import Scenario
-from harness.sensors.base import Sensor, Subscription
+from harness.sensors.base import Quiet, Sensor, Subscription
 from harness.targets.base import Session, Target
 from harness.verdict import Expectation, Health, Judgement, compare, judge
 
@@ -215,6 +215,11 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
             up, reason = False, (f"{name} did not deliver up to the end of the run within the "
                                  f"window ({window:g} s + {getattr(sensor, 'delay', 0.0):g} s "
                                  "ingestion delay): a miss cannot be proved")
+        if up and run.executed and not synced and isinstance(sensor, Quiet):
+            # a producer that cannot be synced must show a sign of life in the window
+            silent = sensor.silence(sub.opened_at, time.time())
+            if silent:
+                up, reason = False, silent
         health = Health(up=up, reason=reason, lost=sub.lost(), malformed=sub.malformed(),
                         synced=synced)
         healths[name] = health

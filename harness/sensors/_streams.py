@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -26,12 +27,18 @@ class LineReader:
         self._pipe = pipe
         self._on_line = on_line
         self._on_eof = on_eof
+        #: when the last line was read (epoch seconds; 0.0: none yet): the producer's sign of life
+        self.last_line = 0.0
+        #: when the output ended (the command exited or closed it); 0.0 while it runs
+        self.ended_at = 0.0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         for line in self._pipe:
+            self.last_line = time.time()
             self._on_line(line.rstrip("\n"))
+        self.ended_at = time.time()
         self._on_eof()
 
     def join(self, timeout: float) -> None:
@@ -49,6 +56,9 @@ class FileTail:
                  from_start: bool = False) -> None:
         self.path = path
         self._on_line = on_line
+        #: when the tail started, and when it last read a line (epoch seconds; 0.0: none yet)
+        self.started_at = time.time()
+        self.last_line = 0.0
         self._stop = threading.Event()
         self._inotify = INotify()
         self._inotify.add_watch(str(path.parent), flags.CREATE | flags.MOVED_TO | flags.MODIFY)
@@ -86,6 +96,8 @@ class FileTail:
             if lines[-1]:
                 partial.append(lines[-1])
             del lines[-1]
+            if lines:
+                self.last_line = time.time()  # once a chunk: the producer wrote something
             for line in lines:
                 on_line(line)
 
@@ -110,6 +122,7 @@ class FileTail:
             if self._rotated():
                 self._drain()
                 if self._partial:  # the old file's last line had no newline: still a line
+                    self.last_line = time.time()
                     self._on_line("".join(self._partial))
                 if self._fh is not None:
                     self._fh.close()
@@ -130,3 +143,18 @@ class FileTail:
         self._inotify.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds, to about 10 ms plus the second
+    ``btime`` rounds to); None when it does not run (or is a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")

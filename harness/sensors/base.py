@@ -52,6 +52,18 @@ class Sensor(Protocol):
         """Pure: one raw record of the product to a Detection (None: not a detection)."""
 
 
+@runtime_checkable
+class Quiet(Protocol):
+    """A sensor fed by a producer it cannot sync (a file tail, a command's output, a webhook):
+    it says whether the producer showed a sign of life during a run's window. The harness
+    judges a window without one SENSOR_DOWN (the reason says what was seen and how to fix
+    it), never MISSED or CLEAN."""
+
+    def silence(self, since: float, until: float) -> str | None:
+        """Why the producer showed no sign of life from ``since`` to ``until`` (epoch
+        seconds); None when it did."""
+
+
 @dataclass
 class _State:
     detections: list[Detection] = field(default_factory=list)
@@ -157,7 +169,7 @@ class DetectionStream:
     def subscribe(self) -> Subscription:
         with self._cond:
             return Subscription(self, self._s.base + len(self._s.detections), self._s.lost,
-                                self._s.malformed)
+                                self._s.malformed, time.time())
 
     def _since(self, index: int) -> list[Detection]:
         return self._s.detections[max(0, index - self._s.base):]
@@ -209,6 +221,8 @@ class Subscription:
     index: int
     lost_at_start: int
     malformed_at_start: int
+    #: when the run subscribed (epoch seconds): its window for the sensor opens here
+    opened_at: float = 0.0
 
     def wait(
         self, done: Callable[[list[Detection]], bool], marker: str | None, deadline: float,

@@ -48,17 +48,24 @@ class FalcoSensor(JsonLinesSensor):
     stdout) or ``listen`` (``"HOST:PORT"``; port 0 picks a free one, see ``port``/``url``)."""
 
     NAME: ClassVar[str] = "falco"
+    PRODUCT: ClassVar[str] = "Falco"
+    LIFE_HINT: ClassVar[str] = (
+        "a live Falco with no alert to raise writes nothing: turn on its metrics snapshots "
+        "(falco.yaml metrics.enabled: true, metrics.output_rule: true, metrics.interval "
+        "shorter than the window, e.g. 2s; each 'Falco internal: metrics snapshot' alert is a "
+        "sign of life) or set pidfile = '<Falco's --pidfile>' for this sensor")
 
     def __init__(self, name: str = "falco", path: str | None = None,
                  command: str | list[str] | None = None, listen: str | None = None,
                  from_start: bool = False, delay: float = 0.0, node: str | None = None,
-                 rules_files: list[str] | None = None, rules_oci: str | None = None) -> None:
+                 rules_files: list[str] | None = None, rules_oci: str | None = None,
+                 pid: int | None = None, pidfile: str | None = None) -> None:
         self.listen = listen
         #: rule-pack identity only (results rows' ``rulepack``): the files falco loads, in
         #: order, and/or the falcoctl-pinned artifact ``repo:tag@sha256:<digest>``
         self.rules_files = list(rules_files or [])
         self.rules_oci = rules_oci  # before super().__init__, whose _check_transport reads it
-        super().__init__(name, path, command, from_start, delay, node)
+        super().__init__(name, path, command, from_start, delay, node, pid, pidfile)
         self._receiver: HttpReceiver | None = None
         if listen is not None:
             self._receiver = HttpReceiver(listen, self.on_body, self.stream.count_malformed,
@@ -105,7 +112,26 @@ class FalcoSensor(JsonLinesSensor):
             return Health(False, self.stream.closed)
         if not self._receiver.running:
             return Health(False, f"{self.name}: HTTP receiver on {self.listen} is not running")
+        if down := self._writer_down():
+            return Health(False, down)
         return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
+
+    def silence(self, since: float, until: float) -> str | None:
+        """As ``JsonLinesSensor.silence``; for the receiver, any request with a body (an
+        alert, a metrics snapshot) inside the window is the sign of life."""
+        if self._receiver is None:
+            return super().silence(since, until)
+        if self.pid is not None or self.pidfile is not None:
+            return self._writer_silence(since)
+        last = self._receiver.last_post
+        if last >= since:
+            return None
+        seen = (f"last one {since - last:.1f} s before it" if last else
+                f"none since the receiver started {since - self._receiver.started_at:.1f} s "
+                "before it")
+        return (f"{self.name}: no POST to {self.url or self.listen} during the window ({seen}): "
+                f"Falco (or Falcosidekick) may be dead or cannot reach the receiver, and a miss "
+                f"cannot be proved; {self.LIFE_HINT}")
 
     # ------------------------------------------------------------ parsing
     def on_record(self, raw: dict[str, Any]) -> None:
@@ -380,6 +406,10 @@ class HttpReceiver:
         self.max_body = max_body
         self.shutdown_timeout = shutdown_timeout
         self.port: int | None = None
+        #: when the receiver started, and when the last request with a body came in (epoch
+        #: seconds; 0.0: none yet): the producer's sign of life
+        self.started_at = 0.0
+        self.last_post = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -412,6 +442,7 @@ class HttpReceiver:
             raise SensorError(f"{self.name}: cannot listen on {self.listen}: {exc}") from exc
         sock.setblocking(False)
         self.port = int(sock.getsockname()[1])
+        self.started_at = time.time()
         self._ready.clear()
         self._error = None
         self._loop = asyncio.new_event_loop()
@@ -463,11 +494,13 @@ class HttpReceiver:
         from aiohttp import web
 
         on_body, on_malformed, max_body = self.on_body, self.on_malformed, self.max_body
+        receiver = self
 
         async def healthz(request: web.Request) -> web.StreamResponse:
             return web.json_response({"status": "ok"})
 
         async def post(request: web.Request) -> web.StreamResponse:
+            receiver.last_post = time.time()  # even a bad body: someone is posting
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:

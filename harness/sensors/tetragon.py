@@ -82,13 +82,20 @@ class TetragonSensor(JsonLinesSensor):
     across Tetragon's rename-rotation; or ``command`` = ``tetra getevents -o json``."""
 
     NAME: ClassVar[str] = "tetragon"
+    PRODUCT: ClassVar[str] = "Tetragon"
+    LIFE_HINT: ClassVar[str] = (
+        "a live Tetragon exports process_exec for every exec and every run execs, so a "
+        "silent export means a dead agent or an export-allowlist/denylist that drops "
+        "PROCESS_EXEC (keep it exported), or set pidfile = '<the tetragon agent's pid file>' "
+        "(or pid) for this sensor")
 
     def __init__(self, name: str = "tetragon", path: str | None = None,
                  command: str | list[str] | None = None, from_start: bool = False,
                  delay: float = 0.0, node: str | None = None,
                  techniques: dict[str, str] | None = None,
-                 events: list[str] | None = None, policy_files: list[str] | None = None) -> None:
-        super().__init__(name, path, command, from_start, delay, node)
+                 events: list[str] | None = None, policy_files: list[str] | None = None,
+                 pid: int | None = None, pidfile: str | None = None) -> None:
+        super().__init__(name, path, command, from_start, delay, node, pid, pidfile)
         #: TracingPolicy YAML files deployed (rule-pack identity in results rows only)
         self.policy_files = list(policy_files or [])
         self.techniques = _check_techniques(name, techniques or {})

@@ -39,11 +39,17 @@ class TraceeSensor(JsonLinesSensor):
     truncation), or ``command`` = a program printing them."""
 
     NAME: ClassVar[str] = "tracee"
+    PRODUCT: ClassVar[str] = "Tracee"
+    LIFE_HINT: ClassVar[str] = (
+        "Tracee writes only the events it was asked for: also select a frequent one (e.g. "
+        "--events sched_process_exec, which every run causes) or set pidfile = '<Tracee's pid "
+        "file>' (or pid) for this sensor")
 
     def __init__(self, name: str = "tracee", path: str | None = None,
                  command: str | list[str] | None = None, from_start: bool = False,
-                 delay: float = 0.0, node: str | None = None, version: str | None = None) -> None:
-        super().__init__(name, path, command, from_start, delay, node)
+                 delay: float = 0.0, node: str | None = None, version: str | None = None,
+                 pid: int | None = None, pidfile: str | None = None) -> None:
+        super().__init__(name, path, command, from_start, delay, node, pid, pidfile)
         self.version = version  # tracee / signatures version (results rows' rulepack only)
 
     def normalise(self, raw: Any) -> Detection | None:

@@ -666,3 +666,97 @@ def test_on_line_lone_surrogate_is_replaced_not_malformed(
     sensor.on_line(line.decode("utf-8", "surrogateescape"))
     assert (sensor.stream.malformed, [d.value("proc.cmdline") for d in _detections(sensor)]) == (
         0, ["touch \ufffd"])
+
+
+# ---------------------------------------------------------------- sign of life
+def _metrics_snapshot() -> str:
+    """The recorded 'Falco internal: metrics snapshot' alert (metrics.output_rule: true)."""
+    (line,) = [x for x in _lines("drops.jsonl") if "metrics snapshot" in x]
+    return line
+
+
+def _until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_receiver_silence_without_any_post_says_how_to_make_falco_visible(
+    receiver: FalcoSensor,
+) -> None:
+    since = time.time()
+    why = receiver.silence(since, since + 3.0)
+    assert why is not None
+    assert why.startswith(f"falco: no POST to {receiver.url} during the window (none since the "
+                          "receiver started")
+    assert "metrics.output_rule: true" in why
+    assert "pidfile" in why
+
+
+def test_receiver_metrics_snapshot_post_is_a_heartbeat_not_a_detection(
+    receiver: FalcoSensor, client: httpx.Client,
+) -> None:
+    since = time.time()
+    assert client.post(_url(receiver), content=_metrics_snapshot()).status_code == 200
+    assert receiver.silence(since, time.time()) is None
+    assert (_detections(receiver), receiver.stream.lost) == ([], 0)
+    later = time.time() + 5.0  # the next window: that POST is 5 s before it
+    why = receiver.silence(later, later + 1.0)
+    assert why is not None
+    assert "(last one 5.0 s before it)" in why
+
+
+def test_path_metrics_snapshot_line_is_a_heartbeat(tmp_path: Path) -> None:
+    target = tmp_path / "events.json"
+    target.touch()
+    sensor = FalcoSensor(path=str(target))
+    sensor.start()
+    try:
+        since = time.time()
+        assert sensor.silence(since, since) is not None  # quiet so far
+        with target.open("a") as fh:
+            fh.write(_metrics_snapshot() + "\n")
+        _until(lambda: sensor.silence(since, time.time()) is None)
+    finally:
+        sensor.stop()
+    assert _detections(sensor) == []
+
+
+def test_receiver_with_a_live_falco_pid_needs_no_post() -> None:
+    import os
+
+    sensor = FalcoSensor(listen="127.0.0.1:0", pid=os.getpid())
+    sensor.start()
+    try:
+        assert sensor.silence(time.time(), time.time()) is None
+        assert sensor.health().up
+    finally:
+        sensor.stop()
+
+
+def test_command_transport_exited_command_is_silent_from_its_exit() -> None:
+    sensor = FalcoSensor(command=["sh", "-c", "echo 'falco: probe failed' >&2; exit 3"])
+    since = time.time()
+    sensor.start()
+    try:
+        _until(lambda: sensor._proc is not None and sensor._proc.poll() is not None
+               and sensor.stream.closed is not None)
+        why = sensor.silence(since, time.time())
+        health = sensor.health()
+    finally:
+        sensor.stop()
+    assert why is not None
+    assert why.startswith("falco: command 'sh' exited with code 3, ")
+    assert "s after the window opened" in why
+    assert why.endswith(": falco: probe failed")
+    assert health.up is False
+
+
+def test_command_transport_running_command_is_alive_without_output() -> None:
+    sensor = FalcoSensor(command=["sleep", "30"])
+    sensor.start()
+    try:
+        assert sensor.silence(time.time(), time.time() + 1) is None
+    finally:
+        sensor.stop()

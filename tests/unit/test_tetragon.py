@@ -565,3 +565,212 @@ def test_filetail_10mb_line_written_in_pieces_then_a_normal_line(tmp_path: Path)
     assert len(seen[0].fields["arguments"]) == 10 * 1024 * 1024 + 15
     assert sensor.stream.malformed == 0
     assert path.stat().st_size == len(data)
+
+
+# ---------------------------------------------------------------- sign of life
+def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _exec_line() -> str:
+    """A real export process_exec line: what a live Tetragon writes for every exec."""
+    return _lines("export.jsonl")[0] + "\n"
+
+
+def test_silence_an_exec_line_in_the_window_is_a_sign_of_life(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        since = time.time()
+        _append(log, _exec_line())
+        _wait_for(lambda: sensor._tail is not None and sensor._tail.last_line >= since)
+        assert sensor.silence(since, time.time()) is None
+        assert _detections(sensor) == []  # a sign of life, not a detection
+    finally:
+        sensor.stop()
+
+
+def test_silence_stale_export_file_says_what_was_seen_and_how_to_fix_it(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    _append(log, _exec_line())
+    os.utime(log, (time.time() - 42.0, time.time() - 42.0))  # last written 42 s ago
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        since = time.time()
+        why = sensor.silence(since, since + 3.0)
+    finally:
+        sensor.stop()
+    assert why is not None
+    assert f"no line from {log} during the window" in why
+    assert "the file was last written 42." in why
+    assert "exports process_exec for every exec" in why
+    assert "pidfile" in why
+    assert sensor.health().up is False  # stopped
+
+
+def test_silence_last_line_before_the_window_is_reported(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        _append(log, _exec_line())
+        _wait_for(lambda: sensor._tail is not None and sensor._tail.last_line > 0)
+        since = sensor._tail.last_line + 42.1 if sensor._tail else 0.0
+        why = sensor.silence(since, since + 3.0)
+    finally:
+        sensor.stop()
+    assert why is not None
+    assert "(last line 42.1 s before it)" in why
+
+
+def test_silence_dead_writer_from_its_pidfile_is_down(tmp_path: Path) -> None:
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pidfile = tmp_path / "tetragon.pid"
+    pidfile.write_text(f"{dead.pid}\n")
+    log = tmp_path / "tetragon.log"
+    _append(log, _exec_line())
+    sensor = TetragonSensor(path=str(log), pidfile=str(pidfile))
+    sensor.start()
+    try:
+        since = time.time()
+        _append(log, _exec_line())  # a line from someone, but the writer is dead
+        _wait_for(lambda: sensor._tail is not None and sensor._tail.last_line >= since)
+        why = sensor.silence(since, time.time())
+        health = sensor.health()
+    finally:
+        sensor.stop()
+    assert why is not None
+    assert f"Tetragon (pid {dead.pid} from {pidfile}) is not running" in why
+    assert (health.up, health.reason) == (False, why)
+
+
+def test_silence_quiet_but_alive_writer_by_pid_needs_no_line(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log), pid=os.getpid())  # started before any window
+    sensor.start()
+    try:
+        since = time.time()
+        assert sensor.silence(since, since + 3.0) is None
+        assert sensor.health().up
+    finally:
+        sensor.stop()
+
+
+def test_silence_writer_restarted_during_the_window_is_down(tmp_path: Path) -> None:
+    import subprocess
+
+    fresh = subprocess.Popen(["sleep", "30"])
+    try:
+        pidfile = tmp_path / "tetragon.pid"
+        pidfile.write_text(str(fresh.pid))
+        sensor = TetragonSensor(path=str(tmp_path / "tetragon.log"), pidfile=str(pidfile))
+        why = sensor.silence(time.time() - 10.0, time.time())  # window opened 10 s ago
+        missing = TetragonSensor(path=str(tmp_path / "tetragon.log"),
+                                 pidfile=str(tmp_path / "nope.pid"))
+        unreadable = missing.silence(time.time(), time.time())
+    finally:
+        fresh.kill()
+        fresh.wait()
+    assert why is not None
+    assert "after the window opened (restarted?)" in why
+    assert unreadable is not None
+    assert "cannot read the writer's pid from" in unreadable
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"pid": 1234, "pidfile": "/run/t.pid"}, "set pid or pidfile, not both"),
+    ({"pid": True}, "expected the writer's process id"),
+    ({"pid": 1}, "expected the writer's process id"),
+])
+def test_pid_options_are_checked(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TetragonSensor(path="/var/run/cilium/tetragon/tetragon.log", **kw)
+
+
+def test_pid_options_do_not_go_with_a_command() -> None:
+    with pytest.raises(ConfigError, match=r"with command = \.\.\. the harness watches the command"):
+        TetragonSensor(command="tetra getevents -o json", pidfile="/run/tetragon.pid")
+
+
+class _Scenario:
+    """What ``_judge_all`` reads of a scenario: one expectation."""
+
+    def __init__(self, technique: str | None) -> None:
+        self.technique = technique
+
+    def expectation(self, name: str, facts: Any = None) -> Any:
+        from harness.verdict import Expectation
+
+        return Expectation(technique=self.technique)
+
+
+def _judged(sensor: TetragonSensor, log: Path, technique: str | None,
+            line: str | None) -> Any:
+    """Subscribe, 'act' (append ``line`` if any), judge as harness.execute does."""
+    from harness.execute import _judge_all
+
+    before = {"tetragon": sensor.health()}
+    sub = sensor.stream.subscribe()
+    started = time.time()
+    if line is not None:
+        _append(log, line)
+        _wait_for(lambda: sensor._tail is not None and sensor._tail.last_line >= started)
+    run = Run(run_id="st000000000001", scenario="s", context="host", node="local",
+              started_at=started, ended_at=time.time(), executed=True, pids=frozenset({1}))
+    judgements, health = _judge_all(run, _Scenario(technique), {"tetragon": sensor},  # type: ignore[arg-type]
+                                    {"tetragon": sub}, before, window=0.2)
+    return judgements[0], health["tetragon"]
+
+
+@pytest.mark.parametrize("technique", ["T1611", None], ids=["attack", "benign"])
+def test_judge_silent_export_is_sensor_down_never_missed_or_clean(
+        tmp_path: Path, technique: str | None) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        judgement, health = _judged(sensor, log, technique, None)
+    finally:
+        sensor.stop()
+    assert judgement.verdict.value == "SENSOR_DOWN"
+    assert judgement.reason.startswith(f"tetragon: no line from {log} during the window")
+    assert health.up is False
+
+
+@pytest.mark.parametrize(("technique", "verdict"), [("T1611", "MISSED"), (None, "CLEAN")],
+                         ids=["attack", "benign"])
+def test_judge_export_with_a_line_in_the_window_is_judged_normally(
+        tmp_path: Path, technique: str | None, verdict: str) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        judgement, health = _judged(sensor, log, technique, _exec_line())
+    finally:
+        sensor.stop()
+    assert (judgement.verdict.value, health.up) == (verdict, True)
+
+
+def test_judge_quiet_export_with_a_live_writer_pid_is_judged_normally(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log), pid=os.getpid())
+    sensor.start()
+    try:
+        judgement, _ = _judged(sensor, log, "T1611", None)
+    finally:
+        sensor.stop()
+    assert judgement.verdict.value == "MISSED"

@@ -350,3 +350,38 @@ def test_command_transport_reads_stdout_until_it_ends() -> None:
     assert [d.rule for d in seen] == [
         "cgroup_release_agent", "ptrace_code_injection", "fileless_execution",
         "k8s_service_account_token", "anti_debugging"]
+
+
+# ---------------------------------------------------------------- sign of life
+def test_silence_a_plain_event_line_is_life_and_none_is_down(tmp_path: Path) -> None:
+    """Tracee writes only the events it was asked for: a plain (non-signature) event in the
+    window is a sign of life; a silent file is SENSOR_DOWN material, with the fix."""
+    events = tmp_path / "tracee.json"
+    events.touch()
+    sensor = TraceeSensor(path=str(events))
+    sensor.start()
+    try:
+        since = time.time()
+        why = sensor.silence(since, since + 1.0)
+        plain = [x for x in _lines("v1beta1.jsonl") if '"threat"' not in x]
+        with events.open("a") as fh:
+            fh.write(plain[0] + "\n")
+        deadline = time.time() + 5
+        while sensor.silence(since, time.time()) is not None:
+            assert time.time() < deadline, "the line was never read"
+            time.sleep(0.01)
+    finally:
+        sensor.stop()
+    assert why is not None
+    assert why.startswith(f"tracee: no line from {events} during the window")
+    assert "--events sched_process_exec" in why
+    assert _detections(sensor) == []
+
+
+def test_build_sensor_accepts_pid_and_pidfile() -> None:
+    from harness.sensors.base import build_sensor
+
+    for kind in ("tracee", "tetragon", "falco"):
+        sensor = build_sensor("s", {"type": kind, "path": "/var/log/x.json",
+                                    "pidfile": "/run/x.pid"})
+        assert str(getattr(sensor, "pidfile", None)) == "/run/x.pid"
