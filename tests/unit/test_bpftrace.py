@@ -225,3 +225,41 @@ def test_on_line_markers_of_different_tokens_do_not_mark() -> None:
     for cpu in range(1, sensor._ncpu):
         sensor.on_line(_marker(100, cpu))
     assert sensor.stream._s.markers == set()
+
+
+# ---------------------------------------------------------------- cgroup -> container map
+class _RemoteShell:
+    """A 'remote' node shell that runs the commands here: what a VM's shell would run."""
+
+    remote = True
+    node = "fake-remote"
+
+    def run(self, argv: list[str], timeout: float = 60.0) -> Any:
+        import subprocess
+        import sys
+
+        return subprocess.run([sys.executable if argv[0] == "python3" else argv[0], *argv[1:]],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_remote_scan_uses_the_node_probe_s_root_and_the_shared_map() -> None:
+    """Over the node shell the sensor runs the node probe's cgroup2_root() and
+    harness.cgroups.scan() there: the same answer as on this machine."""
+    from harness._nodeprobe import cgroup2_root
+    from harness.cgroups import node_cgroup2_root
+    from harness.sensors.bpftrace import scan_cgroups
+
+    sensor = BpftraceSensor(node="n")
+    sensor.use_shell(_RemoteShell())  # type: ignore[arg-type]
+    assert sensor._scan() == scan_cgroups()
+    assert node_cgroup2_root(_RemoteShell()) == cgroup2_root()
+
+
+def test_enrich_maps_a_container_cgroup_to_its_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = "9b98bb265ea4c149d9a786380dd07716d341c3e925f2616040c6cd9ac8c4b75c"
+    sensor = BpftraceSensor(node="n")
+    monkeypatch.setattr(sensor, "_scan", lambda: {4242: cid})
+    det = Detection(sensor="bpftrace", rule="r", technique=("T1",), node="n", cgroup_id=4242)
+    assert sensor._enrich(det).container_id == cid
+    other = Detection(sensor="bpftrace", rule="r", technique=("T1",), node="n", cgroup_id=1)
+    assert sensor._enrich(other).container_id is None

@@ -254,3 +254,25 @@ def test_apt_mirror_reads_deb822_then_one_line_sources(tmp_path: Path) -> None:
     (tmp_path / "sources.list").write_text("")
     with pytest.raises(TargetError, match="no apt source for suite 'bookworm'"):
         apt_mirror(tmp_path)
+
+
+# ---------------------------------------------------------------- cgroup inode
+CID = "9b98bb265ea4c149d9a786380dd07716d341c3e925f2616040c6cd9ac8c4b75c"
+
+
+@pytest.mark.parametrize("rel", [f"docker/{CID}", f"system.slice/docker-{CID}.scope"])
+def test_cgroup_inode_finds_either_driver_s_cgroup_under_the_probed_root(
+        tmp_path: Path, rel: str) -> None:
+    """cgroupfs (docker/<id>) and systemd (system.slice/docker-<id>.scope) drivers; the root
+    is the node's probed cgroup2 root (here a stand-in directory)."""
+    from harness.targets.docker import cgroup_inode
+
+    (tmp_path / rel).mkdir(parents=True)
+    assert cgroup_inode(os.getpid(), CID, str(tmp_path)) == (tmp_path / rel).stat().st_ino
+
+
+def test_cgroup_inode_without_a_cgroup2_root_is_none(tmp_path: Path) -> None:
+    from harness.targets.docker import cgroup_inode
+
+    assert cgroup_inode(os.getpid(), CID, "") is None
+    assert cgroup_inode(os.getpid(), CID, str(tmp_path)) is None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from harness.node import kernel_satisfies, kernel_tuple
+from harness._nodeprobe import cgroup2_root
+from harness.errors import TargetError
+from harness.node import NodeFacts, kernel_satisfies, kernel_tuple
+from harness.targets.local import cgroup2_root_of
 
 
 @pytest.mark.parametrize(
@@ -55,3 +60,31 @@ def test_kernel_satisfies_table(release: str, requirement: str, ok: bool) -> Non
 def test_kernel_satisfies_bad_requirement_raises(requirement: str) -> None:
     with pytest.raises(ValueError, match=r"expected a kernel requirement like '>=5\.8'"):
         kernel_satisfies("6.1.0-56-amd64", requirement)
+
+
+# ---------------------------------------------------------------- cgroup2 root (node probe)
+@pytest.mark.parametrize(("dirs", "want"), [
+    (["sys/fs/cgroup"], "/sys/fs/cgroup"),                            # pure v2
+    (["sys/fs/cgroup/cpu", "sys/fs/cgroup/unified"], "/sys/fs/cgroup/unified"),  # hybrid
+    (["sys/fs/cgroup/cpu"], ""),                                      # v1 only
+    ([], ""),                                                         # no cgroups at all
+])
+def test_cgroup2_root_finds_the_unified_hierarchy_of_any_layout(
+        tmp_path: Path, dirs: list[str], want: str) -> None:
+    """Probed through a prefix (a pod sees the node's / at /host): the answer is the path
+    on the node. A cgroup2 directory is the one with cgroup.controllers."""
+    for d in dirs:
+        (tmp_path / d).mkdir(parents=True)
+        if not d.endswith("/cpu"):
+            (tmp_path / d / "cgroup.controllers").write_text("cpu memory pids\n")
+        else:
+            (tmp_path / d / "cgroup.procs").write_text("")
+    assert cgroup2_root(str(tmp_path)) == want
+
+
+def test_local_target_without_a_cgroup2_root_says_what_the_probe_found() -> None:
+    facts = NodeFacts(node="n", kernel="6.1.0", reasons=(("cgroup2", "no cgroup2 hierarchy mounted"),))
+    with pytest.raises(TargetError, match=r"node 'n'.*probe found none \(no cgroup2 hierarchy"):
+        cgroup2_root_of(facts)
+    assert str(cgroup2_root_of(NodeFacts(node="n", kernel="6", cgroup2_root="/sys/fs/cgroup"))) \
+        == "/sys/fs/cgroup"
