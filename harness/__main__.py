@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.config import load_settings
-from harness.errors import ShadowtestError
+from harness.errors import ConfigError, ShadowtestError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,10 +84,16 @@ def _run(args: argparse.Namespace) -> int:
     import pytest
 
     settings = load_settings(Path.cwd(), args.config)
+    for path in settings.scenarios if not args.paths else ():
+        if not path.exists():
+            raise ConfigError(f"{settings.where('', 'scenarios')}: scenarios: {path} does not "
+                              f"exist: create it (shadowtest init scaffolds a project) or fix "
+                              f"the path")
     paths = [str(p) for p in (args.paths or settings.scenarios)]
     extra = list(args.pytest_args)
     # hypothesis's plugin (if installed) costs ~0.5 s at every run and has no use here
-    argv = [*paths, "--shadowtest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
+    argv = [*paths, "--shadowtest", *(f"--shadowtest-scenarios={p}" for p in args.paths),
+            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
             "-o", "testpaths=",
             "-o", "filterwarnings=", "--strict-markers", "-rfEs",
             # the CLI imported harness before pytest could rewrite its asserts: nothing to

@@ -49,6 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shadowtest", action="store_true", default=False,
                     help="collect the configured scenarios and run them: attacks the nodes "
                          "in allowed_nodes (without it the plugin does nothing)")
+    group.addoption("--shadowtest-scenarios", metavar="PATH", action="append", default=None,
+                    help="scenario files or directories to collect besides the configured "
+                         "ones (repeatable)")
     group.addoption("--shadowtest-results", metavar="FILE", default=None,
                     help="append one JSON line per (run, sensor) to FILE")
     group.addoption("--shadowtest-config", metavar="FILE", default=None,
@@ -67,7 +70,7 @@ MARKERS = (
     "shadowtest_sensor(*names): the sensors judged for this test",
 )
 OPTIONS = ("--shadowtest-results", "--shadowtest-config", "--shadowtest-sensors",
-           "--shadowtest-baseline")
+           "--shadowtest-baseline", "--shadowtest-scenarios")
 
 
 def active(config: pytest.Config) -> bool:
@@ -115,15 +118,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _scenario_paths(config: pytest.Config, configured: tuple[Path, ...]) -> tuple[Path, ...]:
-    """Paths whose YAML files are scenarios: the configured ones and the paths given on the
-    command line. With no path given, the configured ones are collected too."""
-    if config.args_source == pytest.Config.ArgsSource.ARGS:
-        given = tuple(Path(a.split("::")[0]).resolve() for a in config.args)
-        return (*configured, *given)
-    known = [Path(a).resolve() for a in config.args]
-    config.args.extend(str(p) for p in configured
-                       if p.exists() and not any(p.resolve().is_relative_to(k) for k in known))
-    return configured
+    """Paths whose YAML files are scenarios: the configured ones and the ones given with
+    ``--shadowtest-scenarios``. With no path on the command line, the configured ones are
+    collected too (``pytest --shadowtest`` runs the project's scenarios)."""
+    given = tuple(Path(p).resolve() for p in config.getoption("--shadowtest-scenarios") or ())
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        known = [Path(a).resolve() for a in config.args]
+        config.args.extend(str(p) for p in (*configured, *given)
+                           if p.exists() and not any(p.resolve().is_relative_to(k) for k in known))
+    return (*configured, *given)
 
 
 def _install_sigterm() -> None:
