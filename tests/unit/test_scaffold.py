@@ -33,9 +33,11 @@ def test_init_keeps_a_file_with_other_content_unless_forced(tmp_path: Path) -> N
     assert tmp_path / "shadowtest.toml" not in written
     res = _cli(tmp_path, "init")
     assert res.returncode == 1
-    assert "kept" in res.stderr and "--force" in res.stderr
+    assert "kept" in res.stderr
+    assert "--force" in res.stderr
     written, _, kept = scaffold(tmp_path, force=True)
-    assert kept == [] and written == [tmp_path / "shadowtest.toml"]
+    assert kept == []
+    assert written == [tmp_path / "shadowtest.toml"]
 
 
 def test_scaffolded_project_validates_with_the_builtin_catalogue(tmp_path: Path) -> None:
