@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shlex
 import signal
 import subprocess
@@ -34,10 +35,20 @@ from harness.targets.shell import LocalProcess, close_pipes, put_argv, remote_wr
 REMOTE_DIR = "/run/shadowtest"
 RUNNER = f"{REMOTE_DIR}/_stagerunner.py"
 PROBE = f"{REMOTE_DIR}/_nodeprobe.py"
-SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
                "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=5",
                "-o", "ServerAliveCountMax=6")
+#: only for the harness's own ephemeral VMs (vm://), whose host key is new at every boot
+NO_HOST_KEY_CHECK = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null")
+#: the query keys an ssh:// url may have
+URL_KEYS = {
+    "key": "the private key (ssh -i PATH, with IdentitiesOnly=yes)",
+    "known_hosts": "the known_hosts file to check the node's host key against "
+                   "(ssh -o UserKnownHostsFile=PATH; default: your ssh_config's, ~/.ssh/known_hosts)",
+    "ssh_config": "the ssh_config file to use instead of ~/.ssh/config (ssh -F PATH)",
+}
+_HOST_KEY_FAILED = re.compile(r"Host key verification failed|host key is known for|"
+                              r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed")
 
 
 def _package_file(name: str) -> bytes:
@@ -75,11 +86,17 @@ class SshShell:
 
     remote = True
 
-    def __init__(self, node: str, destination: str, port: int, key: str | None) -> None:
+    def __init__(self, node: str, destination: str, port: int | None, key: str | None, *,
+                 known_hosts: str | None = None, ssh_config: str | None = None,
+                 check_host_key: bool = True) -> None:
         self.node = node
         self.destination = destination
-        self.port = port
+        self.port = port  # None: ssh_config's Port, else 22
         self.key = key
+        self.known_hosts = known_hosts
+        self.ssh_config = ssh_config
+        #: False only for the harness's own ephemeral VMs (vm://): a new host key each boot
+        self.check_host_key = check_host_key
         self._dir = tempfile.mkdtemp(prefix="shadowtest-ssh-")
         self.control_path = f"{self._dir}/master"
         self._master: subprocess.Popen[str] | None = None
@@ -89,7 +106,16 @@ class SshShell:
         self._clock: float | None = None
 
     def base_argv(self) -> list[str]:
-        argv = ["ssh", *SSH_OPTIONS, "-p", str(self.port), "-o", f"ControlPath={self.control_path}"]
+        """``ssh`` with the user's ssh_config and known_hosts (host keys checked as
+        configured: with BatchMode an unknown key fails instead of asking); only an
+        ephemeral VM skips the check. Options the url does not set are ssh_config's."""
+        argv = ["ssh", *(["-F", self.ssh_config] if self.ssh_config else []), *SSH_OPTIONS]
+        if not self.check_host_key:
+            argv += NO_HOST_KEY_CHECK
+        elif self.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        argv += [*(["-p", str(self.port)] if self.port else []),
+                 "-o", f"ControlPath={self.control_path}"]
         if self.key:
             argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
         return argv
@@ -115,14 +141,17 @@ class SshShell:
             check = subprocess.run([*self.base_argv(), "-o", "ControlMaster=no", self.destination,
                                     "--", "true"], capture_output=True, text=True, timeout=60,
                                    check=False)
-            if check.returncode == 0:
+            if check.returncode == 0 or _HOST_KEY_FAILED.search(check.stderr):
                 break
         if check is None or check.returncode != 0:
             self.close()
+            err = (check.stderr if check else "").strip()
+            if _HOST_KEY_FAILED.search(err):
+                raise TargetError(self.host_key_error(err))
             raise TargetError(
-                f"node {self.node!r}: ssh {self.destination} -p {self.port} failed: "
-                f"{(check.stderr if check else '').strip()[:300]}; check the url's user, port "
-                "and key=, and that sshd runs on the node"
+                f"node {self.node!r}: ssh {self.destination}"
+                f"{f' -p {self.port}' if self.port else ''} failed: {err[:300]}; check the "
+                "url's user, port and key=, and that sshd runs on the node"
             )
         for name, dest, mode in (("_stagerunner.py", RUNNER, 0o755), ("_nodeprobe.py", PROBE, 0o755)):
             res = subprocess.run(self.remote_argv(put_argv(dest, _package_file(name), mode)),
@@ -132,6 +161,22 @@ class SshShell:
                 raise TargetError(f"node {self.node!r}: cannot write {dest}: {res.stderr.strip()}")
         proc, hello = start_runner(self.remote_argv(["python3", "-S", "-u", RUNNER]), "control")
         self._control = Session(context="control", proc=proc, pids=frozenset(), hello=hello)
+
+    def host_key_error(self, stderr: str) -> str:
+        """What to say when ssh refused the node's host key (unknown or changed)."""
+        host = self.destination.rsplit("@", 1)[-1]
+        entry = f"[{host}]:{self.port}" if self.port and self.port != 22 else host
+        scan = f"ssh-keyscan{f' -p {self.port}' if self.port else ''} {host}"
+        where = self.known_hosts or "~/.ssh/known_hosts"
+        changed = "CHANGED" in stderr or "has changed" in stderr
+        what = ("its host key has CHANGED since it was recorded: if the node was reinstalled, "
+                f"remove the old key (ssh-keygen -R '{entry}' -f {where}) and add the new one"
+                if changed else f"its host key is not in {where}")
+        return (f"node {self.node!r}: ssh refused {self.destination}: {what} (ssh: "
+                f"{' '.join(stderr.split())[:200]}). shadowtest checks the host key of every "
+                f"ssh:// node: get the key on a trusted path, compare its fingerprint with the "
+                f"node's (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the node), then: "
+                f"{scan} >> {where}; or name another file with ?known_hosts=PATH in the url")
 
     def close(self) -> None:
         if self._control is not None:
@@ -234,10 +279,27 @@ NAMESPACE_SCRIPT = (
 )
 
 
+def ssh_url_options(node: str, url: str) -> dict[str, str]:
+    """The query of an ``ssh://`` url (URL_KEYS); an unknown or repeated key is an error."""
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    for name, given in query.items():
+        if name not in URL_KEYS:
+            raise ConfigError(f"node {node!r}: {url!r}: unknown query key {name!r}: expected "
+                              f"one of {', '.join(f'{k}= ({v})' for k, v in URL_KEYS.items())}")
+        if len(given) != 1 or not given[0]:
+            raise ConfigError(f"node {node!r}: {url!r}: expected one non-empty {name}=PATH, "
+                              f"got {len(given)} value(s) {given}")
+    return {name: unquote(given[0]) for name, given in query.items()}
+
+
 class SshTarget:
-    """``ssh://user@host:port?key=PATH``: the node's own kernel, sensors run on it."""
+    """``ssh://[user@]host[:port][?key=PATH&known_hosts=PATH&ssh_config=PATH]``: the node's
+    own kernel, sensors run on it. Reached with your ssh_config and known_hosts: the node's
+    host key must be known (an unknown or changed key fails, saying how to add it)."""
 
     NAME: ClassVar[str] = "ssh"
+    #: the node's host key is checked (only the harness's own vm:// nodes skip it)
+    CHECK_HOST_KEY: ClassVar[bool] = True
 
     def __init__(self, node: str, url: str) -> None:
         self.node = node
@@ -246,9 +308,17 @@ class SshTarget:
         if not parts.hostname:
             raise ConfigError(f"node {node!r}: {url!r} has no host: expected "
                               "ssh://user@host:port?key=/path/to/key")
-        query = parse_qs(parts.query)
-        self._shell_args = (f"{parts.username or 'root'}@{parts.hostname}", parts.port or 22,
-                            unquote(query["key"][0]) if "key" in query else None)
+        options = ssh_url_options(node, url)
+        try:
+            port = parts.port  # none: ssh_config's Port, else 22
+        except ValueError as exc:
+            raise ConfigError(f"node {node!r}: {url!r}: {exc}: expected a port number 1-65535 "
+                              "after the host, e.g. ssh://root@10.0.0.5:2222") from None
+        user = unquote(parts.username) + "@" if parts.username else ""  # none: ssh_config's User
+        self._shell_args: tuple[str, int | None, str | None] = (
+            f"{user}{parts.hostname}", port, options.get("key"))
+        self._known_hosts = options.get("known_hosts")
+        self._ssh_config = options.get("ssh_config")
         self._shell: SshShell | None = None
         self._facts: NodeFacts | None = None
         self._bin: dict[Path, str] = {}
@@ -259,7 +329,8 @@ class SshTarget:
 
     def shell(self) -> SshShell:
         if self._shell is None:
-            self._shell = SshShell(self.node, *self._shell_args)
+            self._shell = SshShell(self.node, *self._shell_args, known_hosts=self._known_hosts,
+                                   ssh_config=self._ssh_config, check_host_key=self.CHECK_HOST_KEY)
         self._shell.connect()
         return self._shell
 
@@ -355,6 +426,7 @@ class VmTarget(SshTarget):
     The guest's cgroups are pure v2 unless ``cgroup=hybrid``."""
 
     NAME: ClassVar[str] = "vm"
+    CHECK_HOST_KEY: ClassVar[bool] = False  # our own ephemeral VM: a new host key each boot
 
     def __init__(self, node: str, url: str) -> None:
         parts = urlsplit(url)
