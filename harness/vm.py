@@ -96,9 +96,23 @@ class VmEndpoint:
                 "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
                 f"{self.user}@{self.host}"]
 
-    def url(self) -> str:
-        """The target URL, e.g. ``ssh://root@127.0.0.1:10022?key=/var/cache/.../id_ed25519``."""
-        return f"ssh://{self.user}@{self.host}:{self.port}?key={quote(str(self.key), safe='/')}"
+    def url(self, known_hosts: Path | None = None) -> str:
+        """The target URL, e.g. ``ssh://root@127.0.0.1:10022?key=/var/cache/.../id_ed25519``
+        (``&known_hosts=PATH``: an ssh:// node checks the VM's host key against that file)."""
+        url = f"ssh://{self.user}@{self.host}:{self.port}?key={quote(str(self.key), safe='/')}"
+        return url + (f"&known_hosts={quote(str(known_hosts), safe='/')}" if known_hosts else "")
+
+    def record_host_key(self, path: Path) -> Path:
+        """Write the booted VM's host keys to ``path`` as known_hosts lines (the VM makes a
+        new key at each boot; read over the harness's own loopback forward just after the
+        boot), so an ``ssh://`` node for this VM checks its host key."""
+        res = self.run("cat /etc/ssh/ssh_host_*_key.pub", timeout=60)
+        keys = [ln.split()[:2] for ln in res.stdout.splitlines() if len(ln.split()) >= 2]
+        if res.returncode != 0 or not keys:
+            raise VmError(f"cannot read the VM's host keys: exit {res.returncode}: "
+                          f"{res.stderr.strip()[-300:]}")
+        path.write_text("".join(f"[{self.host}]:{self.port} {kind} {key}\n" for kind, key in keys))
+        return path
 
     def run(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a shell command in the guest over SSH (no check of the exit status)."""
@@ -525,7 +539,8 @@ def _cli_up(args: argparse.Namespace) -> int:
                         cgroup=args.cgroup)
     started = time.monotonic()
     endpoint = vm.up(timeout=args.timeout)
-    print(json.dumps({**endpoint.as_json(), "url": endpoint.url(),
+    known_hosts = endpoint.record_host_key(Path(args.state) / f"vm-{vm.name}.known_hosts")
+    print(json.dumps({**endpoint.as_json(), "url": endpoint.url(known_hosts),
                       "boot_seconds": round(time.monotonic() - started, 1)}, indent=2))
     print(shlex.join(endpoint.ssh_argv()))
     print(f"stop it with: shadowtest vm down --kernel {vm.name} --state {args.state}",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness import vm
+from harness.targets.ssh import SshTarget
 from harness.vm import KERNELS, VirtualMachine, VmEndpoint, VmError
 
 
@@ -77,6 +78,33 @@ def test_endpoint_ssh_argv() -> None:
 def test_endpoint_url_quotes_the_key_path() -> None:
     assert _endpoint().url() == "ssh://root@127.0.0.1:10022?key=/c/id_ed25519"
     assert _endpoint(Path("/a b/k")).url() == "ssh://root@127.0.0.1:10022?key=/a%20b/k"
+
+
+def test_endpoint_url_names_a_known_hosts_file_an_ssh_node_checks() -> None:
+    url = _endpoint().url(Path("/run/shadowtest/vm/vm-6.1.known_hosts"))
+    assert url == ("ssh://root@127.0.0.1:10022?key=/c/id_ed25519"
+                   "&known_hosts=/run/shadowtest/vm/vm-6.1.known_hosts")
+    target = SshTarget("vm-6.1", url)
+    assert (target._known_hosts, target.CHECK_HOST_KEY) == (
+        "/run/shadowtest/vm/vm-6.1.known_hosts", True)
+
+
+def test_endpoint_record_host_key_writes_known_hosts_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = "ssh-ed25519 AAAAC3Nza1 root@shadowtest\necdsa-sha2-nistp256 AAAAE2Vj2 root@shadowtest\n"
+    monkeypatch.setattr(VmEndpoint, "run", lambda self, command, timeout=120:
+                        subprocess.CompletedProcess([command], 0, out, ""))
+    path = _endpoint().record_host_key(tmp_path / "vm-6.1.known_hosts")
+    assert path.read_text() == ("[127.0.0.1]:10022 ssh-ed25519 AAAAC3Nza1\n"
+                                "[127.0.0.1]:10022 ecdsa-sha2-nistp256 AAAAE2Vj2\n")
+
+
+def test_endpoint_record_host_key_without_keys_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(VmEndpoint, "run", lambda self, command, timeout=120:
+                        subprocess.CompletedProcess([command], 1, "", "cat: no such file"))
+    with pytest.raises(VmError, match="cannot read the VM's host keys: exit 1: cat: no such file"):
+        _endpoint().record_host_key(tmp_path / "k")
 
 
 def test_endpoint_as_json_is_serialisable() -> None:
