@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Installs what shadowtest needs on a fresh Debian 12 machine (root): the two embedded
 # sensors' daemons (auditd, bpftrace), util-linux tools, and a virtualenv in .venv with
-# shadowtest and its test tools. Idempotent: re-running installs nothing twice.
+# shadowtest and its test tools at the locked versions of ci/constraints.txt (refreshed by
+# ci/lock.sh; ci/test-newest.sh tests the newest allowed ones). Idempotent: re-running
+# installs nothing twice.
+#
+#   bash ci/setup.sh                 # system packages, kernel file systems, .venv
+#   bash ci/setup.sh --system-only   # system packages and kernel file systems only
 set -euo pipefail
 cd "$(dirname "$0")/.."
+system_only=0
+[ "${1:-}" = "--system-only" ] && system_only=1
 
 need=()
 command -v auditctl >/dev/null 2>&1 || need+=(auditd)
@@ -24,9 +31,11 @@ fi
 mountpoint -q /sys/kernel/tracing  || mount -t tracefs none /sys/kernel/tracing || true
 mountpoint -q /sys/kernel/security || mount -t securityfs none /sys/kernel/security || true
 
+[ "$system_only" = 1 ] && exit 0
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.shadowtest-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ ci/constraints.txt -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c ci/constraints.txt -e '.[test]'
   touch "$stamp"
 fi
