@@ -4,8 +4,12 @@ ephemeral VMs), url query keys, and the error when ssh refuses a host key."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +152,84 @@ def test_connect_refused_host_key_fails_at_once_saying_how_to_fix(
     checks = [c for c in log.read_text().splitlines() if "ControlMaster=no" in c]
     assert len(checks) == 1  # no retry: a refused key is not a transient failure
     assert "StrictHostKeyChecking" not in log.read_text()
+
+
+# ---------------------------------------------------------------- a real sshd (optional)
+SSHD = os.environ.get("SHADOWTEST_SSHD") or shutil.which("sshd", path="/usr/sbin:/sbin:/usr/bin")
+
+NODE_SCRIPT = r'''
+import json, os, subprocess, sys, time
+from harness.errors import TargetError
+from harness.targets.ssh import SshShell, SshTarget
+
+d, sshd = sys.argv[1], sys.argv[2]
+sh = lambda cmd: subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True)
+sh("ip link set lo up && mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd")
+sh(f"cp /etc/passwd {d}/passwd && echo 'sshd:x:4242:65534::/run/sshd:/usr/sbin/nologin' "
+   f">> {d}/passwd && mount --bind {d}/passwd /etc/passwd")
+for name in ("host_key", "other_key", "client_key"):
+    sh(f"ssh-keygen -q -t ed25519 -N '' -f {d}/{name}")
+sh(f"cp {d}/client_key.pub {d}/authorized_keys")
+with open(f"{d}/sshd_config", "w") as f:
+    f.write(f"Port 2222\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n"
+            f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            "StrictModes no\n")
+server = subprocess.Popen([sshd, "-D", "-e", "-f", f"{d}/sshd_config"], stderr=subprocess.DEVNULL)
+for _ in range(50):
+    if subprocess.run("ssh-keyscan -p 2222 127.0.0.1", shell=True, capture_output=True).stdout:
+        break
+    time.sleep(0.1)
+open(f"{d}/empty", "w").close()
+scan = sh("ssh-keyscan -t ed25519 -p 2222 127.0.0.1").stdout
+with open(f"{d}/known", "w") as f:
+    f.write(scan)
+with open(f"{d}/changed", "w") as f:
+    f.write(scan.split(" ssh-ed25519 ")[0] + " " + open(f"{d}/other_key.pub").read())
+with open(f"{d}/ssh_config", "w") as f:  # the user's ssh_config: nothing about host keys
+    f.write("Host *\n  ConnectTimeout 10\n")
+out = {}
+def attempt(label, url, check=True):
+    target = SshTarget("local-sshd", url)
+    target.CHECK_HOST_KEY = check
+    try:
+        out[label] = "ok:" + target.shell().run(["echo", "hi"]).stdout.strip()
+    except TargetError as exc:
+        out[label] = "error:" + str(exc)
+    finally:
+        target.close()
+base = f"ssh://root@127.0.0.1:2222?key={d}/client_key&ssh_config={d}/ssh_config"
+attempt("unknown", f"{base}&known_hosts={d}/empty")
+attempt("known", f"{base}&known_hosts={d}/known")
+attempt("changed", f"{base}&known_hosts={d}/changed")
+attempt("ephemeral", f"{base}&known_hosts={d}/empty", check=False)
+server.terminate()
+server.wait(10)
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not SSHD or not shutil.which("unshare"),
+                    reason="needs root, unshare and an sshd binary (openssh-server, or "
+                           "SHADOWTEST_SSHD=PATH)")
+def test_real_sshd_in_a_network_namespace_checks_host_keys(tmp_path: Path) -> None:
+    """An sshd on 127.0.0.1 of a fresh network (and mount, pid) namespace: an unknown and
+    a changed host key are refused with the fix; a known one connects; only the ephemeral
+    (vm://) setting connects without one. Nothing leaves the namespaces."""
+    assert SSHD is not None
+    res = subprocess.run(
+        ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child",
+         "--propagation", "private", "--", sys.executable, "-c", NODE_SCRIPT, str(tmp_path), SSHD],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.splitlines()[-1])
+    assert out["known"] == "ok:hi"
+    assert out["ephemeral"] == "ok:hi"
+    assert out["unknown"].startswith(
+        f"error:node 'local-sshd': ssh refused root@127.0.0.1: its host key is not in "
+        f"{tmp_path}/empty (ssh: ")
+    assert f"ssh-keyscan -p 2222 127.0.0.1 >> {tmp_path}/empty" in out["unknown"]
+    assert out["changed"].startswith(
+        "error:node 'local-sshd': ssh refused root@127.0.0.1: its host key has CHANGED since it "
+        f"was recorded: if the node was reinstalled, remove the old key (ssh-keygen -R "
+        f"'[127.0.0.1]:2222' -f {tmp_path}/changed)")
