@@ -3,14 +3,20 @@
 A bridge (tests/bridges/bpftrace_bridge.py) runs the bundled bpftrace sensor and re-emits
 each detection as a Falco http_output alert, a Tetragon export line (with rotation), or an
 event/alert ingested by the local Sysdig / CrowdStrike API servers (with ingestion delay).
+Its signs of life are the products' own: Falco metrics snapshots POSTed every half second,
+and a pid file for the Tetragon export's writer. A bridge that dies makes those sensors'
+rows SENSOR_DOWN, never MISSED (test_dead_bridge_...), and a test whose bridge died says so.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,17 +41,48 @@ def free_port() -> int:
 
 
 class Bridge:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests/bridges/bpftrace_bridge.py"), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+    """The bridge process: started, READY awaited with a deadline (its stderr in a file, so
+    a chatty bpftrace never fills a pipe nobody reads), checked alive after a run."""
+
+    def __init__(self, tmp: Path, *args: str, ready_timeout: float = 180.0) -> None:
+        self.pidfile = tmp / "bridge.pid"
+        self.log = tmp / "bridge.log"
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "tests/bridges/bpftrace_bridge.py"),
+                 "--pidfile", str(self.pidfile), "--ready-timeout", str(ready_timeout), *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
+            )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # blocks until bpftrace's probes are attached
-        assert line.strip() == "READY", (line, self.proc.stderr.read() if self.proc.stderr else "")
+        # the bridge gives up itself after ready_timeout; this deadline only guards a hang
+        ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout + 30)
+        line = self.proc.stdout.readline() if ready else ""
+        if line.strip() != "READY":
+            self.stop()
+            pytest.fail(f"the bpftrace bridge did not become ready (got {line!r}, exit "
+                        f"{self.proc.returncode}): {self.log.read_text()[-2000:]}")
+
+    def assert_alive(self) -> None:
+        """A test's verdicts mean something only if the bridge lived through the run."""
+        __tracebackhide__ = True
+        if self.proc.poll() is not None:
+            pytest.fail(f"the bpftrace bridge died during the run (exit {self.proc.returncode}):"
+                        f" {self.log.read_text()[-2000:]}")
+
+    def children(self) -> list[int]:
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                out.append(int(stat.parent.name))
+        return out
 
     def stop(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.communicate(timeout=30)
 
 
@@ -70,7 +107,7 @@ def crowdstrike() -> Iterator[CrowdStrikeServer]:
         yield server
 
 
-def test_falco_webhook_receiver_judges_real_atomics(attacks: Catalog) -> None:
+def test_falco_webhook_receiver_judges_real_atomics(attacks: Catalog, tmp_path: Path) -> None:
     port = free_port()
     attacks.config(f"""
         [tool.shadowtest]
@@ -80,9 +117,11 @@ def test_falco_webhook_receiver_judges_real_atomics(attacks: Catalog) -> None:
         type = "falco"
         listen = "127.0.0.1:{port}"
     """)
-    bridge = Bridge("--falco-url", f"http://127.0.0.1:{port}/")
+    bridge = Bridge(tmp_path, "--falco-url", f"http://127.0.0.1:{port}/",
+                    "--falco-metrics-interval", "0.5")
     try:
         res = attacks.run("run", "--results", "results.jsonl")
+        bridge.assert_alive()
     finally:
         bridge.stop()
     got = verdicts(attacks.rows())
@@ -113,6 +152,7 @@ def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
         [tool.shadowtest.sensors.tetragon-bridge]
         type = "tetragon"
         path = "{export}"
+        pidfile = "{tmp_path / 'bridge.pid'}"
         techniques = {{ "shadowtest-setns" = "T1611" }}
         [tool.shadowtest.sensors.sysdig]
         type = "sysdig"
@@ -121,11 +161,12 @@ def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
         poll_interval = 0.25
         delay = 1.0
     """)
-    bridge = Bridge("--tetragon-file", str(export), "--tetragon-rotate", "1500",
+    bridge = Bridge(tmp_path, "--tetragon-file", str(export), "--tetragon-rotate", "1500",
                     "--sysdig-url", f"{sysdig.url}/_shadowtest/ingest", "--sysdig-delay", "0.5")
     try:
         res = attacks.run("run", "--results", "results.jsonl",
                           env={"ST_TEST_SYSDIG_TOKEN": SYSDIG_TOKEN})
+        bridge.assert_alive()
     finally:
         bridge.stop()
     got = verdicts(attacks.rows())
@@ -138,6 +179,59 @@ def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
     assert list(export.parent.glob("tetragon.log.1")), "the bridge rotated the export file"
     sysdig_rows = [r for r in attacks.rows() if r["sensor"] == "sysdig" and r["verdict"] == "DETECTED"]
     assert all(r["latency_ms"] >= 400 for r in sysdig_rows)  # the backend's ingestion delay
+
+
+def test_dead_bridge_makes_tetragon_and_falco_rows_sensor_down_never_missed(
+        attacks: Catalog, tmp_path: Path) -> None:
+    """The producer dies (SIGKILL: its pid file stays behind, stale) before the runs: the
+    Tetragon tail (writer pid file) and the Falco receiver (no POST, no metrics snapshot)
+    judge every run SENSOR_DOWN with the reason, never MISSED or CLEAN."""
+    export = tmp_path / "tetragon" / "tetragon.log"
+    export.parent.mkdir()
+    port = free_port()
+    attacks.config(f"""
+        [tool.shadowtest]
+        allowed_nodes = ["local"]
+        window = "2s"
+        [tool.shadowtest.sensors.tetragon-bridge]
+        type = "tetragon"
+        path = "{export}"
+        pidfile = "{tmp_path / 'bridge.pid'}"
+        techniques = {{ "shadowtest-setns" = "T1611" }}
+        [tool.shadowtest.sensors.falco]
+        type = "falco"
+        listen = "127.0.0.1:{port}"
+    """)
+    bridge = Bridge(tmp_path, "--tetragon-file", str(export), "--falco-url",
+                    f"http://127.0.0.1:{port}/", "--falco-metrics-interval", "0.5")
+    children = bridge.children()
+    bridge.proc.kill()  # the producer dies without cleaning up
+    bridge.proc.wait(30)
+    for pid in children:  # its bpftrace, orphaned: stopped by pid, as the bridge would have
+        for sig in (signal.SIGINT, signal.SIGINT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(1.0)
+    bridge.stop()
+    assert bridge.pidfile.exists(), "SIGKILL leaves the pid file behind (stale)"
+    res = attacks.run("run", "--results", "results.jsonl")
+    rows = [r for r in attacks.rows() if r["sensor"] in ("tetragon-bridge", "falco")]
+    assert res.returncode == 1, res.stdout
+    judged = [r for r in rows if r["verdict"] != "NOT_EXECUTED"]  # an action that ran
+    assert {r["verdict"] for r in judged} == {"SENSOR_DOWN"}, [
+        (r["scenario"], r["context"], r["sensor"], r["verdict"], r["reason"]) for r in rows]
+    got = verdicts(rows)
+    for sensor in ("tetragon-bridge", "falco"):  # the runs that detect with a live bridge
+        assert got[("ptrace-pid1", "namespace", sensor)] == "SENSOR_DOWN"
+        assert got[("etc-write", "host", sensor)] == "SENSOR_DOWN"
+        assert got[("read-etc-hostname", "host", sensor)] == "SENSOR_DOWN"
+    for r in judged:
+        if r["sensor"] == "tetragon-bridge":
+            assert f"from {bridge.pidfile}) is not running" in r["reason"]
+        else:
+            assert r["reason"].startswith(f"falco: no POST to http://127.0.0.1:{port}/ during")
 
 
 def test_secrets_never_appear_in_output_results_or_junit(
