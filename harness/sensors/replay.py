@@ -81,6 +81,23 @@ class ReplaySensor:
     def sync(self) -> str | None:
         return None
 
+    def silence(self, since: float, until: float) -> str | None:
+        """A recording shows a live window only where it has events on both sides of it (or
+        inside it): a run outside the recorded span cannot be judged from it (SENSOR_DOWN,
+        never MISSED). Offline rejudging judges the recorded runs, inside the span."""
+        times = [d.observed_at for d in self.stream.snapshot() if d.observed_at > 0]
+        if not times:
+            return (f"{self.name}: the recording {self.path} has no timestamped event: it "
+                    "cannot show that the sensor was alive during the window")
+        first, last = min(times), max(times)
+        if last < since:
+            return (f"{self.name}: the recording {self.path} ends {since - last:.1f} s before "
+                    "the window (last event): record over the runs, or rejudge recorded runs")
+        if first > until:
+            return (f"{self.name}: the recording {self.path} starts {first - until:.1f} s after "
+                    "the window (first event)")
+        return None
+
     def normalise(self, raw: Any) -> Detection | None:
         return self.adapter.normalise(raw)
 

@@ -760,3 +760,19 @@ def test_command_transport_running_command_is_alive_without_output() -> None:
         assert sensor.silence(time.time(), time.time() + 1) is None
     finally:
         sensor.stop()
+
+
+def test_replay_of_falco_alerts_is_silent_outside_the_recorded_span() -> None:
+    from harness.sensors.replay import ReplaySensor
+
+    sensor = ReplaySensor(path=str(DATA / "alerts.jsonl"), format="falco")
+    sensor.start()
+    times = [d.observed_at for d in sensor.stream.snapshot() if d.observed_at]
+    first, last = min(times), max(times)
+    assert sensor.silence(first, last) is None  # a window inside the recording
+    after = sensor.silence(last + 10.0, last + 13.0)
+    before = sensor.silence(first - 13.0, first - 10.0)
+    assert after is not None
+    assert "ends 10.0 s before the window" in after
+    assert before is not None
+    assert "starts 10.0 s after the window" in before
