@@ -36,9 +36,10 @@ def decode_json(data: bytes | str) -> Any:
     Python's own readers do with ``errors="replace"``: one odd byte in a command line must
     not lose the detection around it.
 
-    Raises ``msgspec.DecodeError`` (a ``ValueError``) for anything still not JSON. The retry
+    Raises ``msgspec.DecodeError`` (and only that) for anything still not JSON. The retry
     is decided by the input, not by the exception's type: msgspec <= 0.18 raised
-    ``UnicodeDecodeError`` for invalid UTF-8, 0.19+ raises ``DecodeError``."""
+    ``UnicodeDecodeError`` for invalid UTF-8, 0.19+ raises ``DecodeError`` (which is a
+    ``ValueError`` only since 0.19)."""
     try:
         return _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeError) as exc:
@@ -261,7 +262,7 @@ class JsonLinesSensor:
             return
         try:
             raw = decode_json(line)
-        except ValueError:  # msgspec.DecodeError (not JSON) is a ValueError
+        except msgspec.DecodeError:
             self.stream.count_malformed(line)
             return
         if not isinstance(raw, dict):

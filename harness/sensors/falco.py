@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgspec
+
 from harness.detection import Detection, make_detection
 from harness.errors import ConfigError, SensorError
 from harness.sensors._jsonlines import JsonLinesSensor, decode_json
@@ -149,7 +151,7 @@ class FalcoSensor(JsonLinesSensor):
         stream. Invalid UTF-8 is replaced, as the file and command transports do."""
         try:
             doc = decode_json(body)
-        except ValueError:  # msgspec.DecodeError, whatever msgspec's version
+        except msgspec.DecodeError:  # decode_json raises only that, whatever msgspec's version
             if b"\n" not in body.strip():
                 self.stream.count_malformed(_sample(body))
                 return 0, 1
@@ -167,7 +169,7 @@ class FalcoSensor(JsonLinesSensor):
                 continue
             try:
                 raw = decode_json(line)
-            except ValueError:
+            except msgspec.DecodeError:
                 self.stream.count_malformed(_sample(line))
                 bad += 1
                 continue

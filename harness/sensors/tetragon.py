@@ -108,7 +108,8 @@ class TetragonSensor(JsonLinesSensor):
         other non-detections read through ``_Envelope`` instead of a whole dict."""
         try:
             env = _envelope.decode(line)
-        except ValueError:  # not JSON, not these types, not UTF-8 (DecodeError or UnicodeError)
+        except (msgspec.DecodeError, ValueError):  # not JSON, not these types, not UTF-8
+            # (msgspec <= 0.18: DecodeError is no ValueError, invalid UTF-8 a UnicodeError)
             super().on_line(line)
             return
         if env.rate_limit_info:  # present (lost events): the generic path counts them
