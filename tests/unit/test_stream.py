@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,47 @@ def test_stream_memory_is_bounded_and_dropped_detections_count_as_lost(
     assert early.lost() > 0
     assert late.lost() == 0
     assert [d.pid for d in late.wait(lambda ds: True, None, time.time())[0]] == [99]
+
+
+def test_subscription_records_when_the_window_opened() -> None:
+    before = time.time()
+    sub = DetectionStream("s").subscribe()
+    assert before <= sub.opened_at <= time.time()
+
+
+def test_filetail_last_line_is_when_a_line_was_last_read(tmp_path: Path) -> None:
+    from harness.sensors._streams import FileTail
+
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"old": 1}\n')
+    got: list[str] = []
+    tail = FileTail(path, got.append, "t")
+    try:
+        assert (tail.last_line, tail.started_at > 0) == (0.0, True)  # the old line is not read
+        written = time.time()
+        with path.open("a") as fh:
+            fh.write('{"new": 1}\n')
+        deadline = time.time() + 5
+        while not got:
+            assert time.time() < deadline
+            time.sleep(0.01)
+    finally:
+        tail.stop()
+    assert got == ['{"new": 1}']
+    assert tail.last_line >= written
+
+
+def test_linereader_last_line_and_end() -> None:
+    import subprocess
+
+    from harness.sensors._streams import LineReader
+
+    proc = subprocess.Popen(["echo", "hello"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    got: list[str] = []
+    reader = LineReader(proc.stdout, got.append, lambda: None, "r")
+    reader.join(5)
+    proc.wait()
+    proc.stdout.close()
+    assert got == ["hello"]
+    assert 0 < reader.last_line <= reader.ended_at
