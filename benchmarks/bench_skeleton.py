@@ -883,10 +883,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     d["fl_py_real"] = time_cmd([d["runner"]["real"], "-c", "pass"], 10)
     d["fl_venv_py"] = time_cmd([sys.executable, "-c", "pass"], 10)
     d["fl_collect"] = time_cmd([sys.executable, "-m", "pytest", "--collect-only", "-q",
-                                "-p", "no:cacheprovider", "scenarios"], args.reps)
+                                "-p", "no:cacheprovider", "--shadowtest",
+                                str(BUILTIN / "scenarios")], args.reps)
     d["fl_collect_nohyp"] = time_cmd([sys.executable, "-m", "pytest", "--collect-only", "-q",
                                       "-p", "no:cacheprovider", *NO_HYPOTHESIS.split(),
-                                      "scenarios"], args.reps)
+                                      "--shadowtest", str(BUILTIN / "scenarios")], args.reps)
     return d
 
 
