@@ -55,7 +55,8 @@ class FalcoSensor(JsonLinesSensor):
         "a live Falco with no alert to raise writes nothing: turn on its metrics snapshots "
         "(falco.yaml metrics.enabled: true, metrics.output_rule: true, metrics.interval "
         "shorter than the window, e.g. 2s; each 'Falco internal: metrics snapshot' alert is a "
-        "sign of life) or set pidfile = '<Falco's --pidfile>' for this sensor")
+        "sign of life) or run Falco with --pidfile and set pidfile = '<that file>' for this "
+        "sensor")
 
     def __init__(self, name: str = "falco", path: str | None = None,
                  command: str | list[str] | None = None, listen: str | None = None,

@@ -86,8 +86,8 @@ class TetragonSensor(JsonLinesSensor):
     LIFE_HINT: ClassVar[str] = (
         "a live Tetragon exports process_exec for every exec and every run execs, so a "
         "silent export means a dead agent or an export-allowlist/denylist that drops "
-        "PROCESS_EXEC (keep it exported), or set pidfile = '<the tetragon agent's pid file>' "
-        "(or pid) for this sensor")
+        "PROCESS_EXEC (keep it exported); or set pidfile = '/var/run/tetragon/tetragon.pid' "
+        "(the agent writes its pid there) for this sensor")
 
     def __init__(self, name: str = "tetragon", path: str | None = None,
                  command: str | list[str] | None = None, from_start: bool = False,

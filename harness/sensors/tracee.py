@@ -42,8 +42,9 @@ class TraceeSensor(JsonLinesSensor):
     PRODUCT: ClassVar[str] = "Tracee"
     LIFE_HINT: ClassVar[str] = (
         "Tracee writes only the events it was asked for: also select a frequent one (e.g. "
-        "--events sched_process_exec, which every run causes) or set pidfile = '<Tracee's pid "
-        "file>' (or pid) for this sensor")
+        "--events sched_process_exec, which every run causes); or set pid = <Tracee's pid> "
+        "(e.g. systemctl show -p MainPID tracee) or pidfile = '<a file holding it>' for this "
+        "sensor")
 
     def __init__(self, name: str = "tracee", path: str | None = None,
                  command: str | list[str] | None = None, from_start: bool = False,
