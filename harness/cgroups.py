@@ -33,6 +33,7 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
 #: systemd scope prefixes that name a container: <prefix>-<id>.scope
 SCOPE_PREFIXES = ("docker", "cri-containerd", "crio", "libpod")
@@ -137,6 +138,17 @@ def node_scan_code() -> str:
         "r=p['cgroup2_root']()\n"
         "print(json.dumps({'root':r,'map':c['scan'](r) if r else {}}))\n"
     )
+
+
+def node_cgroup2_root(shell: Any) -> str:
+    """The cgroup2 root of the node behind ``shell`` (a ``harness.targets.shell.NodeShell``):
+    the node probe's ``cgroup2_root()``, run there ('' when the node has none)."""
+    if not shell.remote:
+        from harness._nodeprobe import cgroup2_root
+
+        return cgroup2_root()
+    res = shell.run(["python3", "-S", "-c", _source("_nodeprobe.py"), "--cgroup2-root"])
+    return str(res.stdout).strip() if res.returncode == 0 else ""
 
 
 if __name__ == "__main__":  # python3 cgroups.py ROOT: the scan as JSON

@@ -127,6 +127,21 @@ def test_loader_argv_repeats_flags_in_order() -> None:
         "--allow-comm", "dpkg"]
 
 
+def test_loader_argv_passes_the_probed_cgroup2_root() -> None:
+    argv = loader_argv("/l", "/o", "vm", ["ptrace-pid1"], ["shadowtest"], [],
+                       cgroup2_root="/sys/fs/cgroup")
+    assert argv[argv.index("--cgroup2-root") + 1] == "/sys/fs/cgroup"
+    assert "--cgroup2-root" not in loader_argv("/l", "/o", "vm", ["ptrace-pid1"], ["x"], [])
+
+
+def test_loader_takes_the_cgroup2_root_and_never_detects_it() -> None:
+    """One home for the decision: the node probe. The C loader has no mount scan."""
+    source = (Path(__file__).resolve().parents[2] / "harness/sensors/lsm/enforcer.c").read_text()
+    assert "--cgroup2-root" in source
+    assert "getmntent" not in source
+    assert "cgroup2\")" not in source
+
+
 # ---------------------------------------------------------------- put_file
 class _Shell:
     """A node shell that records what would be written and run (its files are a dict)."""

@@ -34,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.cgroups import node_cgroup2_root
 from harness.detection import Detection
 from harness.errors import ConfigError, SensorError
 from harness.sensors._rulepack import files_pack
@@ -99,9 +100,13 @@ def validate(name: str, rules: Sequence[str], container_parents: Sequence[str],
 
 
 def loader_argv(loader: str, obj: str, node: str, rules: Sequence[str],
-                container_parents: Sequence[str], allow_comms: Sequence[str]) -> list[str]:
-    """Pure: the loader's command line."""
+                container_parents: Sequence[str], allow_comms: Sequence[str],
+                cgroup2_root: str = "") -> list[str]:
+    """Pure: the loader's command line; ``cgroup2_root`` is the node probe's (none: the
+    loader reports that the node has no cgroup2 hierarchy)."""
     argv = [loader, "--object", obj, "--node", node]
+    if cgroup2_root:
+        argv += ["--cgroup2-root", cgroup2_root]
     for flag, values in (("--rule", rules), ("--container-parent", container_parents),
                          ("--allow-comm", allow_comms)):
         for value in values:
@@ -167,7 +172,8 @@ class LsmEnforcerSensor(BpftraceSensor):
         self._ncpu = self.shell.cpus()
         self._clock = self.shell.clock_offset()
         argv = loader_argv(f"{remote}/{LOADER}", f"{remote}/{OBJECT}", self.shell.node,
-                           self.rules, self.container_parents, self.allow_comms)
+                           self.rules, self.container_parents, self.allow_comms,
+                           cgroup2_root=node_cgroup2_root(self.shell))
         self._proc = self.shell.popen(argv, stop_signal=signal.SIGTERM)
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None

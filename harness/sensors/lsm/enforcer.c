@@ -4,8 +4,12 @@
  * attaches its programs, then prints one JSON line per ring-buffer event until SIGINT or
  * SIGTERM (the links are destroyed on exit: the policy is gone with the process).
  *
- *   shadowtest-lsm --object enforcer.bpf.o [--node NAME] [--rule RULE]...
+ *   shadowtest-lsm --object enforcer.bpf.o --cgroup2-root DIR [--node NAME] [--rule RULE]...
  *                  [--container-parent NAME]... [--allow-comm COMM]... [--etc PATH]
+ *
+ * --cgroup2-root is where the node's cgroup2 hierarchy is mounted, as the harness's node
+ * probe found it (/sys/fs/cgroup on pure v2, /sys/fs/cgroup/unified on a hybrid host): the
+ * loader never decides it itself.
  *
  * Output, on stdout, in bpftrace's -f json envelope so every reader of the bundled
  * bpftrace sensor's output reads it unchanged: {"type":"printf","data":"<object>\n"} with
@@ -24,7 +28,6 @@
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 #include <errno.h>
-#include <mntent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -226,22 +229,6 @@ static void check_lsm(void)
 	     node, path, list);
 }
 
-static int cgroup2_root(char *out, size_t n)
-{
-	FILE *f = setmntent("/proc/self/mounts", "r");
-	struct mntent *m;
-	if (!f)
-		return -1;
-	while ((m = getmntent(f)))
-		if (strcmp(m->mnt_type, "cgroup2") == 0) {
-			snprintf(out, n, "%s", m->mnt_dir);
-			endmntent(f);
-			return 0;
-		}
-	endmntent(f);
-	return -1;
-}
-
 static char cg2[256];
 static const char *parents[MAX_LIST];
 static int nparents;
@@ -266,7 +253,8 @@ static int resolve_parents(int map_fd)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: shadowtest-lsm --object enforcer.bpf.o [--node NAME] [--rule RULE]... "
+	fprintf(stderr, "usage: shadowtest-lsm --object enforcer.bpf.o --cgroup2-root DIR "
+			"[--node NAME] [--rule RULE]... "
 			"[--container-parent NAME]... [--allow-comm COMM]... [--etc PATH]\n");
 	exit(64);
 }
@@ -288,6 +276,8 @@ int main(int argc, char **argv)
 			node = v;
 		else if (strcmp(a, "--etc") == 0)
 			etc = v;
+		else if (strcmp(a, "--cgroup2-root") == 0 && v[0] == '/' && strlen(v) < sizeof(cg2))
+			snprintf(cg2, sizeof(cg2), "%s", v);
 		else if (strcmp(a, "--rule") == 0 && strcmp(v, "etc-file-create") == 0)
 			rules |= 1;
 		else if (strcmp(a, "--rule") == 0 && strcmp(v, "ptrace-pid1") == 0)
@@ -310,8 +300,9 @@ int main(int argc, char **argv)
 	libbpf_set_print(on_libbpf);
 
 	check_lsm();
-	if (cgroup2_root(cg2, sizeof(cg2)) != 0)
-		fail("no cgroup2 hierarchy mounted on %s: the container scope is a cgroup v2 ancestor", node);
+	if (!cg2[0])
+		fail("no cgroup2 hierarchy on %s (the node probe found none, so the harness passed no "
+		     "--cgroup2-root): the container scope is a cgroup v2 ancestor", node);
 	struct stat etc_st;
 	if (stat(etc, &etc_st) != 0)
 		fail("cannot stat %s on %s: %s", etc, node, strerror(errno));
