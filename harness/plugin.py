@@ -36,6 +36,7 @@ from harness.session import (
 
 ROWS = pytest.StashKey[list[dict[str, Any]]]()
 BASELINE = pytest.StashKey[Mapping[Key, Entry]]()
+SIGTERM_HANDLER = pytest.StashKey[Callable[[int, FrameType | None], None] | None]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -114,7 +115,14 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from exc
     allure_report.register(config)  # labels, parameters, attachments when --alluredir
     if _on_controller(config):
-        _install_sigterm()
+        config.stash[SIGTERM_HANDLER] = _install_sigterm()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave the process as it was: the SIGTERM handler goes with the session."""
+    handler = config.stash.get(SIGTERM_HANDLER, None)
+    if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _scenario_paths(config: pytest.Config, configured: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -129,13 +137,17 @@ def _scenario_paths(config: pytest.Config, configured: tuple[Path, ...]) -> tupl
     return (*configured, *given)
 
 
-def _install_sigterm() -> None:
-    """SIGTERM becomes KeyboardInterrupt so teardown (cleanup) runs as for Ctrl-C."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        def raise_interrupt(signum: int, frame: FrameType | None) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
+def _install_sigterm() -> Callable[[int, FrameType | None], None] | None:
+    """SIGTERM becomes KeyboardInterrupt so teardown (cleanup) runs as for Ctrl-C (only when
+    nobody else handles SIGTERM); returns the handler installed, if any."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
 
-        signal.signal(signal.SIGTERM, raise_interrupt)
+    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    return raise_interrupt
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
