@@ -8,7 +8,7 @@ from typing import Any
 from harness.execute import Outcome
 from harness.report.results import rows_for, run_of
 from harness.scenario import Scenario
-from harness.sensors.base import Sensor
+from harness.sensors.base import Quiet, Sensor
 from harness.verdict import Expectation, Health, judge
 
 
@@ -27,9 +27,13 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
         judgements = []
         for name, sensor in sensors.items():
             expectation = scenario.expectation(name) if scenario else _expected(row)
-            health = sensor.health()
-            judgements.append(judge(run, detections[name], expectation,
-                                    Health(health.up, health.reason, synced=True), name))
+            health = Health(sensor.health().up, sensor.health().reason, synced=True)
+            if health.up and isinstance(sensor, Quiet):  # no sign of life: never MISSED
+                why = sensor.silence(run.started_at,
+                                     run.ended_at + float(getattr(sensor, "delay", 0.0)))
+                if why:
+                    health = Health(False, why)
+            judgements.append(judge(run, detections[name], expectation, health, name))
         outcome = Outcome(run, tuple(judgements), {n: s.health() for n, s in sensors.items()})
         out += rows_for(outcome, scenario) if scenario else _rows(outcome, row)
     return out
