@@ -28,7 +28,9 @@ KEYS: dict[str, str] = {
     "parity": "[tool.shadowtest.parity] defaults of `shadowtest parity`: engine, keys, tolerance, "
               "gate, severity, window",
 }
-NODE_KEYS = {"url": "where the node is reached: local://, vm://6.1, ssh://user@host:port?key=..., docker://, kubernetes://NODE?kubeconfig=..."}
+NODE_KEYS = {"url": "where the node is reached: local://, vm://6.1, "
+                    "ssh://user@host:port?key=...&known_hosts=...&ssh_config=..., docker://, "
+                    "kubernetes://NODE?kubeconfig=..."}
 
 
 @dataclass(frozen=True)
