@@ -27,6 +27,18 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# an sshd binary for the ssh:// host-key test (tests/unit/test_ssh_target.py), unpacked from
+# Debian's package into the cache and never started as a service (installing the package
+# would start sshd on port 22 of every interface)
+sshd_dir=/var/cache/shadowtest/sshd
+if [ ! -x "$sshd_dir/usr/sbin/sshd" ] && [ ! -x /usr/sbin/sshd ]; then
+  mkdir -p "$sshd_dir/.deb"
+  ( cd "$sshd_dir/.deb" && { apt-get download openssh-server 2>/dev/null \
+      || { apt-get update -qq && apt-get download openssh-server; }; } ) >/dev/null
+  dpkg-deb -x "$sshd_dir"/.deb/openssh-server_*.deb "$sshd_dir"
+  rm -rf "$sshd_dir/.deb"
+fi
+
 # kernel filesystems the sensors and node facts read (a fresh machine mounts neither)
 mountpoint -q /sys/kernel/tracing  || mount -t tracefs none /sys/kernel/tracing || true
 mountpoint -q /sys/kernel/security || mount -t securityfs none /sys/kernel/security || true

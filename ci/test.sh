@@ -8,6 +8,8 @@ bash ci/setup.sh
 bash ci/vm-image.sh          # the kernel-matrix VM image (cached: a no-op once built)
 .venv/bin/ruff check harness tests benchmarks conftest.py
 .venv/bin/mypy
+# the ssh:// host-key test's sshd (ci/setup.sh unpacks it when the machine has none)
+[ -x /usr/sbin/sshd ] || export SHADOWTEST_SSHD=/var/cache/shadowtest/sshd/usr/sbin/sshd
 set +e
 .venv/bin/python -m pytest --run-node -p no:cacheprovider "$@"
 rc=$?
