@@ -86,6 +86,11 @@ class ReplaySensor:
         inside it): a run outside the recorded span cannot be judged from it (SENSOR_DOWN,
         never MISSED). Offline rejudging judges the recorded runs, inside the span."""
         times = [d.observed_at for d in self.stream.snapshot() if d.observed_at > 0]
+        # every line the product wrote is a sign of life, not only detections (Tetragon's
+        # exec/exit lines: the adapter keeps the span of their times)
+        times += [t for t in (getattr(self.adapter, "first_seen", 0.0),
+                              getattr(self.adapter, "last_seen", 0.0))
+                  if isinstance(t, float) and t > 0]
         if not times:
             return (f"{self.name}: the recording {self.path} has no timestamped event: it "
                     "cannot show that the sensor was alive during the window")

@@ -38,6 +38,16 @@ HOOK_EVENTS = ("process_kprobe", "process_tracepoint", "process_uprobe", "proces
 _EXTRA_KEYS = ("subsys", "path", "symbol", "provider", "ima_hash")
 #: exit signals remembered (exec id -> signal), oldest forgotten first
 MAX_EXITS = 65536
+#: processes remembered for ancestry (exec id -> pid, parent exec id), oldest forgotten first
+MAX_PROCS = 65536
+#: exec images walked up from a hook event's process (the pyenv shim chain alone is 8)
+MAX_DEPTH = 64
+#: what a near-miss says when the export cannot tie a process to its ancestors
+ANCESTRY_HINT = (
+    "Tetragon exported no ancestry above this process's parent: run the agent with "
+    "--enable-ancestors base,tracepoint (add kprobe, lsm, uprobe for the hook kinds your "
+    "policies use) and keep PROCESS_EXEC in the export allow-list, so the process tree "
+    "reaches the run's pid")
 
 TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
 _TAG_TECHNIQUE = re.compile(r"(?:^|[.:/_\-])(T\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
@@ -55,18 +65,24 @@ _NO_EVENT = msgspec.Raw()
 # the two fields it needs. A line holding a hook event or ``rate_limit_info``, or one these
 # types do not fit, takes the generic path (``JsonLinesSensor.on_line``: decode to a dict,
 # ``on_record``), which decides exactly as before; test_ingest_equivalence.py checks both agree.
-class _ExitProcess(msgspec.Struct, gc=False):
+class _Proc(msgspec.Struct, gc=False):
     exec_id: str | None = None
+    pid: int | None = None
+    parent_exec_id: str | None = None
 
 
-class _ExitEvent(msgspec.Struct, gc=False):
-    process: _ExitProcess | None = None
+class _ProcEvent(msgspec.Struct, gc=False):
+    process: _Proc | None = None
+    parent: _Proc | None = None
     signal: str | None = None
 
 
 class _Envelope(msgspec.Struct, gc=False):
+    time: str | None = None
     rate_limit_info: msgspec.Raw = _NO_EVENT
-    process_exit: _ExitEvent | None = None
+    process_exec: _ProcEvent | None = None
+    process_clone: _ProcEvent | None = None
+    process_exit: _ProcEvent | None = None
     process_kprobe: msgspec.Raw = _NO_EVENT
     process_tracepoint: msgspec.Raw = _NO_EVENT
     process_uprobe: msgspec.Raw = _NO_EVENT
@@ -101,27 +117,37 @@ class TetragonSensor(JsonLinesSensor):
         self.techniques = _check_techniques(name, techniques or {})
         self.events = _check_events(name, events) if events is not None else HOOK_EVENTS
         self._exits: dict[str, str] = {}
+        #: exec id -> (pid, parent's exec id), every process object read (``ancestry``)
+        self._procs: dict[str, tuple[int | None, str | None]] = {}
+        #: the span of the export's ``time`` stamps read (epoch seconds; 0.0: none yet)
+        self.first_seen = 0.0
+        self.last_seen = 0.0
 
     # ------------------------------------------------------------ lines
     def on_line(self, line: str) -> None:
-        """As ``JsonLinesSensor.on_line`` (decode, ``on_record``), with exec/exit lines and
-        other non-detections read through ``_Envelope`` instead of a whole dict."""
+        """As ``JsonLinesSensor.on_line`` (decode, ``on_record``), with exec/clone/exit lines
+        and other non-detections read through ``_Envelope`` instead of a whole dict."""
         try:
             env = _envelope.decode(line)
         except (msgspec.DecodeError, ValueError):  # not JSON, not these types, not UTF-8
             # (msgspec <= 0.18: DecodeError is no ValueError, invalid UTF-8 a UnicodeError)
             super().on_line(line)
             return
+        if env.time:
+            self._saw(env.time)
         if env.rate_limit_info:  # present (lost events): the generic path counts them
             super().on_line(line)
             return
-        exit_ = env.process_exit
-        if exit_ is not None:
-            process = exit_.process
-            exec_id = process.exec_id if process is not None else None
-            if exec_id and exit_.signal:
-                self._store_exit(exec_id, exit_.signal)
-            return
+        for event in (env.process_exec, env.process_clone, env.process_exit):
+            if event is not None:
+                self._learn_struct(event.process)
+                self._learn_struct(event.parent)
+                if event is env.process_exit:
+                    process = event.process
+                    exec_id = process.exec_id if process is not None else None
+                    if exec_id and event.signal:
+                        self._store_exit(exec_id, event.signal)
+                return
         for kind in self.events:
             if getattr(env, kind):  # present, even as null: normalise decides
                 super().on_line(line)
@@ -129,6 +155,9 @@ class TetragonSensor(JsonLinesSensor):
 
     # ------------------------------------------------------------ health events
     def on_record(self, raw: dict[str, Any]) -> None:
+        stamp = raw.get("time")
+        if isinstance(stamp, str) and self._line is None:  # on_line saw it already
+            self._saw(stamp)
         info = raw.get("rate_limit_info")
         if isinstance(info, dict):
             # the exporter's rate limit dropped events: a lossy window, never a miss
@@ -138,11 +167,88 @@ class TetragonSensor(JsonLinesSensor):
                 dropped = None  # unreadable count: still at least one event lost
             self.stream.count_lost(1 if dropped is None else max(dropped, 0))
             return
-        exit_ = raw.get("process_exit")
-        if isinstance(exit_, dict):
-            self._remember_exit(exit_)
-            return
+        for kind in ("process_exec", "process_clone", "process_exit"):
+            event = raw.get(kind)
+            if isinstance(event, dict):
+                self._learn(event.get("process"))
+                self._learn(event.get("parent"))
+                if kind == "process_exit":
+                    self._remember_exit(event)
+                return
+        for kind in self.events:
+            event = raw.get(kind)
+            if isinstance(event, dict):  # the hook's own process tree, before normalise
+                self._learn(event.get("process"))
+                self._learn(event.get("parent"))
+                for entry in event.get("ancestors") or ():
+                    self._learn(entry)
+                break
         super().on_record(raw)
+
+    def _saw(self, stamp: str) -> None:
+        """A line's ``time``: the span of the export read so far (a recording's sign of
+        life, ``ReplaySensor.silence``)."""
+        try:
+            when = parse_rfc3339(stamp)
+        except ValueError:
+            return
+        if not self.first_seen or when < self.first_seen:
+            self.first_seen = when
+        self.last_seen = max(self.last_seen, when)
+
+    # ------------------------------------------------------------ process tree
+    def _learn_struct(self, proc: _Proc | None) -> None:
+        if proc is not None and proc.exec_id:
+            self._link(proc.exec_id, proc.pid, proc.parent_exec_id)
+
+    def _learn(self, proc: Any) -> None:
+        if not isinstance(proc, dict):
+            return
+        exec_id = proc.get("exec_id")
+        if not isinstance(exec_id, str) or not exec_id:
+            return
+        try:
+            pid = _number(proc.get("pid"))
+        except (TypeError, ValueError):
+            pid = None
+        parent = proc.get("parent_exec_id")
+        self._link(exec_id, pid, parent if isinstance(parent, str) and parent else None)
+
+    def _link(self, exec_id: str, pid: int | None, parent: str | None) -> None:
+        """Remember ``exec_id`` -> (pid, parent's exec_id): a bounded map (oldest first
+        out). Every process object Tetragon writes (exec, clone, exit, a hook's process,
+        parent and ancestors) carries its own ``parent_exec_id``, so a clone-only parent
+        (no exec line: it appears as a child's ``parent``) links upward too."""
+        known = self._procs.get(exec_id)
+        if known is not None and known[0] is not None and known[1] is not None:
+            return
+        if known is not None:
+            pid = pid if pid is not None else known[0]
+            parent = parent or known[1]
+        self._procs[exec_id] = (pid, parent)
+        if len(self._procs) > MAX_PROCS:
+            del self._procs[next(iter(self._procs))]
+
+    def ancestry(self, exec_id: str | None) -> tuple[int, ...]:
+        """The pids above the process ``exec_id`` (parent first), by walking
+        ``parent_exec_id`` through the processes read so far; stops at an unknown or
+        repeated exec id or after ``MAX_DEPTH`` images. An exec without fork keeps its pid
+        (``parent.pid == pid``): the walk goes on through the previous image."""
+        out: list[int] = []
+        seen: set[str] = set()
+        current = self._procs.get(exec_id) if exec_id else None
+        parent = current[1] if current is not None else None
+        if exec_id:
+            seen.add(exec_id)
+        while parent and parent not in seen and len(seen) < MAX_DEPTH:
+            seen.add(parent)
+            entry = self._procs.get(parent)
+            if entry is None:
+                break
+            pid, parent = entry
+            if pid is not None and pid not in out:
+                out.append(pid)
+        return tuple(out)
 
     def _remember_exit(self, event: dict[str, Any]) -> None:
         process = _dict(event.get("process"))
@@ -162,6 +268,13 @@ class TetragonSensor(JsonLinesSensor):
         """The signal (e.g. ``SIGKILL``) the process ``exec_id`` exited by, if its
         ``process_exit`` was read and it died by a signal; None otherwise."""
         return self._exits.get(exec_id)
+
+    def exit_record(self, detection: Detection) -> str | None:
+        """The product's own exit record for the process that raised ``detection``: the
+        signal its ``process_exit`` reports (``SIGKILL``), None when none was read or it
+        exited by itself (the enforcement cross-check, ``harness.verdict.enforcement``)."""
+        exec_id = detection.fields.get("exec_id")
+        return self._exits.get(exec_id) if isinstance(exec_id, str) else None
 
     # ------------------------------------------------------------ parsing
     def normalise(self, raw: Any) -> Detection | None:
@@ -237,17 +350,22 @@ class TetragonSensor(JsonLinesSensor):
         if "cluster_name" in raw:
             fields["cluster_name"] = raw["cluster_name"]
         node = _text(raw.get("node_name")) or self.node
-        ancestors = get("ancestors")
+        exported = get("ancestors")
+        exported_pids = () if exported is None else tuple(
+            p for p in (_int(_dict(a).get("pid")) for a in _list(exported)) if p is not None)
+        ppid = _number(parent.get("pid"))
+        tree = tuple(p for p in self.ancestry(fields["exec_id"]) if p != ppid)
+        ancestors = _unique_ints(exported_pids + tree)
+        if not ancestors:
+            # nothing above the parent: neither exec lines nor ``ancestors`` were exported
+            fields["correlation_hint"] = ANCESTRY_HINT
         names = [binary, arguments]
         if args:
             names.extend(_arg_names(args))
         names.append(pod_name)
         return make_detection(
             self.name, policy, self._technique(policy, function, tags), None, action, node,
-            _container_id(container, process), None, _number(pget("pid")),
-            _number(parent.get("pid")),
-            () if ancestors is None else tuple(
-                p for p in (_int(_dict(a).get("pid")) for a in _list(ancestors)) if p is not None),
+            _container_id(container, process), None, _number(pget("pid")), ppid, ancestors,
             binary.rpartition("/")[2] if binary else None,
             _unique(names), _observed_at(raw, event), time.time(), fields, raw,
         )
@@ -300,6 +418,10 @@ def _check_events(name: str, events: list[str]) -> tuple[str, ...]:
 
 
 
+
+
+def _unique_ints(values: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(values))
 
 
 def _text(value: Any) -> str | None:

@@ -205,8 +205,10 @@ def test_normalise_edge_sigkill_action_and_exit_signal_kept(edge: TetragonSensor
 
 
 def test_normalise_edge_host_process_without_pod_or_parent(edge: TetragonSensor) -> None:
+    """No ``parent`` object, but its ``parent_exec_id`` is the exec id of line 1's parent
+    (pid 41000), read before: the process tree still gives that pid."""
     d = _edge(edge, "block-ptrace-attach")
-    assert (d.container_id, d.ppid, d.ancestors) == (None, None, ())
+    assert (d.container_id, d.ppid, d.ancestors) == (None, None, (41000,))
     assert d.fields["pod"] == {"name": None, "namespace": None}
     assert d.names == ("/usr/bin/python3", "/tmp/st-st00000000ab12/ptrace.py 1")
     assert d.observed_at == _epoch("2026-11-23T02:05:01", 500000000)
@@ -774,3 +776,102 @@ def test_judge_quiet_export_with_a_live_writer_pid_is_judged_normally(tmp_path: 
     finally:
         sensor.stop()
     assert judgement.verdict.value == "MISSED"
+
+
+# ---------------------------------------------------------------- ancestry on real exports
+# tests/data/real/tetragon/: REAL exports of the catalogue's runs (README.md there). The
+# run's pid sits 2 to 8 exec images above the process that raised the hook event.
+REAL = DATA.parent / "real" / "tetragon"
+
+
+def _real_lines(folder: str) -> list[str]:
+    return (REAL / folder / "export.jsonl").read_text("utf-8").split("\n")
+
+
+def _real_run(folder: str, scenario: str) -> dict[str, Any]:
+    rows = [json.loads(line) for line in
+            (REAL / folder / "results.jsonl").read_text("utf-8").splitlines()]
+    return next(r for r in rows if r["scenario"] == scenario and r["sensor"] == "tetragon")
+
+
+@pytest.fixture(scope="module")
+def real_default() -> TetragonSensor:
+    return _feed(_real_lines("default"))
+
+
+@pytest.mark.parametrize(("scenario", "technique"), [
+    ("ptrace-pokedata", "T1055.008"),     # Python atomic behind the pyenv shim: 8 images
+    ("shadow-read", "T1003.008"),         # head -> sh -> stage runner: 2 images
+])
+def test_ancestry_real_export_reaches_the_runs_pid_through_exec_ids(
+        real_default: TetragonSensor, scenario: str, technique: str) -> None:
+    row = _real_run("default", scenario)
+    pids = frozenset(row["pids"])
+    hits = [d for d in _detections(real_default)
+            if any(t.startswith(technique) for t in d.technique) and pids & set(d.ancestors)]
+    assert hits, f"no {technique} detection whose ancestors hold {sorted(pids)}"
+    d = hits[0]
+    assert not pids & {d.pid, d.ppid}, "only the exec-id tree ties it to the run"
+    run = _run(run_id=row["run_id"], container_id=None, pids=pids)
+    assert correlate(run, d) == "process_tree"
+    assert "correlation_hint" not in d.fields
+
+
+def test_ancestry_real_export_exec_without_fork_keeps_walking(
+        real_default: TetragonSensor) -> None:
+    """An exec without fork: the exec line's parent is the process's own previous image
+    (``parent.pid == pid``); the walk goes through it to the images above."""
+    same = [json.loads(line)["process_exec"] for line in _real_lines("default")
+            if '"process_exec"' in line]
+    same = [e for e in same if e["parent"].get("pid") == e["process"]["pid"]]
+    assert same, "the recording has execs without fork (pyenv shims)"
+    chain = real_default.ancestry(same[-1]["process"]["exec_id"])
+    assert chain[0] == same[-1]["process"]["pid"]
+    assert len(chain) > 2
+
+
+def test_ancestry_real_export_without_exec_lines_names_what_to_enable() -> None:
+    """The same export with PROCESS_EXEC/EXIT dropped (an export allow-list without them,
+    no --enable-ancestors): the hook events no longer reach the run, and they say why."""
+    row = _real_run("default", "ptrace-pokedata")
+    sensor = _feed([line for line in _real_lines("default")
+                    if '"process_exec"' not in line and '"process_exit"' not in line])
+    run = _run(run_id=row["run_id"], container_id=None, pids=frozenset(row["pids"]))
+    hooks = [d for d in _detections(sensor) if "T1055.008" in d.technique]
+    assert hooks
+    assert all(correlate(run, d) is None for d in hooks)
+    assert all(d.fields["correlation_hint"] == tetragon.ANCESTRY_HINT for d in hooks)
+    assert "--enable-ancestors base,tracepoint" in tetragon.ANCESTRY_HINT
+
+
+def test_ancestry_real_ancestors_export_uses_the_hook_events_ancestors() -> None:
+    """``ancestors/`` kept only hook lines (plus the run process's exec/exit): the hook's
+    own ``ancestors`` list carries the tree."""
+    row = _real_run("ancestors", "ptrace-pokedata")
+    sensor = _feed(_real_lines("ancestors"))
+    run = _run(run_id=row["run_id"], container_id=None, pids=frozenset(row["pids"]))
+    hits = [d for d in _detections(sensor) if "T1055.008" in d.technique
+            and correlate(run, d) == "process_tree"]
+    assert hits
+    assert "correlation_hint" not in hits[0].fields
+
+
+def test_ancestry_clone_only_parent_links_through_the_childs_parent_object() -> None:
+    """A forked-not-exec'd parent has no exec line: the child's ``parent`` object (with its
+    own ``parent_exec_id``) links it upward; its pid comes from that object."""
+    sensor = TetragonSensor(path="/nonexistent/tetragon.log")
+    top = {"exec_id": "top", "pid": 100, "parent_exec_id": "init"}
+    sensor.on_line(json.dumps({"process_exec": {"process": top, "parent": {}}}))
+    clone = {"exec_id": "clone", "pid": 101, "parent_exec_id": "top"}
+    child = {"exec_id": "child", "pid": 102, "parent_exec_id": "clone"}
+    sensor.on_line(json.dumps({"process_exec": {"process": child, "parent": clone}}))
+    assert sensor.ancestry("child") == (101, 100)
+
+
+def test_ancestry_map_is_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tetragon, "MAX_PROCS", 3)
+    sensor = TetragonSensor(path="/nonexistent/tetragon.log")
+    for i in range(5):
+        proc = {"exec_id": f"e{i}", "pid": 10 + i, "parent_exec_id": f"e{i - 1}"}
+        sensor.on_line(json.dumps({"process_exec": {"process": proc}}))
+    assert sensor.ancestry("e4") == (13, 12)  # e1 and e0 forgotten
