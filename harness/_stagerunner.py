@@ -9,7 +9,7 @@ Protocol (stdin -> stdout, JSON lines):
                  -> {"stage": N, "exit_code": c, "stdout": ..., "stderr": ..., "pid": p,
                      "started_at": t0, "ended_at": t1, "error": null}
   {"on_exit": [argv...], "env": {...}}  -> {"armed": true}  (run on EOF/SIGTERM if not run)
-  {"stage": "cleanup", ...}             -> also disarms on_exit
+  {"stage": "cleanup", ...}             -> also disarms on_exit (once it ran)
   {"getpgid": N}  -> {"getpgid": N}: getpgid(N) once on every CPU (a sensor's sync marker,
                      in-process: no interpreter start per marker on a slow VM)
   EOF / SIGTERM: runs the armed on_exit command, then exits.
@@ -35,7 +35,10 @@ def _ns(kind: str) -> str:
         return ""
 
 
-def _run(req: dict[str, Any]) -> dict[str, Any]:
+def _run(req: dict[str, Any], key: str = "proc", signals: bool = False) -> dict[str, Any]:
+    """Run one stage (known as ``key`` while it runs). ``signals``: the cleanup run on
+    exit, whose SIGTERM/SIGINT are ignored here and get their default back in the command
+    (an ignored signal stays ignored across exec)."""
     env = dict(os.environ)
     env.update(req.get("env") or {})
     fds = tuple(int(x) for x in req.get("pass_fds") or ())
@@ -45,8 +48,10 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
             req["argv"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, pass_fds=fds, errors="replace",
             start_new_session=True,
+            preexec_fn=_default_signals if signals else None,  # noqa: PLW1509 (one thread)
         )
-        _current["proc"] = proc
+        if not signals:
+            _current[key] = proc
     except OSError as exc:
         return {"stage": req["stage"], "exit_code": None, "stdout": "", "stderr": "",
                 "pid": None, "started_at": started, "ended_at": time.time(), "error": str(exc)}
@@ -63,14 +68,31 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _on_exit(*_args: object) -> None:
+    """Kill the running stage, run the armed cleanup, exit. Runs once: a second SIGTERM
+    (the harness's abort after its parent-death signal, or the other way round) must not
+    re-enter and kill the cleanup this call started, so both signals are ignored first."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cleanup = _current.pop("cleanup", None)
+    if cleanup is not None:  # the harness's own cleanup stage is running: let it finish
+        timeout = float((_armed.get("req") or {}).get("timeout") or 30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            cleanup.wait(timeout)
+        if cleanup.returncode == 0:
+            _armed.pop("req", None)
     proc = _current.pop("proc", None)
     if proc is not None and proc.poll() is None:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)  # the interrupted stage and its children
     req = _armed.pop("req", None)
     if req is not None:
-        _run(req)
+        _run(req, signals=True)
     os._exit(0)
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _getpgid_every_cpu(pid: int) -> None:
@@ -100,9 +122,10 @@ def main() -> None:
             _armed["req"] = {"stage": "cleanup", "argv": req["on_exit"], "env": req.get("env"),
                              "timeout": req.get("timeout", 30)}
             reply = {"armed": True}
+        elif req["stage"] == "cleanup":  # disarmed once it ran: a SIGTERM meanwhile waits for it
+            reply = _run(req, key="cleanup")
+            _armed.pop("req", None)
         else:
-            if req["stage"] == "cleanup":
-                _armed.pop("req", None)
             reply = _run(req)
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()

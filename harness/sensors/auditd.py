@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from harness.detection import Detection
 from harness.errors import SensorError
 from harness.mitre import TECHNIQUE_ID
+from harness.reaper import deferred_signals, spawn_detached, stop_detached
 from harness.sensors._auditlog import AuditEvent, AuditLogParser
 from harness.sensors._process import pid_alive, spawn, stop
 from harness.sensors._streams import FileTail, LineReader
@@ -39,6 +40,11 @@ from harness.verdict import Health
 
 STATE = Path("/run/shadowtest/auditd")
 SYNC_PREFIX = "shadowtest-sync "
+#: the kernel audit settings a started daemon changes and its release restores
+SETTINGS = {"enabled": "-e", "backlog_limit": "-b", "failure": "-f", "rate_limit": "-r"}
+#: generous bounds on waits that end on a real condition (the daemon registered / exited)
+REGISTER_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
 
 
 def render_conf(log: Path) -> str:
@@ -183,9 +189,15 @@ class AuditdSensor:
                 self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail")
                 return  # health() reports SENSOR_DOWN with the reason
             self._daemon_pid = status["pid"]
-        with self.shared.locked():
+        with deferred_signals(), self.shared.locked():
             users = self.shared.live_users()
             state = self.shared.state()
+            if not users and state and not self.attach:
+                # a daemon whose last user died (and whose watchdog has not acted yet), or
+                # one that died itself: release it first, so the kernel's settings are
+                # restored and the next originals are the real ones
+                release(self.shared, self.rules)
+                state = {}
             if not self.attach and not (users or _ours_running(state)):
                 state = self._start_daemon()
             if not self.attach:
@@ -214,23 +226,32 @@ class AuditdSensor:
         os.chmod(conf, 0o750)
         (conf / "auditd.conf").write_text(render_conf(self.log))
         os.chmod(conf / "auditd.conf", 0o640)
+        # journal first: the kernel's settings as they are now and the daemon's config are
+        # recorded, and the watchdog runs, before anything changes; whoever releases (this
+        # process, or the watchdog once it is gone) restores exactly these
+        state: dict[str, Any] = {**{k: status[k] for k in SETTINGS if k in status},
+                                 "conf": str(conf), "log": str(self.log)}
+        self.shared.save(state)
+        # the watchdog, in its own session: it outlives a harness killed with SIGKILL; it
+        # waits for the lock held here, so it never sees this start half done; whoever
+        # releases stops it by pid
+        state["watchdog"] = list(spawn_detached(
+            [sys.executable, "-m", "harness.sensors.auditd", str(self.shared.root),
+             str(self.rules_file)]))
+        self.shared.save(state)
         proc = spawn([binary, "-n", "-c", str(conf)])
-        deadline = time.time() + 15
+        state["pid"] = proc.pid
+        self.shared.save(state)
+        deadline = time.monotonic() + REGISTER_TIMEOUT
         while audit_status().get("pid") != proc.pid:
-            if proc.poll() is not None or time.time() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
-                stop(proc, signal.SIGTERM)
+                stop(proc, signal.SIGTERM, grace=STOP_TIMEOUT)
+                restore_settings(state)
+                self.shared.clear()
                 raise SensorError(f"{self.name}: auditd did not register: {err.strip()[:300]}")
             time.sleep(0.05)
-        state = {"pid": proc.pid, "enabled": status.get("enabled", 0),
-                 "backlog_limit": status.get("backlog_limit", 64), "log": str(self.log)}
         auditctl("-b", str(self.backlog))
-        self.shared.save(state)
-        # the watchdog, detached (setsid -f): it outlives a harness killed with SIGKILL
-        subprocess.run(["setsid", "-f", sys.executable, "-m", "harness.sensors.auditd",
-                        str(self.shared.root), str(self.rules_file)],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
         return state
 
     def _load_rules(self) -> None:
@@ -258,7 +279,7 @@ class AuditdSensor:
         if not self._started:
             return
         self._started = False
-        with self.shared.locked():
+        with deferred_signals(), self.shared.locked():
             (self.shared.users / str(os.getpid())).unlink(missing_ok=True)
             release(self.shared, self.rules, stop_daemon=not self.attach)
 
@@ -330,18 +351,50 @@ class AuditdSensor:
 def release(shared: _Shared, rules: list[list[str]], stop_daemon: bool = True) -> bool:
     """With the lock held: when no shadowtest process uses the shared daemon any more,
     delete exactly our rules, stop the daemon we started by pid and restore the kernel's
-    audit settings. True when released (or nothing was left to release)."""
+    audit settings as they were before it started — also when the daemon died first.
+    True when released (or nothing was left to release)."""
     if shared.live_users():
         return False
     for rule in rules:
         auditctl(*delete_form(rule))
     state = shared.state()
-    if stop_daemon and _ours_running(state):
-        _stop_pid(int(state["pid"]))
-        auditctl("-e", str(state.get("enabled", 0)))
-        auditctl("-b", str(state.get("backlog_limit", 64)))
+    if stop_daemon and state:
+        pid = _daemon_pid(state)
+        if pid:
+            _stop_pid(pid)
+        restore_settings(state)
     shared.clear()
+    watchdog = state.get("watchdog") or (0, "")
+    stop_detached(int(watchdog[0]), str(watchdog[1]))  # not when it is the caller
     return True
+
+
+def restore_settings(saved: dict[str, Any]) -> None:
+    """Put the kernel's audit settings back as ``saved`` recorded them (enabled, backlog
+    limit, failure mode, rate limit), each only when it differs."""
+    now = audit_status()
+    for key, flag in SETTINGS.items():
+        if key in saved and now.get(key) != int(saved[key]):
+            auditctl(flag, str(int(saved[key])))
+
+
+def _daemon_pid(state: dict[str, Any]) -> int | None:
+    """The shared daemon's pid when it still runs: the recorded one, or — when the
+    starter was killed between starting it and recording its pid — the registered audit
+    daemon if it runs with our config directory."""
+    pid = int(state.get("pid") or 0)
+    if pid and pid_alive(pid):
+        return pid
+    registered = int(audit_status().get("pid") or 0)
+    conf = state.get("conf")
+    if registered and conf and pid_alive(registered):
+        try:
+            argv = Path(f"/proc/{registered}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if conf.encode() in argv:
+            return registered
+    return None
 
 
 def reap(state_dir: Path, rules_file: Path, interval: float = 1.0) -> None:
@@ -390,8 +443,7 @@ class RemoteDaemon:
                 raise SensorError(f"{s.name}: {s.binary!r} not found on node {sh.node!r}; install auditd")
             sh.put(f"{self.root}/conf/auditd.conf", render_conf(Path(self.log)).encode(), 0o640)
             sh.run(["chmod", "0750", f"{self.root}/conf"])
-            self.saved = {"enabled": status.get("enabled", 0),
-                          "backlog_limit": status.get("backlog_limit", 64)}
+            self.saved = {k: status[k] for k in SETTINGS if k in status}
             self.daemon = sh.popen([binary, "-n", "-c", f"{self.root}/conf"])
             deadline = time.time() + 30
             while audit_status(sh).get("pid") != self.daemon.node_pid:
@@ -421,12 +473,14 @@ class RemoteDaemon:
             self.tail.halt(grace=2)
             self.tail = None
         if self.daemon is not None:
-            for rule in self.sensor.rules:
-                auditctl(*delete_form(rule), shell=sh)
-            self.daemon.halt()
-            self.daemon = None
-            auditctl("-e", str(self.saved.get("enabled", 0)), shell=sh)
-            auditctl("-b", str(self.saved.get("backlog_limit", 64)), shell=sh)
+            with deferred_signals():
+                for rule in self.sensor.rules:
+                    auditctl(*delete_form(rule), shell=sh)
+                self.daemon.halt(grace=STOP_TIMEOUT)
+                self.daemon = None
+                for key, flag in SETTINGS.items():  # also when the daemon died first
+                    if key in self.saved:
+                        auditctl(flag, str(self.saved[key]), shell=sh)
 
     def health(self) -> Health:
         s = self.sensor
@@ -466,16 +520,18 @@ def _ours_running(state: dict[str, Any]) -> bool:
 
 
 def _stop_pid(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + 10
-    while pid_alive(pid) and time.time() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    if pid_alive(pid):
+    """SIGTERM the daemon by pid, wait for it to exit (generously: it flushes its log on a
+    busy machine), then SIGKILL and wait again: it is gone when this returns."""
+    for sig, grace in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pid_alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        if not pid_alive(pid):
+            return
 
 
 if __name__ == "__main__":

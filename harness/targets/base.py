@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from harness.errors import ConfigError, TargetError
 from harness.node import NodeFacts
+from harness.reaper import deferred_signals
 from harness.run import StageResult
 
 
@@ -68,6 +69,12 @@ class RunnerProcess(Protocol):
     def terminate(self) -> None: ...
 
     def kill(self) -> None: ...
+
+
+#: how long a stage runner may take to run its armed cleanup and exit once told to: it
+#: returns as soon as the runner exits; the bound is generous for a busy machine (the
+#: cleanup itself is bounded by the atomic's timeout)
+RUNNER_EXIT_TIMEOUT = 120.0
 
 
 @dataclass
@@ -131,7 +138,12 @@ class Session:
 
     def abort(self) -> None:
         """Interrupted mid-stage: SIGTERM the context by pid; the runner kills the running
-        stage, runs the armed cleanup itself and exits. Then release the rest."""
+        stage, runs the armed cleanup itself and exits. Then release the rest. A second
+        Ctrl-C or SIGTERM meanwhile is held until this is done."""
+        with deferred_signals():
+            self._abort()
+
+    def _abort(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 if self.interrupt is not None:
@@ -139,29 +151,34 @@ class Session:
                 else:
                     assert isinstance(self.proc, subprocess.Popen)
                     os.kill(self.runner_pid or self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
+            try:  # the runner exits once its cleanup ran: a real condition, bounded
+                self.proc.wait(RUNNER_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(5)
+                self.proc.wait(RUNNER_EXIT_TIMEOUT)
         self.close()
 
     def close(self) -> None:
-        """Stop the runner by pid (SIGTERM runs any armed cleanup), then release the rest."""
+        """Stop the runner by pid (SIGTERM runs any armed cleanup), then release the rest
+        (a Ctrl-C or SIGTERM meanwhile is held until this is done)."""
+        with deferred_signals():
+            self._close()
+
+    def _close(self) -> None:
         try:
             if self.proc.poll() is None:
                 assert self.proc.stdin is not None
                 with contextlib.suppress(OSError):
                     self.proc.stdin.close()  # EOF: the runner runs its armed cleanup and exits
                 try:
-                    self.proc.wait(15)
+                    self.proc.wait(RUNNER_EXIT_TIMEOUT)
                 except subprocess.TimeoutExpired:
                     self.proc.terminate()
                     try:
-                        self.proc.wait(5)
+                        self.proc.wait(RUNNER_EXIT_TIMEOUT)
                     except subprocess.TimeoutExpired:
                         self.proc.kill()
-                        self.proc.wait(5)
+                        self.proc.wait(RUNNER_EXIT_TIMEOUT)
         finally:
             for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 if pipe is not None:
@@ -172,11 +189,16 @@ class Session:
 
 
 def _readline(proc: RunnerProcess, timeout: float) -> str:
-    """One line from the runner, or '' when it exits or ``timeout`` passes (then kill it)."""
+    """One line from the runner, or '' when it exits or ``timeout`` passes (then kill it).
+
+    The timer is a daemon thread, started inside the ``try``: a Ctrl-C that lands while
+    it starts (``Thread.start`` waits for the new thread, which takes long on a busy
+    machine) must neither leave it armed nor keep the interpreter from exiting."""
     assert proc.stdout is not None
     timer = threading.Timer(timeout, proc.kill)
-    timer.start()
+    timer.daemon = True
     try:
+        timer.start()
         return proc.stdout.readline()
     finally:
         timer.cancel()

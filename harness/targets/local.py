@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import ClassVar
 
+from harness import reaper
 from harness._nodeprobe import cgroup2_root, probe
 from harness.errors import TargetError
 from harness.node import NodeFacts
@@ -57,7 +58,8 @@ class LocalTarget:
         )
 
     def close(self) -> None:
-        """Nothing held between runs."""
+        """Nothing held between runs: the run reaper (if one was armed) is stopped."""
+        _journal.close()
 
 
 def _base_env(run_id: str) -> dict[str, str]:
@@ -107,6 +109,7 @@ def _open_namespace(run_id: str, root: Path) -> Session:
     cid = container_id_for(run_id)
     sweep_cgroups(root=root)
     cg = root / CGROUP_PARENT / cid
+    _journal.add(cg)  # before it exists: a harness killed from here on leaves nothing
     cg.mkdir(parents=True, exist_ok=True)
     host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     hostname = f"shadowtest-{run_id}"
@@ -169,18 +172,48 @@ def sweep_cgroups(min_age: float = 60.0, root: Path | None = None) -> list[Path]
 
 
 def remove_cgroup(cg: Path) -> None:
-    """Kill what is left in the run's own cgroup (only it), then remove it."""
-    with contextlib.suppress(OSError):
-        (cg / "cgroup.kill").write_text("1")
-    for _ in range(100):
-        try:
-            cg.rmdir()
-        except FileNotFoundError:
-            return
-        except OSError:  # EBUSY while the killed processes are reaped
-            time.sleep(0.01)
-        else:
-            return
+    """Kill what is left in the run's own cgroup (only it), then remove it — waiting for
+    the kernel to let go, however long a busy machine takes (bounded generously). Once
+    gone, it leaves the run reaper's journal."""
+    if reaper.remove_cgroup(cg):
+        _journal.discard(cg)
+
+
+class _Journal:
+    """The run cgroups this process holds, kept in the state of a detached reaper (armed
+    with the first one, before it is created): a harness killed even with SIGKILL leaves
+    none behind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cgroups: set[str] = set()
+        self._path: Path | None = None
+        self._pid = 0
+
+    def add(self, cg: Path) -> None:
+        with self._lock, reaper.deferred_signals():
+            self._cgroups.add(str(cg))
+            if self._path is None or self._pid != os.getpid():  # none yet, or forked
+                self._path = reaper.arm("local", cgroups=sorted(self._cgroups))
+                self._pid = os.getpid()
+            else:
+                reaper.update(self._path, cgroups=sorted(self._cgroups))
+
+    def discard(self, cg: Path) -> None:
+        with self._lock:
+            self._cgroups.discard(str(cg))
+            if self._path is not None and self._pid == os.getpid():
+                reaper.update(self._path, cgroups=sorted(self._cgroups))
+
+    def close(self) -> None:
+        """Nothing held any more: stop the reaper (by pid, waited for), remove its state."""
+        with self._lock, reaper.deferred_signals():
+            if self._path is not None and self._pid == os.getpid() and not self._cgroups:
+                reaper.disarm(self._path)
+                self._path = None
+
+
+_journal = _Journal()
 
 
 def read_local_facts(node: str) -> NodeFacts:

@@ -25,12 +25,15 @@ from harness import cgroups
 from harness._nodeprobe import cgroup2_root
 from harness.detection import Detection
 from harness.errors import SensorError
+from harness.reaper import deferred_signals
 from harness.sensors._streams import FileTail, LineReader
 from harness.sensors.base import DetectionStream
 from harness.targets.shell import LocalShell, NodeProcess, NodeShell
 from harness.verdict import Health
 
 MARKER_BASE = 0x5AD00000
+#: how long bpftrace may take to detach and exit on SIGINT before SIGKILL (a busy machine)
+STOP_TIMEOUT = 30.0
 _decoder = msgspec.json.Decoder()
 
 
@@ -118,8 +121,14 @@ class BpftraceSensor:
         self._ncpu = self.shell.cpus()
         self._clock = self.shell.clock_offset()
         unsafe = ["--unsafe"] if self.enforces else []  # signal() needs it
-        self._proc = self.shell.popen([binary, *unsafe, "-B", "none", "-f", "json", program],
-                                      env, stop_signal=signal.SIGINT)
+        argv = [binary, *unsafe, "-B", "none", "-f", "json", program]
+        if not self.shell.remote and self.shell.which("setpriv"):
+            # dies with the harness, even one killed with SIGKILL (its BPF programs and
+            # perf buffers are file descriptors: the kernel detaches them); a remote one
+            # is stopped by its wrapper when the SSH channel closes
+            argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+        with deferred_signals():  # started and recorded, or not started at all
+            self._proc = self.shell.popen(argv, env, stop_signal=signal.SIGINT)
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
         self._readers = [
@@ -152,8 +161,14 @@ class BpftraceSensor:
         return data
 
     def stop(self) -> None:
+        """Stop bpftrace by pid (SIGINT, repeated; SIGKILL after a generous grace) and wait
+        for it; a Ctrl-C or SIGTERM meanwhile is held until it is done."""
+        with deferred_signals():
+            self._stop()
+
+    def _stop(self) -> None:
         if self._proc is not None:
-            self._proc.halt(grace=8.0, repeat=0.3)  # SIGINT: SIGTERM is sometimes ignored
+            self._proc.halt(grace=STOP_TIMEOUT, repeat=0.3)  # SIGINT: SIGTERM is sometimes ignored
             for reader in self._readers:
                 reader.join(5)
             for pipe in (self._proc.stdout, self._proc.stderr):
