@@ -19,7 +19,16 @@ from harness.run import Run, StageResult
 from harness.scenario import Scenario
 from harness.sensors.base import Quiet, Sensor, Subscription
 from harness.targets.base import Session, Target
-from harness.verdict import Expectation, Health, Judgement, compare, judge
+from harness.verdict import (
+    Expectation,
+    Health,
+    Judgement,
+    compare,
+    enforcement_action,
+    enforcement_claims,
+    judge,
+    with_claims,
+)
 
 
 def new_run_id() -> str:
@@ -59,7 +68,7 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
         enforcing = enforcement_run(scenario, sensors, facts.as_row())
         run = _act(scenario, context, target.node, facts, session, values, env, run_id,
                    enforcing)
-        judgements, health = _judge_all(run, scenario, sensors, subs, before, window)
+        run, judgements, health = _judge_all(run, scenario, sensors, subs, before, window)
     except BaseException:
         session.abort()  # Ctrl-C, SIGTERM or a crash mid-stage: the runner cleans up itself
         raise
@@ -146,6 +155,12 @@ def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session:
             outcome.update(_probe_side_effect(atomic, step, values))
         return finish(True, f"the action was {'killed by ' + killed_by if killed_by else 'denied'}"
                             f" (exit {res.exit_code}){_tail(res.stderr)}")
+    if killed_by or denied:
+        # stopped, and no sensor was known to enforce: NOT_EXECUTED unless a sensor's
+        # detection claims the stop (``with_claims`` in _judge_all); probe the side effect
+        # now so that a claimed kill is judged BLOCKED/RACED from it
+        outcome.update(killed_by=killed_by, denied=denied)
+        outcome.update(_probe_side_effect(atomic, step, values))
     if res.error or res.exit_code != 0:
         return finish(False, f"the action failed: exit {res.exit_code}"
                              f"{' (' + res.error + ')' if res.error else ''}{_tail(res.stderr)}")
@@ -189,10 +204,44 @@ def decided(run: Run, expectation: Expectation, seen: list[Detection]) -> bool:
     return False
 
 
+def claims_stop(run: Run, seen: list[Detection]) -> bool:
+    """Some detection correlated to ``run`` says its product acted (a kill, a deny)."""
+    return any(enforcement_action(d) and correlate(run, d) is not None for d in seen)
+
+
+def exit_records(sensors: Mapping[str, Sensor]) -> dict[str, Callable[[Detection], str | None]]:
+    """Each sensor's reader of its product's own exit record (``exit_record``), if any."""
+    out: dict[str, Callable[[Detection], str | None]] = {}
+    for name, sensor in sensors.items():
+        reader = getattr(sensor, "exit_record", None)
+        if callable(reader):
+            out[name] = reader
+    return out
+
+
+def _claimed(run: Run, sensors: Mapping[str, Sensor], subs: Mapping[str, Subscription],
+             markers: Mapping[str, str | None], window: float) -> Run:
+    """A stopped action no sensor was known to enforce: wait (inside the window) for a
+    sensor's claim of the stop, then ``with_claims`` decides whether it is judged."""
+    seen: dict[str, list[Detection]] = {}
+    until = run.ended_at + window
+    for name, sensor in sensors.items():
+        delay = getattr(sensor, "delay", 0.0)
+        seen[name], _ = subs[name].wait(partial(claims_stop, run), markers.get(name),
+                                        until + delay, until=run.ended_at)
+    return with_claims(run, enforcement_claims(run, seen, until + max(
+        (getattr(s, "delay", 0.0) for s in sensors.values()), default=0.0),
+        exit_records(sensors)))
+
+
 def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
                subs: Mapping[str, Subscription], before: Mapping[str, Health],
-               window: float) -> tuple[tuple[Judgement, ...], dict[str, Health]]:
-    markers = {name: s.sync() for name, s in sensors.items()} if run.executed else {}
+               window: float) -> tuple[Run, tuple[Judgement, ...], dict[str, Health]]:
+    stopped_run = not run.executed and bool(run.killed_by or run.denied)
+    markers = ({name: s.sync() for name, s in sensors.items()}
+               if run.executed or stopped_run else {})
+    if stopped_run:
+        run = _claimed(run, sensors, subs, markers, window)
     out: list[Judgement] = []
     healths: dict[str, Health] = {}
     for name, sensor in sensors.items():
@@ -224,4 +273,4 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
                         synced=synced)
         healths[name] = health
         out.append(judge(run, seen, expectation, health, name, enforcer=enforcer(sensor)))
-    return tuple(out), healths
+    return run, tuple(out), healths

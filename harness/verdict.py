@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.correlate import correlate
@@ -189,9 +190,22 @@ def judge(
         f"({len(correlated)} correlated, {len(detections)} seen in the window"
         + (", sensor synced past the window)" if health.synced else ")")
     )
+    reason += _correlation_hint(nearest)
     if expectation.gap:
         reason = f"known gap: {expectation.gap} ({reason})"
     return Judgement(sensor, Verdict.MISSED, reason, near_misses=nearest, gap=expectation.gap)
+
+
+def _correlation_hint(nearest: Sequence[NearMiss]) -> str:
+    """A near-miss that matched everything but the run, from a sensor whose adapter says
+    what it lacked to tie it to the run (``fields['correlation_hint']``, e.g. Tetragon
+    without ancestry): the setting to turn on."""
+    for n in nearest:
+        hint = n.detection.fields.get("correlation_hint")
+        if n.correlated_by is None and hint and len(n.mismatches) == 1:
+            return (f"; the nearest {n.detection.rule!r} (pid {n.detection.pid}) matches but "
+                    f"cannot be tied to the run: {hint}")
+    return ""
 
 
 def _nearest(run: Run, detections: Sequence[Detection],
@@ -219,6 +233,12 @@ ACTIONS: Mapping[str, str] = {
     "deny": "deny", "denied": "deny", "block": "deny", "blocked": "deny",
     "prevented": "deny", "drift_prevented": "deny",  # Sysdig drift control
     "override": "override", "kprobe_action_override": "override",  # Tetragon Override
+    # Tetragon NotifyEnforcer: the enforcer program kills (argSig) or fails the syscall
+    # (argError), whichever the policy set: either agrees with an expected sigkill/override
+    "kprobe_action_notifyenforcer": "enforcer", "notifyenforcer": "enforcer",
+    # CrowdStrike Falcon dispositions (``action_taken`` / pattern disposition words)
+    "process_killed": "sigkill", "kill_process": "sigkill",
+    "process_blocked": "deny", "operation_blocked": "deny",
 }
 #: what each reported action may look like from the action's side: a SIGKILL is a
 #: signal; a deny or an override is an error return (the program may then exit non-zero,
@@ -227,6 +247,7 @@ COMPATIBLE: Mapping[str, frozenset[str]] = {
     "sigkill": frozenset({"killed"}),
     "deny": frozenset({"denied", "killed"}),
     "override": frozenset({"denied", "killed"}),
+    "enforcer": frozenset({"denied", "killed"}),
 }
 
 
@@ -235,11 +256,92 @@ def enforcement_action(d: Detection) -> str | None:
     the sensor only observed). Reads ``action`` (Tetragon ``KPROBE_ACTION_SIGKILL``,
     Sysdig ``actions[].type`` joined with commas) or the product field ``action``
     (bpftrace enforce lines ``"action":"sigkill"``, the LSM enforcer's ``"deny"``)."""
-    raw = d.action if d.action else d.fields.get("action")
+    raw = d.action if d.action else (d.fields.get("action") or d.fields.get("action_taken"))
     for part in str(raw or "").split(","):
         if found := ACTIONS.get(part.strip().lower()):
             return found
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A sensor's detection, correlated to a run, saying its product acted on the action
+    (``enforcement_action``), with the product's own exit record for that process when it
+    has one (Tetragon ``process_exit.signal``)."""
+
+    sensor: str
+    action: str
+    detection: Detection
+    exit_record: str | None = None
+
+
+#: how far before the run's start a claim's own time may be (sensor clocks)
+CLAIM_SKEW = 1.0
+
+
+def enforcement_claims(run: Run, seen: Mapping[str, Sequence[Detection]], until: float,
+                       exit_records: Mapping[str, Callable[[Detection], str | None]]
+                       | None = None) -> tuple[Claim, ...]:
+    """Every detection in ``seen`` (per sensor) correlated to ``run``, inside the run's
+    window (``started_at`` - ``CLAIM_SKEW`` .. ``until``; an unknown time counts), whose
+    product says it acted. Pure; ``exit_records`` reads each sensor's exit record of the
+    detection's process (``TetragonSensor.exit_record``)."""
+    out: list[Claim] = []
+    for sensor, detections in seen.items():
+        lookup = (exit_records or {}).get(sensor)
+        for d in detections:
+            action = enforcement_action(d)
+            if action is None or correlate(run, d) is None:
+                continue
+            if d.observed_at and not run.started_at - CLAIM_SKEW <= d.observed_at <= until:
+                continue
+            out.append(Claim(sensor, action, d, lookup(d) if lookup else None))
+    return tuple(out)
+
+
+def stop_of(run: Run) -> tuple[str | None, bool]:
+    """(signal, denied) that stopped the action: the run's own, else read from its exit
+    code (-9 as Python reports a SIGKILL, 137 as a shell does; rows written before
+    ``killed_by`` was recorded for non-enforcement runs)."""
+    if run.killed_by or run.denied:
+        return run.killed_by, run.denied
+    code = run.exit_code
+    num = -code if code is not None and code < 0 else (
+        code - 128 if code is not None and code - 128 in (signal.SIGKILL, signal.SIGSYS) else None)
+    if num is None:
+        return None, False
+    try:
+        return signal.Signals(num).name, False
+    except ValueError:
+        return f"signal {num}", False
+
+
+def with_claims(run: Run, claims: Sequence[Claim]) -> Run:
+    """The run to judge once the sensors' claims are in: an action the harness saw stopped
+    (killed, denied) without knowing in advance that enforcement was in play (no enforce
+    expectation, no enforcing sensor) is NOT_EXECUTED only while no sensor claims the stop.
+    A claim that agrees with what happened (``COMPATIBLE``), and that the product's own
+    exit record does not contradict, makes it an enforcement run: executed, killed/denied,
+    judged for every sensor (BLOCKED/RACED/MISSED where a sensor expects enforcement, its
+    detection verdict otherwise). Pure: the one home of this rule for the live path
+    (``harness.execute``) and ``rejudge``."""
+    if run.executed or not claims:
+        return run
+    killed_by, denied = stop_of(run)
+    observed = "killed" if killed_by else "denied" if denied else None
+    if observed is None:
+        return run
+    agreeing = [c for c in claims if observed in COMPATIBLE.get(c.action, frozenset())
+                and (c.exit_record is None or c.action != "sigkill"
+                     or c.exit_record == killed_by)]
+    if not agreeing:
+        return run
+    c = agreeing[0]
+    how = f"killed by {killed_by}" if killed_by else "denied"
+    record = f"; its exit record says {c.exit_record}" if c.exit_record else ""
+    return replace(run, executed=True, killed_by=killed_by, denied=denied, reason=(
+        f"the action was {how} (exit {run.exit_code}): {c.sensor} claims it ({c.detection.rule}:"
+        f" {c.action}){record}"))
 
 
 def _how(run: Run) -> str:
@@ -352,7 +454,8 @@ def _enforcement_mismatch(run: Run, d: Detection, expectation: Expectation, sens
     if reported is None:
         tail = "" if observed == "completed" else f"; the action was {how} by something else"
         return f"monitor-only: {d.rule} fired without enforcing (policy in monitor mode?){tail}"
-    if reported != want:
+    if reported != want and not (reported == "enforcer"
+                                 and observed in COMPATIBLE.get(want or "", frozenset())):
         return (f"{d.rule} enforced with {reported}, expected {want}: not the policy under "
                 f"validation (the action {how})")
     if observed == "completed":

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.execute import Outcome
+from harness.execute import Outcome, exit_records
 from harness.report.results import rows_for, run_of
 from harness.scenario import Scenario
 from harness.sensors.base import Quiet, Sensor
-from harness.verdict import Expectation, Health, judge
+from harness.verdict import Expectation, Health, enforcement_claims, judge, with_claims
+
+#: a recorded run's window when its scenario file does not set one (the run default)
+DEFAULT_WINDOW = 5.0
 
 
 def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
@@ -20,10 +23,16 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
     for row in rows:
         runs.setdefault(row["run_id"], row)
     detections = {name: s.stream.snapshot() for name, s in sensors.items()}
+    records = exit_records(sensors)
     out: list[dict[str, Any]] = []
     for row in runs.values():
         run = run_of(row)
         scenario = scenarios.get(row["scenario"])
+        if not run.executed:  # stopped by a sensor that claims it: judged (as live)
+            window = (scenario.window if scenario and scenario.window else DEFAULT_WINDOW)
+            until = run.ended_at + window + max(
+                (float(getattr(s, "delay", 0.0)) for s in sensors.values()), default=0.0)
+            run = with_claims(run, enforcement_claims(run, detections, until, records))
         judgements = []
         for name, sensor in sensors.items():
             expectation = scenario.expectation(name) if scenario else _expected(row)

@@ -106,6 +106,12 @@ class ReplaySensor:
     def normalise(self, raw: Any) -> Detection | None:
         return self.adapter.normalise(raw)
 
+    def exit_record(self, detection: Detection) -> str | None:
+        """The recorded product's own exit record of the detection's process (Tetragon's
+        ``process_exit.signal``), when its adapter keeps one."""
+        reader = getattr(self.adapter, "exit_record", None)
+        return reader(detection) if callable(reader) else None
+
 
 def _adapter(format: str, name: str, path: Path, node: str | None) -> Sensor:
     cls = sensor_class(format)

@@ -5,8 +5,10 @@ file:line errors), the action-stage classification, the bpftrace ``enforce`` opt
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import textwrap
+import time as _time
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,16 @@ import pytest
 
 from harness.atomic import SideEffect, check_atomic
 from harness.builtin import BUILTIN
-from harness.execute import stopped
+from harness.detection import Detection
+from harness.execute import execute, stopped
+from harness.node import NodeFacts
 from harness.report import enforcement
 from harness.report.summary import render
-from harness.run import StageResult
+from harness.run import Run, StageResult
 from harness.scenario import check_scenario, load_atomics
 from harness.sensors.bpftrace import BpftraceSensor, program_path
+from harness.sensors.tetragon import TetragonSensor
+from harness.verdict import Expectation, Health, enforcement_claims, judge, with_claims
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -294,3 +300,186 @@ def test_row_contract_documents_the_enforcement_keys() -> None:
     for key in ("enforcement", "killed_by", "exit_code", "side_effect"):
         assert key in ROW_KEYS
     assert textwrap.dedent(ROW_KEYS["side_effect"]).startswith("the atomic's side-effect probe")
+
+
+# ---------------------------------------------------------------- enforcement by any sensor
+# A sensor without the static ``enforces`` flag (Tetragon with a Sigkill policy) kills the
+# action: the run is an enforcement run because the sensor's detection claims the kill.
+# The lines are REAL Tetragon export lines of the bundled etc-write-enforced run in
+# tests/data/real/tetragon/enforce/ (POST hook, SIGKILL hook, exit by SIGKILL, pid 24417);
+# only their ``time`` is moved to now for the live path.
+REAL_ENFORCE = ROOT / "tests" / "data" / "real" / "tetragon"
+KILLED_RUN = "st69742657c29c"
+KILLED_PID = 24417
+
+
+def _real_kill_lines() -> list[str]:
+    """The three lines of pid 24417 (file-monitoring POST, etc-write-enforce SIGKILL, exit)."""
+    lines = (REAL_ENFORCE / "enforce" / "export.jsonl").read_text("utf-8").splitlines()
+    return [line for line in lines if f'"pid":{KILLED_PID},' in line.split('"parent"')[0]
+            and ('"process_tracepoint"' in line or '"signal":"SIGKILL"' in line)]
+
+
+def _kill_detections() -> tuple[TetragonSensor, list[Detection]]:
+    sensor = TetragonSensor(path="/nonexistent/tetragon.log")
+    for line in _real_kill_lines():
+        sensor.on_line(line)
+    return sensor, sensor.stream._since(0)
+
+
+def _stopped_run(**kw: Any) -> Run:
+    """As ``shadowtest run`` recorded it: NOT_EXECUTED 'the action failed: exit -9'."""
+    values: dict[str, Any] = {
+        "run_id": KILLED_RUN, "scenario": "etc-write-enforced", "context": "namespace",
+        "node": "local", "started_at": 1796652673.885, "ended_at": 1796652673.902,
+        "executed": False, "reason": "the action failed: exit -9", "exit_code": -9,
+        "pids": frozenset({24406, KILLED_PID}),
+    }
+    values.update(kw)
+    return Run(**values)
+
+
+def test_real_kill_lines_are_a_post_a_sigkill_and_an_exit() -> None:
+    sensor, dets = _kill_detections()
+    assert [(d.rule, d.action) for d in dets] == [
+        ("file-monitoring", "KPROBE_ACTION_POST"), ("etc-write-enforce", "KPROBE_ACTION_SIGKILL")]
+    assert sensor.exit_record(dets[1]) == "SIGKILL"
+
+
+@pytest.mark.parametrize(("side_effect", "verdict"), [(True, "RACED"), (False, "BLOCKED")])
+def test_sigkill_claimed_by_a_non_bpftrace_sensor_is_raced_or_blocked_never_not_executed(
+        side_effect: bool, verdict: str) -> None:
+    sensor, dets = _kill_detections()
+    run = _stopped_run(side_effect=side_effect)
+    claims = enforcement_claims(run, {"tetragon": dets}, run.ended_at + 5,
+                                {"tetragon": sensor.exit_record})
+    judged = with_claims(run, claims)
+    assert (judged.executed, judged.killed_by, judged.observed) == (True, "SIGKILL", "killed")
+    assert "tetragon claims it (etc-write-enforce: sigkill)" in judged.reason
+    assert "its exit record says SIGKILL" in judged.reason
+    enforce = Expectation(technique="T1098", rule="etc-write-enforce", enforce="sigkill")
+    j = judge(judged, dets, enforce, Health(True), "tetragon")
+    assert j.verdict.value == verdict
+    # a sensor without an enforce block still gets its detection verdict
+    plain = judge(judged, dets, Expectation(technique="T1098"), Health(True), "tetragon")
+    assert plain.verdict.value == "DETECTED"
+    silent = judge(judged, [], Expectation(technique="T1098"), Health(True), "auditd")
+    assert silent.verdict.value == "MISSED"
+
+
+def test_unclaimed_or_contradicted_kill_stays_not_executed() -> None:
+    _, dets = _kill_detections()
+    run = _stopped_run()
+    monitor = [d for d in dets if d.action == "KPROBE_ACTION_POST"]
+    assert with_claims(run, enforcement_claims(run, {"t": monitor}, run.ended_at + 5)) == run
+    other_run = _stopped_run(pids=frozenset({999999}), run_id="st000000000000")
+    assert enforcement_claims(other_run, {"t": dets}, run.ended_at + 5) == ()
+    late = enforcement_claims(run, {"t": dets}, run.started_at - 5)  # outside the window
+    assert late == ()
+    contradicted = enforcement_claims(run, {"t": dets}, run.ended_at + 5,
+                                      {"t": lambda d: "SIGTERM"})
+    assert with_claims(run, contradicted).executed is False
+    completed = _stopped_run(exit_code=1)  # not stopped by a signal: nothing to claim
+    claims = enforcement_claims(completed, {"t": dets}, run.ended_at + 5)
+    assert with_claims(completed, claims).executed is False
+
+
+# ---------------------------------------------------------------- live path (execute)
+class _Session:
+    def __init__(self, on_command: Any, side_effect_exit: int) -> None:
+        self.pids = frozenset({24406, KILLED_PID})
+        self.cgroup_id = None
+        self.container_id = None
+        self.variables: dict[str, Any] = {}
+        self.on_command = on_command
+        self.side_effect_exit = side_effect_exit
+        self.stages: list[str] = []
+
+    def arm_cleanup(self, argv: Any, env: Any) -> None:
+        pass
+
+    def stage(self, name: str, argv: Any, env: Any, timeout: float) -> StageResult:
+        self.stages.append(name)
+        now = _time.time()
+        if name == "command":
+            self.on_command()
+            return StageResult(name, -9, started_at=now, ended_at=now)
+        code = self.side_effect_exit if name == "side_effect" else 0
+        return StageResult(name, code, started_at=now, ended_at=now)
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Target:
+    node = "local"
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+
+    def open(self, context: str, run_id: str) -> _Session:
+        return self.session
+
+
+def _scenario(path: Path) -> Any:
+    atomics, _ = load_atomics([BUILTIN / "atomic"])
+    errors, scenario = check_scenario(path, atomics)
+    assert not errors
+    return scenario
+
+
+@pytest.mark.parametrize(("path", "verdict"), [
+    (BUILTIN / "scenarios" / "enforcement" / "etc-write-enforced.yaml", "DETECTED"),
+    (REAL_ENFORCE / "configs" / "scenarios-enforce" / "etc-write-enforced-tg.yaml", "RACED"),
+])
+def test_execute_a_tetragon_sigkill_makes_an_enforcement_run(tmp_path: Path, path: Path,
+                                                             verdict: str) -> None:
+    """Live path: Tetragon (no ``enforces`` flag) kills the action; its export says so.
+    The bundled scenario has no Tetragon enforce block: DETECTED; the -tg copy: RACED
+    (the side-effect probe finds the file). Never NOT_EXECUTED."""
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def kill() -> None:
+        with log.open("a", encoding="utf-8") as fh:
+            for line in _real_kill_lines():
+                head, _, _ = line.rpartition('"time":"')
+                fh.write(f'{head}"time":"{stamp}"}}\n')
+
+    session = _Session(kill, side_effect_exit=0)
+    sensor.start()
+    try:
+        outcome = execute(_scenario(path), "namespace", _Target(session),  # type: ignore[arg-type]
+                          NodeFacts(node="local", kernel="6.18.44"), {"tetragon": sensor},
+                          window=5.0, run_id="st0000000000aa")
+    finally:
+        sensor.stop()
+    (j,) = outcome.judgements
+    assert (j.verdict.value, outcome.run.executed, outcome.run.killed_by) == (
+        verdict, True, "SIGKILL"), j.reason
+    assert outcome.run.side_effect is True
+    assert "side_effect" in session.stages
+
+
+def test_execute_an_unclaimed_kill_stays_not_executed(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    session = _Session(lambda: None, side_effect_exit=1)
+    sensor.start()
+    try:
+        outcome = execute(
+            _scenario(BUILTIN / "scenarios" / "enforcement" / "etc-write-enforced.yaml"),
+            "namespace", _Target(session), NodeFacts(node="local", kernel="6.18.44"),  # type: ignore[arg-type]
+            {"tetragon": sensor}, window=0.3, run_id="st0000000000ab")
+    finally:
+        sensor.stop()
+    (j,) = outcome.judgements
+    assert j.verdict.value == "NOT_EXECUTED"
+    assert j.reason.startswith("the action failed: exit -9")
+    assert outcome.run.killed_by == "SIGKILL"

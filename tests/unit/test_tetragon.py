@@ -730,7 +730,7 @@ def _judged(sensor: TetragonSensor, log: Path, technique: str | None,
         _wait_for(lambda: sensor._tail is not None and sensor._tail.last_line >= started)
     run = Run(run_id="st000000000001", scenario="s", context="host", node="local",
               started_at=started, ended_at=time.time(), executed=True, pids=frozenset({1}))
-    judgements, health = _judge_all(run, _Scenario(technique), {"tetragon": sensor},  # type: ignore[arg-type]
+    _, judgements, health = _judge_all(run, _Scenario(technique), {"tetragon": sensor},  # type: ignore[arg-type]
                                     {"tetragon": sub}, before, window=0.2)
     return judgements[0], health["tetragon"]
 
