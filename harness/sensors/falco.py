@@ -13,7 +13,10 @@ pushed to the stream before its request is answered, so a 200 means the stream h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import itertools
+import os
 import re
 import socket
 import threading
@@ -34,6 +37,24 @@ if TYPE_CHECKING:
 #: rules Falco emits about itself (drops, timeouts, metrics snapshots): never detections
 INTERNAL_PREFIX = "Falco internal:"
 DROP_RULE = "Falco internal: syscall event drop"
+METRICS_RULE = "Falco internal: metrics snapshot"
+#: the rule of ``harness/rulepacks/falco/shadowtest-sync.yaml``: one alert per sync marker
+SYNC_RULE = "shadowtest sync marker"
+SYNC_RULES_FILE = "shadowtest-sync.yaml"
+#: getpgid(MARKER_BASE + token): above any pid_max (4194304), so ESRCH; outside the bundled
+#: bpftrace sensor's marker range (0x5ad00000-0x5adfffff), so neither sensor takes the
+#: other's markers for its own
+MARKER_BASE = 0x5AE00000
+#: what to turn on when an alert carries no process ancestry (the MISSED near miss says it)
+ANCESTRY_HINT = (
+    "this Falco alert has no process ancestry beyond proc.ppid, so it can only match the "
+    "run's own pids: add proc.pid, proc.ppid, proc.apid[2]..proc.apid[7], proc.vpid and "
+    "proc.sid to every alert with append_output in falco.yaml (README, 'Falco: "
+    "correlation')")
+NO_PID_HINT = (
+    "this Falco alert has no proc.pid: its rule's output prints no process id; add proc.pid, "
+    "proc.ppid, proc.apid[2]..proc.apid[7], proc.vpid and proc.sid to every alert with "
+    "append_output in falco.yaml (README, 'Falco: correlation')")
 #: what Falcosidekick's ``/test`` endpoint forwards to its outputs (``source: internal``)
 SIDEKICK_TEST_RULE = "Test rule"
 MAX_BODY = 16 * 1024 * 1024
@@ -62,8 +83,22 @@ class FalcoSensor(JsonLinesSensor):
                  command: str | list[str] | None = None, listen: str | None = None,
                  from_start: bool = False, delay: float = 0.0, node: str | None = None,
                  rules_files: list[str] | None = None, rules_oci: str | None = None,
-                 pid: int | None = None, pidfile: str | None = None) -> None:
+                 pid: int | None = None, pidfile: str | None = None,
+                 sync: bool | None = None, drop_alert_interval: float = 30.0) -> None:
         self.listen = listen
+        if sync is not None and not isinstance(sync, bool):
+            raise ConfigError(f"[tool.shadowtest.sensors.{name}] sync: expected true or false "
+                              f"(or leave it out: on once the sync rule answers), got {sync!r}")
+        #: None: sync once the sync rule is known loaded; True: always; False: never
+        self.sync_mode = sync
+        #: Falco alerts dropped events at most once per this many seconds (falco.yaml
+        #: syscall_event_drops: 1 / rate with max_burst 1; default rate .03333 -> 30 s)
+        self.loss = LossLedger(float(drop_alert_interval))
+        self._tokens = itertools.count(os.getpid() % 4096 * 256)
+        self._sync_lock = threading.Lock()
+        #: tid of a marker thread -> (token, CPUs it called getpgid on, CPUs alerted, when)
+        self._pending: dict[int, tuple[str, set[int], set[int], float]] = {}
+        self._sync_seen = False
         #: rule-pack identity only (results rows' ``rulepack``): the files falco loads, in
         #: order, and/or the falcoctl-pinned artifact ``repo:tag@sha256:<digest>``
         self.rules_files = list(rules_files or [])
@@ -120,6 +155,12 @@ class FalcoSensor(JsonLinesSensor):
         return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
 
     def silence(self, since: float, until: float) -> str | None:
+        """Why a miss cannot be proved from ``since`` to ``until``: no sign of life from
+        Falco (``_producer_silence``), or Falco reported dropped events and nothing has
+        proved since that it stopped dropping (``LossLedger``); None when neither."""
+        return self._producer_silence(since, until) or self._loss_silence(since, until)
+
+    def _producer_silence(self, since: float, until: float) -> str | None:
         """As ``JsonLinesSensor.silence``; for the receiver, any request with a body (an
         alert, a metrics snapshot) inside the window is the sign of life."""
         if self._receiver is None:
@@ -138,11 +179,109 @@ class FalcoSensor(JsonLinesSensor):
 
     # ------------------------------------------------------------ parsing
     def on_record(self, raw: dict[str, Any]) -> None:
-        """Shared by every transport: a drop alert is lost events; other alerts normalised."""
-        if raw.get("rule") == DROP_RULE:
-            self.stream.count_lost(_drops(raw))
+        """Shared by every transport: a drop alert is lost events and opens a stretch no
+        window can be trusted in (Falco alerts drops at most once per
+        ``drop_alert_interval``); a metrics snapshot with grown drop counters is lost events,
+        one with unchanged counters closes that stretch; a sync marker alert moves the sync
+        on; every other alert is normalised."""
+        rule = raw.get("rule")
+        if rule == DROP_RULE:
+            n = _drops(raw)
+            self.stream.count_lost(n)
+            self.loss.drop(time.time(), n)
+            return
+        if rule == METRICS_RULE:
+            lost = self.loss.snapshot(time.time(), raw.get("output_fields"))
+            if lost:
+                self.stream.count_lost(lost)
+            return
+        if rule == SYNC_RULE:
+            self._on_sync_alert(raw.get("output_fields"))
             return
         super().on_record(raw)
+
+    # ------------------------------------------------------------ sync
+    def sync(self) -> str | None:
+        """getpgid(MARKER_BASE + token) on every CPU, from a thread of its own: with
+        ``harness/rulepacks/falco/shadowtest-sync.yaml`` loaded, Falco alerts each call with
+        its ``thread.tid`` and ``evt.cpu``, and once every CPU's alert is read, everything
+        Falco saw before it was delivered (its buffers are read in order per CPU). The token
+        is returned (so the run waits for it, not for the whole window) when the rule is
+        known to be loaded: ``sync = true``, ``rules_files`` names shadowtest-sync.yaml, or
+        an earlier marker came back; otherwise None (the window is waited out, as without
+        sync). Never while a drop alert's stretch is unproven (the window must be judged by
+        ``silence``). Markers are local: this machine's kernel is the one Falco watches."""
+        if self.sync_mode is False:
+            return None
+        token = next(self._tokens)
+        fired = threading.Thread(target=self._fire_markers, args=(token,),
+                                 name=f"{self.name}-sync", daemon=True)
+        fired.start()
+        fired.join(10)
+        if not self.sync_ready or self.loss.unproven_at(time.time()):
+            return None
+        return str(token)
+
+    @property
+    def sync_ready(self) -> bool:
+        """The sync rule is known to be loaded (configured, or a marker came back)."""
+        if self.sync_mode is None:
+            return self._sync_seen or any(
+                str(f).rstrip("/").rpartition("/")[2] == SYNC_RULES_FILE
+                for f in self.rules_files)
+        return self.sync_mode
+
+    def _fire_markers(self, token: int) -> None:
+        tid = threading.get_native_id()
+        before = os.sched_getaffinity(0)
+        cpus: set[int] = set()
+        with self._sync_lock:
+            self._pending[tid] = (str(token), cpus, set(), time.time())
+            self._expire_pending()
+        try:
+            for cpu in sorted(before):
+                try:
+                    os.sched_setaffinity(0, {cpu})
+                except OSError:
+                    continue  # offline since: nothing of the run ran there after
+                cpus.add(cpu)
+                with contextlib.suppress(OSError):
+                    os.getpgid(MARKER_BASE + token)
+        finally:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, before)
+        with self._sync_lock:  # markers read before the loop ended may complete it now
+            self._complete(tid)
+
+    def _on_sync_alert(self, of: Any) -> None:
+        if not isinstance(of, dict):
+            raise TypeError(f"output_fields is not an object: {type(of).__name__}")
+        tid, cpu = _int(of.get("thread.tid")), _int(of.get("evt.cpu"))
+        if tid is None or cpu is None:
+            raise ValueError(f"{SYNC_RULE!r} alert without thread.tid and evt.cpu: the rule "
+                             f"is not the one of harness/rulepacks/falco/{SYNC_RULES_FILE}")
+        with self._sync_lock:
+            pending = self._pending.get(tid)
+            if pending is None:
+                return  # another process's getpgid, or an expired marker
+            self._sync_seen = True
+            pending[2].add(cpu)
+            self._complete(tid)
+
+    def _complete(self, tid: int) -> None:
+        token, cpus, seen, _ = self._pending[tid]
+        if cpus and cpus <= seen:
+            del self._pending[tid]
+            self.stream.mark(token)
+
+    def _expire_pending(self) -> None:
+        old = time.time() - 600.0
+        for tid in [t for t, p in self._pending.items() if p[3] < old]:
+            del self._pending[tid]
+
+    # ------------------------------------------------------------ loss
+    def _loss_silence(self, since: float, until: float) -> str | None:
+        return self.loss.silence(self.name, since, until)
 
     def on_body(self, body: bytes) -> tuple[int, int]:
         """One HTTP request body: an alert object (Falco ``http_output``, Falcosidekick
@@ -234,15 +373,131 @@ class FalcoSensor(JsonLinesSensor):
             fields["uuid"] = raw["uuid"]
         names = [n for n in (_text(get("output")), _text(oget("proc.cmdline")),
                              _text(oget("fd.name")), container_name, pod) if n]
+        pid = _int(oget("proc.pid"))
+        if pid is None:
+            pid = _int(oget("proc.apid[0]"))
         ppid = _int(oget("proc.ppid"))
+        if ppid is None:
+            ppid = _int(oget("proc.apid[1]"))
+        ancestors = _ancestors(of, pid, container_id) if (_APID2 in of or _SID in of) else ()
+        if hint := _ancestry_hint(get("source"), pid, ancestors):
+            fields["correlation_hint"] = hint
         return make_detection(
             self.name, rule, techniques,
             priority.lower() if isinstance(priority, str) and priority else None,
-            None, hostname or self.node, container_id, None, _int(oget("proc.pid")),
-            ppid if ppid is not None else _int(oget("proc.apid[1]")),
-            _ancestors(of) if _APID2 in of else (), _text(oget("proc.name")), tuple(names),
-            _observed_at(raw, of), time.time(), fields, raw,
+            None, hostname or self.node, container_id, None, pid, ppid, ancestors,
+            _text(oget("proc.name")), tuple(names), _observed_at(raw, of), time.time(), fields,
+            raw,
         )
+
+
+# ---------------------------------------------------------------- loss
+#: metrics snapshot counters of events Falco lost (kernel buffer, userspace, outputs queue);
+#: rates and percentages (``*_perc``, ``*_prev``, ``*_rate_sec``) are not counters
+_LOSS_COUNTER = re.compile(r"(?:scap|falco)\.n_drops(?:_[a-z_]+)?|falco\.outputs_queue_num_drops")
+_NOT_COUNTER = ("_perc", "_prev", "_rate_sec")
+#: a snapshot proves no kernel-side loss only with one of these (metrics
+#: kernel_event_counters_enabled: true)
+_KERNEL_COUNTERS = ("scap.n_drops", "scap.n_drops_buffer_total")
+
+
+class LossLedger:
+    """Which stretches of time (harness clock, when each alert was read) may have lost
+    events, from Falco's drop alerts and metrics snapshots.
+
+    - A drop alert opens a stretch that stays open: Falco raises at most one drop alert per
+      ``syscall_event_drops`` token (one per 30 s by default), so later losses are silent.
+      It closes at the first proof of no loss: two consecutive metrics snapshots of the
+      same Falco (same ``falco.start_ts``) whose drop counters (``scap.n_drops*``,
+      ``falco.n_drops*``, ``falco.outputs_queue_num_drops``) did not change, the first of
+      them read after the drop alert (the stretch ends where that proof begins); or once
+      ``interval`` seconds have passed since the alert (the token is back: the next drop
+      raises an alert again).
+    - Two snapshots whose counters grew: the stretch between them lost events (counted as
+      lost, less what drop alerts already counted in it).
+
+    A window overlapping a stretch cannot prove a miss: ``silence`` says why."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self.stretches: list[tuple[float, float, str]] = []  # closed (start, end, what)
+        self.open_since: float | None = None
+        self.open_drops = 0
+        self._snapshot: tuple[float, Any, dict[str, int]] | None = None  # (read at, start, counters)
+        self._alerted_since_snapshot = 0
+
+    def drop(self, at: float, n: int) -> None:
+        with self._lock:
+            self._alerted_since_snapshot += n
+            if self.open_since is None or at >= self.open_since + self.interval:
+                self._close(at)
+                self.open_since = at
+                self.open_drops = 0
+            self.open_drops += n
+
+    def snapshot(self, at: float, of: Any) -> int:
+        """A metrics snapshot read at ``at``; returns the events it shows lost that no drop
+        alert counted (0 when none or when it cannot tell)."""
+        if not isinstance(of, dict):
+            return 0
+        counters = {k: n for k, v in of.items()
+                    if _LOSS_COUNTER.fullmatch(k) and not k.endswith(_NOT_COUNTER)
+                    and (n := _int(v)) is not None}
+        start = of.get("falco.start_ts")
+        with self._lock:
+            prev, self._snapshot = self._snapshot, (at, start, counters)
+            alerted, self._alerted_since_snapshot = self._alerted_since_snapshot, 0
+            if prev is None or prev[1] != start or set(prev[2]) != set(counters):
+                return 0  # a first snapshot, a restarted Falco or other counters: no proof
+            # the counters overlap (scap.n_drops counts what scap.n_drops_buffer_total does):
+            # the largest growth of one of them is the loss
+            grown = max((counters[k] - prev[2][k] for k in counters), default=0)
+            if grown > 0:
+                self.stretches.append((prev[0], at, f"metrics counters grew by {grown}"))
+                del self.stretches[:-64]
+                return max(1, grown - alerted) if grown > alerted else 0
+            has_kernel = any(k in counters for k in _KERNEL_COUNTERS)
+            if (self.open_since is not None and has_kernel and grown == 0
+                    and prev[0] >= self.open_since):
+                self._close(prev[0])
+            return 0
+
+    def _close(self, end: float) -> None:
+        if self.open_since is not None:
+            end = min(max(end, self.open_since), self.open_since + self.interval)
+            self.stretches.append((self.open_since, end,
+                                   f"{self.open_drops} dropped events alerted"))
+            del self.stretches[:-64]
+            self.open_since = None
+
+    def unproven_at(self, at: float) -> bool:
+        """A drop alert's stretch is open at ``at``."""
+        with self._lock:
+            return (self.open_since is not None and self.open_since <= at
+                    < self.open_since + self.interval)
+
+    def silence(self, name: str, since: float, until: float) -> str | None:
+        with self._lock:
+            if self.open_since is not None:
+                end = self.open_since + self.interval
+                if self.open_since <= until and since < end:
+                    return (
+                        f"{name}: Falco alerted {self.open_drops} dropped syscall events "
+                        f"{max(0.0, since - self.open_since):.1f} s before the window opened and "
+                        "sends at most one drop alert per "
+                        f"{self.interval:g} s (syscall_event_drops rate/max_burst), so later "
+                        "losses are silent; no metrics snapshot has proved since that it "
+                        "stopped dropping: a miss cannot be proved. Turn on metrics "
+                        "(enabled: true, output_rule: true, kernel_event_counters_enabled: "
+                        "true, interval: 2s): two snapshots with unchanged drop counters end "
+                        "this; set syscall_event_drops.threshold: 0 so every loss alerts")
+            for start, end, what in reversed(self.stretches):
+                if start <= until and since <= end:
+                    return (f"{name}: Falco lost events during the window ({what} between "
+                            f"{start - since:+.1f} s and {end - since:+.1f} s from its opening): "
+                            "a miss cannot be proved")
+        return None
 
 
 # ---------------------------------------------------------------- helpers (pure)
@@ -308,19 +563,47 @@ def _drops(raw: dict[str, Any]) -> int:
     return n if n is not None and n > 0 else 1
 
 
+def _ancestry_hint(source: Any, pid: int | None, ancestors: tuple[int, ...]) -> str | None:
+    """What to turn on when a syscall alert cannot be tied to a run's process tree (plugin
+    sources such as k8s_audit have no process to correlate)."""
+    if source != "syscall":
+        return None
+    if pid is None:
+        return NO_PID_HINT
+    return None if ancestors else ANCESTRY_HINT
+
+
 _APID2 = "proc.apid[2]"
+_SID = "proc.sid"
+_APID = re.compile(r"proc\.apid\[(\d+)\]")
 
 
-def _ancestors(of: dict[str, Any]) -> tuple[int, ...]:
-    """``proc.apid[2]``, ``proc.apid[3]`` ... when a rule's output (or append_output) has them."""
-    out: list[int] = []
-    n = 2
-    while (key := f"proc.apid[{n}]") in of:
-        pid = _int(of[key])
-        if pid:
-            out.append(pid)
-        n += 1
-    return tuple(out)
+def _ancestors(of: dict[str, Any], pid: int | None,
+               container_id: str | None) -> tuple[int, ...]:
+    """The alert's ancestor pids past the parent, nearest first: ``proc.apid[2]``,
+    ``proc.apid[3]`` ... (Falco's own process tree, as a rule's output or append_output
+    prints them; gaps and ``<NA>`` skipped), then ``proc.sid``: the session leader, which
+    is the stage the harness started (each stage runs in a session of its own) unless the
+    attack called setsid itself. The session id is taken only for a process in the host's
+    pid namespace (``proc.vpid == proc.pid``, or no vpid and no container): Falco may give
+    a namespaced process's session id as seen inside its namespace."""
+    out: list[tuple[int, int]] = []
+    if _APID2 in of:
+        for key, value in of.items():
+            m = _APID.fullmatch(key)
+            if m is None or int(m.group(1)) < 2:
+                continue
+            apid = _int(value)
+            if apid and apid > 0:
+                out.append((int(m.group(1)), apid))
+        out.sort()
+    chain = [apid for _, apid in out]
+    sid = _int(of.get(_SID))
+    vpid = _int(of.get("proc.vpid"))
+    host = (vpid == pid) if vpid is not None else container_id is None
+    if sid is not None and sid > 1 and host and sid != pid and sid not in chain:
+        chain.append(sid)
+    return tuple(chain)
 
 
 def parse_time(text: str) -> float | None:

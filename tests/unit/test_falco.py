@@ -20,6 +20,7 @@ stripped); receiver tests start the real aiohttp receiver on 127.0.0.1 and a fre
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -776,3 +777,373 @@ def test_replay_of_falco_alerts_is_silent_outside_the_recorded_span() -> None:
     assert "ends 10.0 s before the window" in after
     assert before is not None
     assert "starts 10.0 s after the window" in before
+
+
+# ================================================================ ancestry.jsonl
+# Real-shaped Falco 0.44 alerts of stable rules (their own output text and fields) with and
+# without the README's append_output extra_fields (proc.pid, proc.ppid, proc.apid[2..7],
+# proc.vpid, proc.sid): a ptrace two execs below the stage, the same alert without the extra
+# fields, a namespaced read of /etc/shadow, and a sync marker alert.
+def _ancestry() -> list[dict[str, Any]]:
+    return _records("ancestry.jsonl")
+
+
+def _tree_run(*pids: int) -> Run:
+    return Run(run_id="st000000000001", scenario="s", context="host", node="n",
+               started_at=0, ended_at=1, executed=True, pids=frozenset(pids))
+
+
+def test_normalise_apid_chain_from_append_output_gives_every_ancestor() -> None:
+    det = FalcoSensor(path="x").normalise(_ancestry()[0])
+    assert det is not None
+    assert (det.pid, det.ppid, det.ancestors) == (61212, 61210, (61208, 61190, 60876, 60001, 1))
+
+
+def test_normalise_apid_chain_correlates_a_descendant_five_levels_below_the_run() -> None:
+    det = FalcoSensor(path="x").normalise(_ancestry()[0])
+    assert det is not None
+    assert correlate(_tree_run(61190), det) == "process_tree"
+
+
+def test_normalise_apid_chain_has_no_hint() -> None:
+    det = FalcoSensor(path="x").normalise(_ancestry()[0])
+    assert det is not None
+    assert "correlation_hint" not in det.fields
+
+
+def test_normalise_stable_output_alone_has_no_pid_and_says_what_to_append() -> None:
+    det = FalcoSensor(path="x").normalise(_ancestry()[1])
+    assert det is not None
+    assert (det.pid, det.ppid, det.ancestors) == (None, None, ())
+    assert "append_output" in det.fields["correlation_hint"]
+    assert correlate(_tree_run(61190), det) is None
+
+
+def test_normalise_pid_without_apid_says_to_append_the_ancestors() -> None:
+    raw = _ancestry()[0]
+    raw["output_fields"] = {k: v for k, v in raw["output_fields"].items()
+                            if k in ("proc.pid", "proc.ppid")}
+    det = FalcoSensor(path="x").normalise(raw)
+    assert det is not None
+    assert "proc.apid[2]..proc.apid[7]" in det.fields["correlation_hint"]
+
+
+def test_normalise_namespaced_process_keeps_apid_but_not_its_session_id() -> None:
+    det = FalcoSensor(path="x").normalise(_ancestry()[2])
+    assert det is not None
+    assert det.ancestors == (61299, 61190, 60876, 60001, 1)  # proc.sid 3 is the ns view
+
+
+def test_normalise_host_session_id_joins_the_chain_when_apid_is_short() -> None:
+    raw = _ancestry()[0]
+    of = raw["output_fields"]
+    for n in range(2, 8):
+        del of[f"proc.apid[{n}]"]
+    det = FalcoSensor(path="x").normalise(raw)
+    assert det is not None
+    assert det.ancestors == (61208,)
+
+
+def test_normalise_apid0_stands_in_for_a_missing_proc_pid() -> None:
+    raw = _ancestry()[0]
+    of = raw["output_fields"]
+    of["proc.apid[0]"], of["proc.apid[1]"] = of.pop("proc.pid"), of.pop("proc.ppid")
+    det = FalcoSensor(path="x").normalise(raw)
+    assert det is not None
+    assert (det.pid, det.ppid) == (61212, 61210)
+
+
+# ================================================================ loss (drops, metrics)
+def _drop_line() -> str:
+    return _lines("drops.jsonl")[0]
+
+
+def _metrics() -> list[str]:
+    return _lines("metrics.jsonl")
+
+
+def test_drop_alert_makes_a_later_window_sensor_down_until_proved() -> None:
+    sensor = FalcoSensor(path="x")
+    sensor.on_line(_drop_line())
+    later = time.time() + 5.0  # no second drop alert could have come (one per 30 s)
+    why = sensor.loss.silence("falco", later, later + 3.0)
+    assert why is not None
+    assert "at most one drop alert per 30 s" in why
+
+
+def test_drop_alert_unproven_window_reason_says_how_to_prove_it() -> None:
+    sensor = FalcoSensor(path="x")
+    sensor.on_line(_drop_line())
+    why = sensor.loss.silence("falco", time.time(), time.time() + 1.0)
+    assert why is not None
+    assert "kernel_event_counters_enabled" in why
+
+
+def test_drop_alert_window_before_it_is_not_touched() -> None:
+    sensor = FalcoSensor(path="x")
+    before = time.time() - 10.0
+    sensor.on_line(_drop_line())
+    assert sensor.loss.silence("falco", before, before + 3.0) is None
+
+
+def test_drop_alert_closed_by_two_snapshots_with_unchanged_counters() -> None:
+    sensor = FalcoSensor(path="x")
+    sensor.on_line(_drop_line())
+    first, second = _metrics()[:2]  # scap.n_drops 40, 40
+    sensor.on_line(first)
+    sensor.on_line(second)
+    later = time.time() + 1.0
+    assert sensor.loss.silence("falco", later, later + 3.0) is None
+
+
+def test_drop_alert_not_closed_by_one_snapshot() -> None:
+    sensor = FalcoSensor(path="x")
+    sensor.on_line(_drop_line())
+    sensor.on_line(_metrics()[0])
+    assert sensor.loss.silence("falco", time.time(), time.time() + 1.0) is not None
+
+
+def test_drop_alert_not_closed_by_snapshots_without_kernel_counters() -> None:
+    sensor = FalcoSensor(path="x")
+    sensor.on_line(_drop_line())
+    for line in _metrics()[:2]:
+        raw = json.loads(line)
+        raw["output_fields"] = {k: v for k, v in raw["output_fields"].items()
+                                if not k.startswith("scap.")}
+        sensor.on_line(json.dumps(raw))
+    assert sensor.loss.silence("falco", time.time(), time.time() + 1.0) is not None
+
+
+def test_drop_alert_window_overlapping_its_stretch_stays_down_after_the_proof() -> None:
+    sensor = FalcoSensor(path="x")
+    since = time.time()
+    sensor.on_line(_drop_line())
+    for line in _metrics()[:2]:
+        sensor.on_line(line)
+    assert sensor.silence(since - 1.0, time.time()) is not None
+
+
+def test_drop_alert_stretch_ends_when_the_next_alert_could_have_come() -> None:
+    sensor = FalcoSensor(path="x", drop_alert_interval=0.05)
+    sensor.on_line(_drop_line())
+    time.sleep(0.1)
+    assert sensor.loss.silence("falco", time.time(), time.time() + 1.0) is None
+
+
+def test_metrics_counters_that_grew_are_lost_events_without_a_drop_alert() -> None:
+    sensor = FalcoSensor(path="x")
+    for line in _metrics()[1:3]:  # scap.n_drops 40 -> 57
+        sensor.on_line(line)
+    assert sensor.stream.lost == 17
+
+
+def test_metrics_counters_unchanged_are_no_loss() -> None:
+    sensor = FalcoSensor(path="x")
+    for line in _metrics()[:2]:
+        sensor.on_line(line)
+    assert (sensor.stream.lost, sensor.loss.stretches) == (0, [])
+
+
+def test_metrics_snapshots_of_a_restarted_falco_prove_nothing() -> None:
+    sensor = FalcoSensor(path="x")
+    first, second = (json.loads(x) for x in _metrics()[1:3])
+    second["output_fields"]["falco.start_ts"] += 1
+    for raw in (first, second):
+        sensor.on_line(json.dumps(raw))
+    assert sensor.stream.lost == 0
+
+
+def test_sync_is_withheld_while_a_drop_is_unproven() -> None:
+    sensor = FalcoSensor(path="x", sync=True)
+    sensor.on_line(_drop_line())
+    assert sensor.sync() is None
+
+
+# ================================================================ sync marker
+def _marker(tid: int, cpu: int) -> str:
+    raw = _ancestry()[3]
+    raw["output_fields"]["thread.tid"] = tid
+    raw["output_fields"]["evt.cpu"] = cpu
+    return json.dumps(raw)
+
+
+def _answer(sensor: FalcoSensor) -> None:
+    """Falco's side: one marker alert per CPU each pending marker thread called getpgid on."""
+    for tid, (_, cpus, _, _) in list(sensor._pending.items()):
+        for cpu in sorted(cpus):
+            sensor.on_line(_marker(tid, cpu))
+
+
+def test_sync_marker_alerts_of_every_cpu_mark_the_token() -> None:
+    sensor = FalcoSensor(path="x", sync=True)
+    token = sensor.sync()
+    assert token is not None
+    _answer(sensor)
+    assert token in sensor.stream._s.markers
+
+
+def test_sync_marker_of_some_cpus_only_does_not_mark() -> None:
+    sensor = FalcoSensor(path="x", sync=True)
+    token = sensor.sync()
+    ((tid, (_, cpus, _, _)),) = sensor._pending.items()
+    if len(cpus) < 2:
+        pytest.skip("one CPU: every marker is the last one")
+    sensor.on_line(_marker(tid, min(cpus)))
+    assert token not in sensor.stream._s.markers
+
+
+def test_sync_marker_of_another_thread_is_ignored() -> None:
+    sensor = FalcoSensor(path="x", sync=True)
+    token = sensor.sync()
+    for cpu in range(len(os.sched_getaffinity(0))):
+        sensor.on_line(_marker(threading.get_native_id(), cpu))  # e.g. bpftrace's markers
+    assert token not in sensor.stream._s.markers
+
+
+def test_sync_marker_alert_is_not_a_detection() -> None:
+    sensor = FalcoSensor(path="x", sync=True)
+    sensor.sync()
+    _answer(sensor)
+    assert _detections(sensor) == []
+
+
+def test_sync_off_until_the_rule_answers_then_on() -> None:
+    sensor = FalcoSensor(path="x")
+    first = sensor.sync()  # the rule may not be loaded: wait out the window, as before
+    _answer(sensor)
+    assert (first, sensor.sync() is not None) == (None, True)
+
+
+def test_sync_on_from_the_first_run_when_rules_files_name_the_sync_rule() -> None:
+    sensor = FalcoSensor(path="x", rules_files=["/etc/falco/falco_rules.yaml",
+                                                "/etc/falco/shadowtest-sync.yaml"])
+    assert sensor.sync() is not None
+
+
+def test_sync_false_never_fires_markers() -> None:
+    sensor = FalcoSensor(path="x", sync=False)
+    assert (sensor.sync(), sensor._pending) == (None, {})
+
+
+def test_sync_rejects_a_non_boolean() -> None:
+    with pytest.raises(ConfigError, match="sync: expected true or false"):
+        FalcoSensor(path="x", sync="yes")  # type: ignore[arg-type]
+
+
+def test_sync_marker_alert_without_tid_is_malformed() -> None:
+    sensor = FalcoSensor(path="x", sync=True)
+    raw = _ancestry()[3]
+    del raw["output_fields"]["thread.tid"]
+    sensor.on_line(json.dumps(raw))
+    assert sensor.stream.malformed == 1
+
+
+def test_sync_marker_getpgid_really_fails_with_esrch() -> None:
+    """The marker's pid is above any pid_max: getpgid reaches the kernel and changes
+    nothing."""
+    from harness.sensors.falco import MARKER_BASE
+
+    with pytest.raises(ProcessLookupError):
+        os.getpgid(MARKER_BASE)
+
+
+# ================================================================ the sync rules file
+RULES = Path(__file__).resolve().parents[2] / "harness" / "rulepacks" / "falco"
+UPSTREAM_RULES = Path(__file__).resolve().parents[3] / "shared" / "upstream" / "falco-rules"
+#: Falco's documented syscall fields the sync rule uses (falco.org/docs/reference/rules/
+#: supported-fields: evt.type, evt.cpu, thread.tid, proc.pid, proc.name)
+_FIELDS = {"evt.type", "evt.cpu", "thread.tid", "proc.pid", "proc.name"}
+
+
+def _sync_rules() -> list[dict[str, Any]]:
+    import yaml
+
+    docs: list[dict[str, Any]] = yaml.safe_load((RULES / "shadowtest-sync.yaml").read_text())
+    return docs
+
+
+def test_sync_rules_file_is_the_only_file_of_its_name() -> None:
+    assert (RULES / "shadowtest-sync.yaml").is_file()
+
+
+def test_sync_rule_has_falcos_required_keys_and_a_valid_priority() -> None:
+    (rule,) = [d for d in _sync_rules() if "rule" in d]
+    assert {"rule", "desc", "condition", "output", "priority"} <= set(rule)
+    assert rule["priority"].lower() in ("emergency", "alert", "critical", "error", "warning",
+                                        "notice", "informational", "info", "debug")
+
+
+def test_sync_rule_name_is_the_one_the_sensor_reads() -> None:
+    from harness.sensors.falco import SYNC_RULE
+
+    assert [d["rule"] for d in _sync_rules() if "rule" in d] == [SYNC_RULE]
+
+
+def test_sync_rule_output_prints_the_fields_the_sensor_needs() -> None:
+    import re
+
+    (rule,) = [d for d in _sync_rules() if "rule" in d]
+    used = set(re.findall(r"%([a-z][a-z0-9_.]*)", rule["output"]))
+    assert {"thread.tid", "evt.cpu"} <= used <= _FIELDS
+
+
+def test_sync_rule_uses_only_keys_upstream_rules_use() -> None:
+    import yaml
+
+    upstream = yaml.safe_load((UPSTREAM_RULES / "falco_rules.yaml").read_text()) \
+        if UPSTREAM_RULES.is_dir() else None
+    if upstream is None:
+        pytest.skip(f"{UPSTREAM_RULES} not here")
+    rule_keys = {k for d in upstream if "rule" in d for k in d} | {"source"}
+    top_keys = {next(iter(d)) for d in upstream}
+    for doc in _sync_rules():
+        assert next(iter(doc)) in top_keys
+        if "rule" in doc:
+            assert set(doc) <= rule_keys
+
+
+def test_sync_rule_condition_names_the_marker_syscall() -> None:
+    (rule,) = [d for d in _sync_rules() if "rule" in d]
+    assert rule["condition"].split() == ["evt.type", "=", "getpgid"]
+
+
+# ================================================================ a stopped Falco
+def test_stopped_falco_with_pidfile_is_sensor_down_never_missed(tmp_path: Path) -> None:
+    import subprocess
+
+    from harness.verdict import Expectation, Health, Verdict, judge
+
+    falco = subprocess.Popen(["sleep", "30"])
+    pidfile = tmp_path / "falco.pid"
+    pidfile.write_text(f"{falco.pid}\n")
+    alerts_file = tmp_path / "events.json"
+    alerts_file.write_text("")
+    sensor = FalcoSensor(path=str(alerts_file), pidfile=str(pidfile))
+    sensor.start()
+    try:
+        since = time.time()
+        falco.kill()
+        falco.wait()
+        why = sensor.silence(since, time.time())
+        health = Health(up=why is None, reason=why or "")
+        got = judge(_tree_run(os.getpid()), [], Expectation("T1055.008"), health, "falco")
+    finally:
+        sensor.stop()
+    assert (got.verdict, "is not running" in got.reason) == (Verdict.SENSOR_DOWN, True)
+
+
+def test_stopped_falco_without_pidfile_is_sensor_down_by_its_silent_file(tmp_path: Path) -> None:
+    from harness.verdict import Expectation, Health, Verdict, judge
+
+    alerts_file = tmp_path / "events.json"
+    alerts_file.write_text("")
+    sensor = FalcoSensor(path=str(alerts_file))
+    sensor.start()
+    try:
+        since = time.time()
+        why = sensor.silence(since, since + 3.0)
+        health = Health(up=why is None, reason=why or "")
+        got = judge(_tree_run(os.getpid()), [], Expectation("T1055.008"), health, "falco")
+    finally:
+        sensor.stop()
+    assert (got.verdict, "metrics" in got.reason) == (Verdict.SENSOR_DOWN, True)
