@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = sub.add_parser("validate", help="validate scenario and atomic files (no attack)")
     val.add_argument("paths", nargs="*", type=Path)
     val.add_argument("--config", type=Path)
-    from harness import art, catalogue, coverage, scaffold
+    from harness import art, catalogue, coverage, expectations_check, scaffold
     from harness.report import cli as report_cli
     from harness.report import diff, enforcement, parity
     from harness.vm import add_vm_parser, run_vm
@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     art.add_parser(sub)
     catalogue.add_parser(sub)
     coverage.add_parser(sub)
+    expectations_check.add_parser(sub)
     scaffold.add_parser(sub)
     rj = sub.add_parser("rejudge", help="judge recorded runs again against recorded detections")
     rj.add_argument("results", type=Path, help="a results file written by shadowtest run")
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "diff": diff.run_diff, "parity": parity.run_parity, "vm": run_vm,
         "enforcement-report": enforcement.run,
         "import-art": art.run, "catalogue": catalogue.run, "coverage": coverage.run,
-        "init": scaffold.run,
+        "init": scaffold.run, "expectations": expectations_check.run,
     }
     try:
         return commands[args.command](args)
