@@ -269,6 +269,9 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
             silent = sensor.silence(sub.opened_at, time.time())
             if silent:
                 up, reason = False, silent
+        hint = getattr(sensor, "sync_hint", None)
+        if up and run.executed and not synced and isinstance(hint, str) and hint:
+            reason = hint  # a healthy sensor that could not be synced: the row says so
         health = Health(up=up, reason=reason, lost=sub.lost(), malformed=sub.malformed(),
                         synced=synced)
         healths[name] = health

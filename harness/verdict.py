@@ -190,6 +190,8 @@ def judge(
         f"({len(correlated)} correlated, {len(detections)} seen in the window"
         + (", sensor synced past the window)" if health.synced else ")")
     )
+    if health.reason and not health.synced:  # e.g. why the window was waited out
+        reason += f"; {health.reason}"
     reason += _correlation_hint(nearest)
     if expectation.gap:
         reason = f"known gap: {expectation.gap} ({reason})"

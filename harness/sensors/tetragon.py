@@ -13,7 +13,11 @@ is an ATT&CK id (``T1611``, ``mitre.T1055.008``), else from the ``techniques`` m
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import re
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -42,6 +46,19 @@ MAX_EXITS = 65536
 MAX_PROCS = 65536
 #: exec images walked up from a hook event's process (the pyenv shim chain alone is 8)
 MAX_DEPTH = 64
+#: the policy of ``harness/rulepacks/tetragon/shadowtest-sync.yaml``: one event per marker
+SYNC_POLICY = "shadowtest-sync"
+SYNC_POLICY_FILE = "shadowtest-sync.yaml"
+#: getpgid(MARKER_PID): above any pid_max (4194304), so ESRCH; outside the bpftrace
+#: (0x5ad00000-0x5adfffff) and Falco (0x5ae00000-) marker ranges
+MARKER_PID = 0x5AF00000
+#: a marker thread not answered within this many seconds is forgotten
+MARKER_TTL = 600.0
+#: why a Tetragon sensor waits out the window (the MISSED row says it)
+SYNC_HINT = (
+    "Tetragon not synced: the window was waited out; load "
+    "harness/rulepacks/tetragon/shadowtest-sync.yaml and set sync = true for this sensor "
+    "to close a miss within a second")
 #: what a near-miss says when the export cannot tie a process to its ancestors
 ANCESTRY_HINT = (
     "Tetragon exported no ancestry above this process's parent: run the agent with "
@@ -110,8 +127,21 @@ class TetragonSensor(JsonLinesSensor):
                  delay: float = 0.0, node: str | None = None,
                  techniques: dict[str, str] | None = None,
                  events: list[str] | None = None, policy_files: list[str] | None = None,
-                 pid: int | None = None, pidfile: str | None = None) -> None:
+                 pid: int | None = None, pidfile: str | None = None,
+                 sync: bool | None = None) -> None:
         super().__init__(name, path, command, from_start, delay, node, pid, pidfile)
+        if sync is not None and not isinstance(sync, bool):
+            raise ConfigError(
+                f"[tool.shadowtest.sensors.{name}] sync: expected true or false, got {sync!r}; "
+                "true = harness/rulepacks/tetragon/shadowtest-sync.yaml is loaded")
+        #: True: the sync policy is loaded; False: never sync; None: once a marker came back
+        self.sync_mode = sync
+        self._sync_seen = False
+        self._tokens = itertools.count(1)
+        self._sync_lock = threading.Lock()
+        #: tid of a marker thread -> (token, CPUs it called getpgid on, [events read,
+        #: all CPUs fired (0/1)], when)
+        self._pending: dict[int, tuple[str, set[int], list[int], float]] = {}
         #: TracingPolicy YAML files deployed (rule-pack identity in results rows only)
         self.policy_files = list(policy_files or [])
         self.techniques = _check_techniques(name, techniques or {})
@@ -175,6 +205,10 @@ class TetragonSensor(JsonLinesSensor):
                 if kind == "process_exit":
                     self._remember_exit(event)
                 return
+        marker = raw.get("process_tracepoint")
+        if isinstance(marker, dict) and marker.get("policy_name") == SYNC_POLICY:
+            self._on_marker(marker)
+            return
         for kind in self.events:
             event = raw.get(kind)
             if isinstance(event, dict):  # the hook's own process tree, before normalise
@@ -195,6 +229,85 @@ class TetragonSensor(JsonLinesSensor):
         if not self.first_seen or when < self.first_seen:
             self.first_seen = when
         self.last_seen = max(self.last_seen, when)
+
+    # ------------------------------------------------------------ sync
+    def sync(self) -> str | None:
+        """getpgid(MARKER_PID) on every CPU, from a thread of its own: with
+        ``harness/rulepacks/tetragon/shadowtest-sync.yaml`` loaded, Tetragon exports each
+        call (an event on the CPU that made it, carrying the thread's ``tid``); once one
+        event per CPU is read, everything Tetragon read from those CPUs' buffers before it
+        was delivered. The token is returned (the run waits for it, not for the window)
+        when the policy is known to be loaded: ``sync = true``, or a marker came back
+        earlier; otherwise None (the window is waited out, and the MISSED row says so).
+        Markers are local: this machine's kernel is the one Tetragon watches."""
+        if self.sync_mode is False:
+            return None
+        token = str(next(self._tokens))
+        fired = threading.Thread(target=self._fire_markers, args=(token,),
+                                 name=f"{self.name}-sync", daemon=True)
+        fired.start()
+        fired.join(10)
+        return token if self.sync_ready else None
+
+    @property
+    def sync_ready(self) -> bool:
+        """The sync policy is known to be loaded (configured, or a marker came back)."""
+        return self._sync_seen if self.sync_mode is None else self.sync_mode
+
+    @property
+    def sync_hint(self) -> str | None:
+        """Why a window of this sensor is waited out (None: it syncs)."""
+        return None if self.sync_ready else SYNC_HINT
+
+    def _fire_markers(self, token: str) -> None:
+        tid = threading.get_native_id()
+        before = os.sched_getaffinity(0)
+        cpus: set[int] = set()
+        with self._sync_lock:
+            self._pending[tid] = (token, cpus, [0, 0], time.time())
+            old = time.time() - MARKER_TTL
+            for stale in [t for t, p in self._pending.items() if p[3] < old]:
+                del self._pending[stale]
+        try:
+            for cpu in sorted(before):
+                try:
+                    os.sched_setaffinity(0, {cpu})
+                except OSError:
+                    continue  # offline since: nothing of the run ran there after
+                cpus.add(cpu)
+                with contextlib.suppress(OSError):
+                    os.getpgid(MARKER_PID)
+        finally:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, before)
+        with self._sync_lock:  # markers read before the loop ended may complete it now
+            pending = self._pending.get(tid)
+            if pending is not None:
+                pending[2][1] = 1
+            self._complete(tid)
+
+    def _on_marker(self, event: dict[str, Any]) -> None:
+        """One exported marker call: counted for the thread that made it (``process.tid``);
+        another process's getpgid(MARKER_PID), or an expired marker, is ignored."""
+        tid = _number(_dict(event.get("process")).get("tid"))
+        if tid is None:
+            return
+        with self._sync_lock:
+            pending = self._pending.get(tid)
+            if pending is None:
+                return
+            self._sync_seen = True
+            pending[2][0] += 1
+            self._complete(tid)
+
+    def _complete(self, tid: int) -> None:
+        pending = self._pending.get(tid)
+        if pending is None:
+            return
+        token, cpus, seen, _ = pending
+        if seen[1] and cpus and seen[0] >= len(cpus):
+            del self._pending[tid]
+            self.stream.mark(token)
 
     # ------------------------------------------------------------ process tree
     def _learn_struct(self, proc: _Proc | None) -> None:

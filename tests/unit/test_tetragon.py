@@ -22,6 +22,7 @@ from __future__ import annotations
 import calendar
 import json
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -718,7 +719,7 @@ class _Scenario:
 
 
 def _judged(sensor: TetragonSensor, log: Path, technique: str | None,
-            line: str | None) -> Any:
+            line: str | None, window: float = 0.2) -> Any:
     """Subscribe, 'act' (append ``line`` if any), judge as harness.execute does."""
     from harness.execute import _judge_all
 
@@ -731,7 +732,7 @@ def _judged(sensor: TetragonSensor, log: Path, technique: str | None,
     run = Run(run_id="st000000000001", scenario="s", context="host", node="local",
               started_at=started, ended_at=time.time(), executed=True, pids=frozenset({1}))
     _, judgements, health = _judge_all(run, _Scenario(technique), {"tetragon": sensor},  # type: ignore[arg-type]
-                                    {"tetragon": sub}, before, window=0.2)
+                                    {"tetragon": sub}, before, window=window)
     return judgements[0], health["tetragon"]
 
 
@@ -875,3 +876,107 @@ def test_ancestry_map_is_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -
         proc = {"exec_id": f"e{i}", "pid": 10 + i, "parent_exec_id": f"e{i - 1}"}
         sensor.on_line(json.dumps({"process_exec": {"process": proc}}))
     assert sensor.ancestry("e4") == (13, 12)  # e1 and e0 forgotten
+
+
+# ---------------------------------------------------------------- sync
+SYNC_FILE = Path(tetragon.__file__).resolve().parent.parent / "rulepacks" / "tetragon" / \
+    "shadowtest-sync.yaml"
+
+
+def _marker_line(tid: int) -> str:
+    """A marker event as Tetragon exports it: a REAL process_tracepoint line of the default/
+    recording with the sync policy's name, event and argument, and the marker thread's tid."""
+    raw = json.loads(next(line for line in _real_lines("default")
+                          if '"process_tracepoint"' in line))
+    event = raw["process_tracepoint"]
+    event.update(policy_name=tetragon.SYNC_POLICY, event="sys_enter_getpgid",
+                 args=[{"long_arg": str(tetragon.MARKER_PID)}], tags=["shadowtest.sync"],
+                 message="shadowtest sync marker")
+    event["process"]["tid"] = tid
+    event.pop("ancestors", None)
+    return json.dumps(raw, separators=(",", ":")) + "\n"
+
+
+def test_sync_policy_file_hooks_the_marker_pid() -> None:
+    import yaml
+
+    policy = yaml.safe_load(SYNC_FILE.read_text("utf-8"))
+    assert policy["metadata"]["name"] == tetragon.SYNC_POLICY == "shadowtest-sync"
+    (hook,) = policy["spec"]["tracepoints"]
+    assert (hook["subsystem"], hook["event"]) == ("syscalls", "sys_enter_getpgid")
+    (selector,) = hook["selectors"]
+    assert selector["matchArgs"][0]["values"] == [str(tetragon.MARKER_PID)]
+    assert tetragon.MARKER_PID > 4194304  # above any pid_max: getpgid fails with ESRCH
+
+
+def test_sync_marker_closes_after_one_event_per_cpu_and_is_no_detection() -> None:
+    sensor = TetragonSensor(path="/nonexistent/tetragon.log", sync=True)
+    token = sensor.sync()
+    assert token is not None
+    (tid,) = sensor._pending
+    ncpu = len(os.sched_getaffinity(0))
+    sensor.on_line(_marker_line(tid + 1))  # another thread's getpgid: ignored
+    for _ in range(ncpu - 1):
+        sensor.on_line(_marker_line(tid))
+    assert token not in sensor.stream._s.markers
+    sensor.on_line(_marker_line(tid))
+    assert token in sensor.stream._s.markers
+    assert _detections(sensor) == []
+
+
+def test_sync_auto_starts_once_a_marker_came_back_and_can_be_off() -> None:
+    sensor = TetragonSensor(path="/nonexistent/tetragon.log")
+    assert sensor.sync() is None
+    assert sensor.sync_hint == tetragon.SYNC_HINT
+    (tid,) = sensor._pending
+    sensor.on_line(_marker_line(tid))
+    assert sensor.sync() is not None
+    assert sensor.sync_hint is None
+    assert TetragonSensor(path="/nonexistent/tetragon.log", sync=False).sync() is None
+    with pytest.raises(ConfigError, match="sync: expected true or false"):
+        TetragonSensor(path="/x", sync="yes")  # type: ignore[arg-type]
+
+
+def test_judge_synced_tetragon_closes_a_miss_within_a_second(tmp_path: Path) -> None:
+    """A live export with the sync policy: the harness fires its markers, 'Tetragon' exports
+    one event per CPU; MISSED (synced) long before the 30 s window ends."""
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log), sync=True)
+    stop = False
+
+    def tetragon_agent() -> None:
+        answered: set[int] = set()
+        while not stop:
+            for tid in list(sensor._pending):
+                if tid not in answered:
+                    answered.add(tid)
+                    _append(log, *[_marker_line(tid)] * len(os.sched_getaffinity(0)))
+            time.sleep(0.01)
+
+    agent = threading.Thread(target=tetragon_agent, daemon=True)
+    sensor.start()
+    agent.start()
+    try:
+        started = time.time()
+        judgement, health = _judged(sensor, log, "T1611", _exec_line(), window=30.0)
+        took = time.time() - started
+    finally:
+        stop = True
+        sensor.stop()
+    assert (judgement.verdict.value, health.synced) == ("MISSED", True)
+    assert took < 3.0
+    assert "sensor synced past the window" in judgement.reason
+
+
+def test_judge_unsynced_tetragon_miss_says_the_window_was_waited_out(tmp_path: Path) -> None:
+    log = tmp_path / "tetragon.log"
+    log.touch()
+    sensor = TetragonSensor(path=str(log))
+    sensor.start()
+    try:
+        judgement, health = _judged(sensor, log, "T1611", _exec_line())
+    finally:
+        sensor.stop()
+    assert (judgement.verdict.value, health.synced) == ("MISSED", False)
+    assert judgement.reason.endswith(f"; {tetragon.SYNC_HINT}")
