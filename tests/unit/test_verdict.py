@@ -616,3 +616,46 @@ def test_judge_enforcement_property(observed: str, side_effect: bool | None, cla
         assert not judgement.failed
     if judgement.verdict is Verdict.SENSOR_DOWN:
         assert not up
+
+
+# ---------------------------------------------------------------- what a MISSED row names
+def test_missed_names_the_setting_an_uncorrelated_near_miss_lacks() -> None:
+    hint = "turn on X"
+    near = _detection(pid=OTHER_PID, sensor="tetragon", fields={"correlation_hint": hint})
+    j = judge(_run(), [near], PTRACE, UP, "tetragon")
+    assert j.verdict is Verdict.MISSED
+    assert j.reason.endswith(f"cannot be tied to the run: {hint}")
+    assert f"(pid {OTHER_PID})" in j.reason
+    # a near-miss that differs in more than the run says nothing about correlation
+    other = _detection(pid=OTHER_PID, rule="other", fields={"correlation_hint": hint})
+    assert hint not in judge(_run(), [other], PTRACE, UP, "tetragon").reason
+
+
+def test_missed_of_a_healthy_unsynced_sensor_carries_its_health_reason() -> None:
+    j = judge(_run(), [], PTRACE, Health(up=True, reason="not synced: load the sync policy"),
+              "tetragon")
+    assert (j.verdict, j.reason.endswith("; not synced: load the sync policy")) == (
+        Verdict.MISSED, True)
+    synced = judge(_run(), [], PTRACE, Health(up=True, reason="x", synced=True), "t")
+    assert not synced.reason.endswith("; x")
+
+
+@pytest.mark.parametrize(("action", "fields", "expected"), [
+    ("KPROBE_ACTION_NOTIFYENFORCER", {}, "enforcer"),       # Tetragon NotifyEnforcer
+    (None, {"action_taken": "process_killed"}, "sigkill"),  # CrowdStrike disposition
+    (None, {"action_taken": "operation_blocked"}, "deny"),
+    (None, {"action_taken": "allowed"}, None),
+])
+def test_enforcement_action_of_other_products(action: str | None, fields: dict[str, Any],
+                                              expected: str | None) -> None:
+    assert enforcement_action(_detection(action=action, fields=fields)) == expected
+
+
+def test_notify_enforcer_satisfies_an_expected_sigkill_when_the_action_was_killed() -> None:
+    enforce = Expectation(technique="T1055.008", rule="ptrace-pid1", enforce="sigkill")
+    run = _run(killed_by="SIGKILL", exit_code=-9, side_effect=False)
+    j = judge(run, [_detection(action="KPROBE_ACTION_NOTIFYENFORCER")], enforce, UP, "tetragon")
+    assert j.verdict is Verdict.BLOCKED
+    completed = judge(_run(side_effect=True), [_detection(action="KPROBE_ACTION_NOTIFYENFORCER")],
+                      enforce, UP, "tetragon")
+    assert completed.verdict is Verdict.MISSED
