@@ -12,11 +12,13 @@ configured one (legacy ``hostName`` is the process's UTS name, kept in fields).
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from harness.detection import Detection
+from harness.detection import Detection, keep_raw
 from harness.sensors._fields import array as _list
 from harness.sensors._fields import integer as _int
 from harness.sensors._fields import obj as _dict
@@ -30,6 +32,20 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 #: legacy ``Properties`` keys that only a signature finding has
 _SIGNATURE_KEYS = ("Severity", "Technique", "external_id", "Category", "signatureID", "id")
 _MAX_DEPTH = 4
+#: process entities remembered for rebuilding ancestry (entity id -> host pid, parent id)
+TREE_MAX = 65_536
+_WALK_MAX = 32
+#: what to turn on when a finding carries no ancestry (the MISSED near miss says it)
+NO_PARENT_HINT = (
+    "this Tracee finding has no parent process: run Tracee with --proctree source=both (v1beta1 "
+    "findings then carry workload.process.ancestors) and select sched_process_fork and "
+    "sched_process_exec too (--events), so the harness can rebuild the process tree from "
+    "entity ids")
+ANCESTRY_HINT = (
+    "this Tracee finding names only its parent process, so it can only match a run's "
+    "direct children: run Tracee with --proctree source=both (v1beta1 findings then carry "
+    "workload.process.ancestors), or select sched_process_fork and sched_process_exec too "
+    "(--events), so the harness can rebuild the process tree from entity ids")
 #: 1973 in ns: a smaller legacy timestamp is relative to boot, not the epoch
 _EPOCH_NS_FLOOR = 10**17
 
@@ -52,6 +68,74 @@ class TraceeSensor(JsonLinesSensor):
                  pid: int | None = None, pidfile: str | None = None) -> None:
         super().__init__(name, path, command, from_start, delay, node, pid, pidfile)
         self.version = version  # tracee / signatures version (results rows' rulepack only)
+        #: Tracee's process tree as its events showed it: entity id (legacy
+        #: processEntityId, v1beta1 unique_id) -> (host pid, parent entity id); bounded
+        self.tree: OrderedDict[int, tuple[int | None, int | None]] = OrderedDict()
+
+    # ------------------------------------------------------------ process tree
+    def on_record(self, raw: dict[str, Any]) -> None:
+        """Learn the process tree from every event (plain events too: sched_process_exec,
+        sched_process_fork), then push the finding, if it is one, with the ancestry the
+        tree adds and a hint when it has none."""
+        self.learn(raw)
+        det = self.normalise(raw)
+        if det is None:
+            return
+        det = self.with_tree(det, raw)
+        if self._line is not None:
+            keep_raw(det, self._line)
+        self.stream.push(det)
+
+    def learn(self, raw: dict[str, Any]) -> None:
+        """Record each (entity id -> host pid, parent entity id) the event shows."""
+        try:
+            links = _links(raw)
+        except (TypeError, ValueError):
+            return  # normalise counts the line malformed if it is a finding
+        tree = self.tree
+        for entity, pid, parent in links:
+            old = tree.get(entity)
+            if old is not None:
+                tree.move_to_end(entity)
+                tree[entity] = (pid if pid is not None else old[0],
+                                parent if parent is not None else old[1])
+            else:
+                tree[entity] = (pid, parent)
+        while len(tree) > TREE_MAX:
+            tree.popitem(last=False)
+
+    def with_tree(self, det: Detection, raw: dict[str, Any]) -> Detection:
+        """``det`` with the ancestors the remembered tree adds past what the event says
+        (the event's own first), and a ``correlation_hint`` when it still has none."""
+        try:
+            links = _links(raw)
+        except (TypeError, ValueError):
+            links = []
+        chain: list[int] = []
+        if links:
+            seen: set[int] = set()
+            entity: int | None = links[0][0]
+            while entity is not None and entity not in seen and len(chain) < _WALK_MAX:
+                seen.add(entity)
+                entry = self.tree.get(entity)
+                if entry is None:
+                    break
+                parent = entry[1]
+                above = self.tree.get(parent) if parent is not None else None
+                if above is not None and above[0] is not None:
+                    chain.append(above[0])
+                entity = parent
+        full = [p for p in (det.ppid, *det.ancestors) if p is not None]
+        for pid in chain:
+            if pid not in full and pid != det.pid:
+                full.append(pid)
+        if full[1:] != list(det.ancestors) or (full and det.ppid is None):
+            det = dataclasses.replace(det, ppid=full[0], ancestors=tuple(full[1:]))
+        if not full:
+            det.fields["correlation_hint"] = NO_PARENT_HINT
+        elif len(full) == 1:
+            det.fields["correlation_hint"] = ANCESTRY_HINT
+        return det
 
     def normalise(self, raw: Any) -> Detection | None:
         """Pure: one decoded Tracee event (either shape) to a Detection (None: not one)."""
@@ -190,6 +274,34 @@ class TraceeSensor(JsonLinesSensor):
 
 
 
+
+
+def _links(raw: dict[str, Any]) -> list[tuple[int, int | None, int | None]]:
+    """(entity id, host pid, parent entity id) the event shows, its own process first:
+    legacy ``processEntityId``/``hostProcessId``/``parentEntityId`` (and the parent's
+    ``hostParentProcessId``); v1beta1 ``workload.process`` and each of its ``ancestors``
+    (``unique_id``, ``host_pid``), nearest first."""
+    if "eventName" in raw or "processId" in raw or "hostProcessId" in raw:
+        entity = _int(raw.get("processEntityId")) or None
+        if entity is None:
+            return []
+        parent = _int(raw.get("parentEntityId")) or None  # 0: none
+        links = [(entity, _int(raw.get("hostProcessId")), parent)]
+        if parent is not None:
+            links.append((parent, _int(raw.get("hostParentProcessId")), None))
+        return links
+    workload = _dict(raw.get("workload") or raw.get("context"))
+    process = _dict(workload.get("process"))
+    ancestors = [_dict(a) for a in _list(process.get("ancestors"))]
+    own = _int(process.get("unique_id")) or _int(_dict(process.get("thread")).get("unique_id"))
+    procs = [(own, process), *((_int(a.get("unique_id")), a) for a in ancestors)]
+    out: list[tuple[int, int | None, int | None]] = []
+    for i, (entity, proc) in enumerate(procs):
+        if entity is None:
+            break
+        parent = procs[i + 1][0] if i + 1 < len(procs) else None
+        out.append((entity, _int(_first(proc, "host_pid", "hostPid")), parent))
+    return out
 
 
 def _first(obj: dict[str, Any], *keys: str) -> Any:

@@ -385,3 +385,81 @@ def test_build_sensor_accepts_pid_and_pidfile() -> None:
         sensor = build_sensor("s", {"type": kind, "path": "/var/log/x.json",
                                     "pidfile": "/run/x.pid"})
         assert str(getattr(sensor, "pidfile", None)) == "/run/x.pid"
+
+
+# ================================================================ ancestry.jsonl
+# Real-shaped Tracee events of one attack two execs below the stage runner (legacy
+# trace.Event: sched_process_exec of the runner, the stage's sh, its exec into python3
+# without a fork, a helper, then a TRC-103 finding naming only its parent), then v1beta1: a
+# sched_process_exec with --proctree ancestors and a TRC-103 finding naming only its parent.
+ANCESTRY = Path(__file__).resolve().parent.parent / "data" / "tracee" / "ancestry.jsonl"
+
+
+def _ancestry_lines() -> list[str]:
+    return ANCESTRY.read_text().splitlines()
+
+
+def _fed(lines: list[str]) -> list[Detection]:
+    sensor = TraceeSensor(path="x")
+    for line in lines:
+        sensor.on_line(line)
+    assert sensor.stream.malformed == 0
+    return sensor.stream.snapshot()
+
+
+def _tree_run(*pids: int) -> Run:
+    return Run(run_id="st000000000002", scenario="s", context="host", node="n",
+               started_at=0, ended_at=1, executed=True, pids=frozenset(pids))
+
+
+def test_tree_legacy_entity_ids_rebuild_the_chain_to_the_runner() -> None:
+    (det,) = _fed(_ancestry_lines()[:6])
+    assert (det.pid, det.ppid, det.ancestors) == (80030, 80010, (80000, 79000))
+
+
+def test_tree_legacy_finding_correlates_to_the_runner_it_descends_from() -> None:
+    (det,) = _fed(_ancestry_lines()[:6])
+    assert correlate(_tree_run(80000), det) == "process_tree"
+
+
+def test_tree_legacy_finding_alone_names_its_parent_and_says_what_to_turn_on() -> None:
+    (det,) = _fed(_ancestry_lines()[4:5])
+    assert (det.ppid, det.ancestors, "--proctree source=both" in det.fields["correlation_hint"]) \
+        == (80010, (), True)
+
+
+def test_tree_legacy_finding_alone_does_not_correlate_to_the_runner() -> None:
+    (det,) = _fed(_ancestry_lines()[4:5])
+    assert correlate(_tree_run(80000), det) is None
+
+
+def test_tree_v1beta1_earlier_events_extend_a_finding_that_names_its_parent_only() -> None:
+    det = _fed(_ancestry_lines()[:7])[1]
+    assert (det.pid, det.ppid, det.ancestors) == (90020, 90010, (90000, 89000))
+
+
+def test_tree_v1beta1_chain_has_no_hint() -> None:
+    det = _fed(_ancestry_lines()[:7])[1]
+    assert "correlation_hint" not in det.fields
+
+
+def test_tree_is_bounded() -> None:
+    from harness.sensors import tracee
+
+    sensor = TraceeSensor(path="x")
+    for n in range(tracee.TREE_MAX + 10):
+        sensor.learn({"eventName": "sched_process_exec", "hostProcessId": n,
+                      "processEntityId": n + 1, "parentEntityId": n + 2})
+    assert len(sensor.tree) == tracee.TREE_MAX
+
+
+def test_tree_survives_an_exec_cycle_without_looping() -> None:
+    sensor = TraceeSensor(path="x")
+    sensor.learn({"eventName": "x", "hostProcessId": 5, "processEntityId": 1, "parentEntityId": 2})
+    sensor.learn({"eventName": "x", "hostProcessId": 6, "processEntityId": 2, "parentEntityId": 1})
+    line = _ancestry_lines()[4]
+    raw = json.loads(line)
+    raw.update(processEntityId=1, parentEntityId=2, hostProcessId=5, hostParentProcessId=6)
+    sensor.on_line(json.dumps(raw))
+    (det,) = sensor.stream.snapshot()
+    assert (det.ppid, det.ancestors) == (6, ())
