@@ -13,10 +13,15 @@ action is ``Sigkill``, ``Override``, ``Signal`` with ``argSig: 9`` (a kill), or
 ``NotifyEnforcer`` (the policy's ``enforcers`` act on it). It is identified by (policy
 name, hook kind, call/event/hook/symbol, selector index, action index).
 
+A document without a ``kind`` (an agent configuration, a compose file) is skipped with a
+note, unless it looks like a tracing policy (a ``cilium.io`` apiVersion or hooks under
+``spec``), which is an error.
+
 **Scenarios.** The configured scenario directories (``[tool.shadowtest] scenarios``, the
-bundled ones) plus ``--scenarios DIR...``. They are read as YAML only (``shadowtest
-validate`` checks them): ``id`` (default: the file name), ``benign``, ``technique``,
-``expect`` and every ``overrides[].expect`` (any kernel counts).
+bundled ones) plus ``--scenarios DIR...``, loaded by the harness's own loader
+(``check_scenario``, with the configured atomics and any atomic beside the scenarios; a file
+that does not load is an error): each block's expectation is ``Scenario.expectation`` of
+``expect`` and of every ``overrides[].expect`` (any kernel counts).
 
 **Tetragon sensors.** Every ``[tool.shadowtest.sensors.<name>]`` with ``type =
 "tetragon"``, plus the literal name ``tetragon``. A Tetragon detection's ``rule`` is the
@@ -47,8 +52,12 @@ blocks exercise nothing) satisfies all of:
    ``enforce``: it expects the enforcement, not only the detection. An ``enforce`` block
    names no policy by itself: rule 1 still decides which actions it exercises.
 
-``--require-enforce`` counts only ``enforce`` matches. Technique matches are the weakest:
-every action whose detection carries the technique is exercised by such a scenario.
+An enforcement action counts as **exercised** only by an ``enforce`` match: a scenario whose
+expectation *for that Tetragon sensor* requires the enforcement action. Detection-only
+matches are listed ("detection only") but do not count: a scenario that merely sees the
+policy fire proves nothing about the kill. (``--require-enforce`` is kept for compatibility;
+it is always on.) Technique matches are the weakest: every action whose detection carries the
+technique is matched by such a scenario.
 
 Exit codes: 0 coverage >= threshold (``--threshold``, else ``[tool.shadowtest.coverage]
 threshold``, else 1.0); 1 below; 2 usage error (a directory missing, a bad threshold or
@@ -58,6 +67,7 @@ configuration); 3 a policy or scenario file is malformed (``file:line: key.path:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -71,10 +81,12 @@ import yaml
 
 from harness._schema import validate
 from harness._yaml import LinedDocument, _convert, dotted, load_lined
-from harness.config import find_config
-from harness.errors import ConfigError, ScenarioError
+from harness.builtin import ATOMICS
+from harness.config import find_config, load_settings
+from harness.errors import ConfigError, ScenarioError, ShadowtestError
+from harness.scenario import check_scenario, is_atomic_file, load_atomics, scenario_files
 from harness.sensors.tetragon import _tag_technique
-from harness.verdict import _technique_matches, matches
+from harness.verdict import Expectation, _technique_matches, matches
 
 KINDS = ("TracingPolicy", "TracingPolicyNamespaced")
 #: spec key -> (hook kind, the key naming what it is attached to, event kind in Tetragon's export)
@@ -131,7 +143,7 @@ class Match:
     enforce: bool
 
     def text(self) -> str:
-        return f"{self.scenario} ({self.how}{', enforce' if self.enforce else ''})"
+        return f"{self.scenario} ({self.how}{', enforce' if self.enforce else ', detection only'})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +165,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def counted(self, found: list[Match]) -> bool:
-        return any(m.enforce or not self.require_enforce for m in found)
+        """Exercised: some scenario's expectation for the sensor requires the enforcement."""
+        return any(m.enforce for m in found)
 
     @property
     def covered(self) -> int:
@@ -165,8 +178,7 @@ class Report:
 
     def summary(self) -> str:
         pct = f"{self.ratio * 100:.1f}".rstrip("0").rstrip(".")
-        what = "enforcement actions exercised" + (" with an enforce expectation"
-                                                   if self.require_enforce else "")
+        what = "enforcement actions exercised with an enforce expectation"
         return f"coverage: {self.covered}/{len(self.actions)} {what} ({pct}%)"
 
 
@@ -216,6 +228,10 @@ def read_policies(roots: Iterable[Path]) -> tuple[list[Action], list[ScenarioErr
             continue
         for doc in docs:
             kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
+            if kind is None and not _looks_like_policy(doc.data):
+                notes.append(f"{path}:{doc.line(())}: note: a document without a kind (an agent "
+                             "configuration, a compose file?) is not a tracing policy; skipped")
+                continue
             if isinstance(kind, str) and kind not in KINDS and "tracingpolic" not in kind.lower():
                 notes.append(f"{path}:{doc.line(())}: note: kind {kind!r} is not a tracing "
                              "policy; skipped")
@@ -226,6 +242,15 @@ def read_policies(roots: Iterable[Path]) -> tuple[list[Action], list[ScenarioErr
                 continue
             actions += _actions(doc)
     return actions, errors, notes
+
+
+def _looks_like_policy(data: Any) -> bool:
+    """A kind-less document that is still meant as a tracing policy (a missing ``kind``)."""
+    if not isinstance(data, dict):
+        return False
+    spec = data.get("spec")
+    return str(data.get("apiVersion", "")).startswith("cilium.io") or (
+        isinstance(spec, dict) and any(k in spec for k in HOOKS))
 
 
 def _hinted(err: ScenarioError) -> ScenarioError:
@@ -291,33 +316,46 @@ def _effects(act: Mapping[str, Any]) -> frozenset[str]:
 
 
 # ---------------------------------------------------------------- scenarios
-def read_scenarios(roots: Iterable[Path]) -> tuple[list[ScenarioView], list[ScenarioError]]:
+def read_scenarios(roots: Iterable[Path], atomic_dirs: Iterable[Path] = (),
+                   sensors: Iterable[str] | None = None) -> tuple[list[ScenarioView], list[ScenarioError]]:
+    """Scenarios under ``roots`` through the harness's loader (atomics from ``atomic_dirs``, any
+    beside the scenarios, and the built-in ones); each view holds, per sensor in
+    ``sensors`` (default: every sensor) with a block (in ``expect`` or an override), the block of
+    its expectation."""
+    files = scenario_files(roots)
+    atomic_files = [f for f in files if is_atomic_file(f)]
+    dirs = dict.fromkeys([*(f.parent.resolve() for f in atomic_files),
+                          *(d.resolve() for d in [*atomic_dirs, ATOMICS] if d.is_dir())])
+    atomics, errors = load_atomics(dirs)
     out: list[ScenarioView] = []
-    errors: list[ScenarioError] = []
-    for root in roots:
-        for path in [root] if root.is_file() else sorted(root.rglob("*.yaml")):
-            try:
-                doc = load_lined(path)
-            except ScenarioError as exc:
-                errors.append(exc)
-                continue
-            d = doc.data
-            if not isinstance(d, dict):
-                errors.append(doc.error((), "expected a scenario (a mapping); run `shadowtest "
-                                            "validate` for the full check"))
-                continue
-            blocks: list[tuple[str, Mapping[str, Any], int | None]] = []
-            sources = [(("expect",), d.get("expect"))] + [
-                (("overrides", i, "expect"), o.get("expect"))
-                for i, o in enumerate(d.get("overrides") or ()) if isinstance(o, dict)]
-            for key, expect in sources:
-                if isinstance(expect, dict):
-                    blocks += [(str(sensor), block, doc.line((*key, sensor)))
-                               for sensor, block in expect.items() if isinstance(block, dict)]
-            technique = d.get("technique")
-            out.append(ScenarioView(str(d.get("id", path.stem)), path, bool(d.get("benign", False)),
-                                    str(technique) if technique else None, tuple(blocks)))
+    wanted = None if sensors is None else set(sensors)
+    for path in files:
+        if path in atomic_files:
+            continue
+        errs, scenario = check_scenario(path, atomics)
+        if scenario is None:
+            errors += errs
+            continue
+        line = load_lined(path).line
+        blocks: list[tuple[str, Mapping[str, Any], int | None]] = []
+        sources = [(("expect",), scenario.expect)] + [
+            (("overrides", i, "expect"), expect) for i, (_, _, expect) in enumerate(scenario.overrides)]
+        for key, expect in sources:
+            for sensor in sorted(set(expect) if wanted is None else set(expect) & wanted):
+                alone = dataclasses.replace(scenario, expect={**scenario.expect, sensor: expect[sensor]},
+                                            overrides=())
+                blocks.append((sensor, _block(alone.expectation(sensor)), line((*key, sensor))))
+        out.append(ScenarioView(scenario.id, path, scenario.benign, scenario.technique, tuple(blocks)))
     return out, errors
+
+
+def _block(exp: Expectation) -> dict[str, Any]:
+    """An expectation as the expect block ``match_block`` reads."""
+    if exp.gap is not None:
+        return {"gap": exp.gap}
+    return {"technique": exp.technique, "fields": dict(exp.fields),
+            **({"rule": exp.rule} if exp.rule is not None else {}),
+            **({"enforce": {"action": exp.enforce}} if exp.enforce else {})}
 
 
 # ---------------------------------------------------------------- matching
@@ -507,10 +545,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        bundled, sensors, configured = read_config(args.config, Path.cwd())
+        _, sensors, configured = read_config(args.config, Path.cwd())
+        settings = load_settings(Path.cwd(), args.config)
         threshold = (check_threshold(args.threshold, "--threshold") if args.threshold is not None
                      else configured if configured is not None else 1.0)
-    except ConfigError as exc:
+    except ShadowtestError as exc:
         return fail(str(exc))
     for p in [*args.policies, *args.scenarios]:
         if not p.exists():
@@ -521,7 +560,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"no .yaml/.yml file under {', '.join(map(str, args.policies))}; pass the "
                     "directories holding the TracingPolicy files")
     actions, errors, notes = read_policies(args.policies)
-    scenarios, scenario_errors = read_scenarios([*(d for d in bundled if d.exists()), *args.scenarios])
+    scenarios, scenario_errors = read_scenarios(
+        [*(d for d in settings.scenarios if d.exists()), *args.scenarios], settings.atomics,
+        tetragon_sensors(sensors))
     errors += scenario_errors
     covered, match_errors = cover(actions, scenarios, sensors)
     errors += match_errors
@@ -544,7 +585,8 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(as_json(report), indent=2) + "\n", encoding="utf-8")
     if report.ratio < threshold:
         print(f"shadowtest coverage: below the threshold {threshold * 100:g}%: exercise the UNCOVERED "
-              "actions with a scenario expecting their policy (expect.<tetragon sensor>.rule)",
+              "actions with a scenario whose expect.<tetragon sensor> names the policy and requires "
+              "the enforcement (rule: <policy>, enforce: {action: sigkill|override})",
               file=sys.stderr)
         return 1
     return 0
