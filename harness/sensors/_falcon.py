@@ -23,6 +23,7 @@ def normalise_falcon(raw: Any, sensor: str) -> Detection | None:
         return None
     device = _mapping(raw.get("device"))
     parent = _mapping(raw.get("parent_details"))
+    grandparent = _mapping(raw.get("grandparent_details"))
     rule = _text(raw, "name", "display_name", "pattern_id", "detection_name")
     ident = _text(raw, "composite_id", "detection_id", "id")
     if rule is None and ident is None:
@@ -34,7 +35,11 @@ def normalise_falcon(raw: Any, sensor: str) -> Detection | None:
     names = tuple(dict.fromkeys(
         v for v in (_text(raw, "cmdline"), _text(raw, "command_line"), _text(raw, "filepath"),
                     _text(raw, "file_path"), _text(raw, "filename"), _text(raw, "file_name"),
-                    _text(raw, "pod_name")) if v))
+                    _text(raw, "pod_name"), _text(parent, "cmdline"),
+                    _text(grandparent, "cmdline")) if v))
+    ppid = _pid(parent.get("local_process_id"))
+    gpid = _pid(grandparent.get("local_process_id"))
+    ancestors = (gpid,) if gpid is not None and gpid not in (pid, ppid) else ()
     observed = next((t for t in (_epoch(raw.get(k)) for k in (
         "timestamp", "created_timestamp", "detect_timestamp")) if t is not None), 0.0)
     fields: dict[str, Any] = {k: raw[k] for k in _KEEP if raw.get(k) is not None}
@@ -44,11 +49,13 @@ def normalise_falcon(raw: Any, sensor: str) -> Detection | None:
         fields["device_hostname"] = device.get("hostname")
     if device.get("device_id") is not None:
         fields["device_id"] = device.get("device_id")
+    if hint := _ancestry_hint(pid, ppid, ancestors, _text(raw, "container_id")):
+        fields["correlation_hint"] = hint
     return Detection(
         sensor=sensor, rule=rule or str(ident), technique=_techniques(raw),
         severity=severity,
         node=_text(raw, "hostname") or _text(device, "hostname") or _text(raw, "computer_name"),
-        container_id=_text(raw, "container_id"), pid=pid, ppid=_pid(parent.get("local_process_id")),
+        container_id=_text(raw, "container_id"), pid=pid, ppid=ppid, ancestors=ancestors,
         comm=_text(raw, "filename", "file_name"), names=names, observed_at=observed,
         fields=fields, raw=dict(raw),
     )
@@ -66,6 +73,23 @@ _KEEP = (
 _SEVERITY_NAMES = {"critical": "critical", "high": "high", "medium": "medium", "low": "low",
                    "informational": "info", "info": "info"}
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _ancestry_hint(pid: int | None, ppid: int | None, ancestors: tuple[int, ...],
+                   container_id: str | None) -> str | None:
+    """What is missing when a Falcon record cannot be tied to a run's process tree (None
+    when it can, or when its container id can)."""
+    if container_id:
+        return None
+    if pid is None and ppid is None:
+        return ("this Falcon record has no local_process_id (the Linux pid; process_id is "
+                "Falcon's cloud-wide id): use the Alerts API v2 (source = 'alerts'), whose "
+                "endpoint alerts carry local_process_id, parent_details and "
+                "grandparent_details")
+    if not ancestors:
+        return ("this Falcon alert names no grandparent (grandparent_details."
+                "local_process_id): it can only match a run's own pids and their children")
+    return None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -73,7 +73,7 @@ def test_normalise_full_alert_maps_every_documented_field(sensor: CrowdStrikeSen
     assert (d.node, d.container_id, d.pid, d.ppid, d.comm) == (
         "node-1", ESCAPE_CONTAINER, 4242, 4200, "nsenter")
     assert d.names == ("nsenter -t 1 -m -u -i -n -- sh -c 'id # st0123456789ab'",
-                       "/usr/bin/nsenter", "nsenter", "st-escape-7d9f")
+                       "/usr/bin/nsenter", "nsenter", "st-escape-7d9f", "sh")
     assert d.observed_at == pytest.approx(_epoch("2025-03-01T10:00:00.123"))
     assert d.received_at == 0.0  # stamped on delivery, not by the pure normalise
     assert d.fields["composite_id"] == alerts[0]["composite_id"]
@@ -111,7 +111,7 @@ def test_normalise_alert_with_every_optional_field_null(sensor: CrowdStrikeSenso
     assert (d.technique, d.severity, d.node, d.container_id, d.pid, d.ppid, d.comm, d.names,
             d.observed_at) == ((), None, None, None, None, None, None, (), 0.0)
     assert "pod_name" not in d.fields
-    assert d.fields == {"composite_id": alerts[3]["composite_id"]}
+    assert set(d.fields) == {"composite_id", "correlation_hint"}
 
 
 def test_normalise_alert_keeps_non_attack_technique_out(sensor: CrowdStrikeSensor,
@@ -358,3 +358,46 @@ def test_retry_after_prefers_crowdstrike_epoch_header(headers: dict[str, str], l
     filled = {k: v.replace("{now+3}", str(now + 3)).replace("{now-10}", str(now - 10))
               for k, v in headers.items()}
     assert low <= crowdstrike._retry_after(filled, 7.0) <= high
+
+
+# ================================================================ ancestry.json
+# A real-shaped Alerts v2 Linux endpoint alert of a ptrace two levels below the stage
+# runner (parent_details and grandparent_details as Falcon documents them), and the same
+# alert without grandparent_details.
+ANCESTRY = Path(__file__).resolve().parent.parent / "data" / "crowdstrike" / "ancestry.json"
+
+
+def _ancestry_alerts() -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = json.loads(ANCESTRY.read_text())
+    return loaded
+
+
+def _tree_run(*pids: int) -> Run:
+    return Run(run_id="st000000000003", scenario="s", context="host", node="n",
+               started_at=0, ended_at=1, executed=True, pids=frozenset(pids))
+
+
+def test_normalise_grandparent_details_is_the_first_ancestor(sensor: CrowdStrikeSensor) -> None:
+    d = _norm(sensor, _ancestry_alerts()[0])
+    assert (d.pid, d.ppid, d.ancestors) == (81030, 81010, (81000,))
+
+
+def test_normalise_grandparent_correlates_to_the_runner(sensor: CrowdStrikeSensor) -> None:
+    d = _norm(sensor, _ancestry_alerts()[0])
+    assert correlate(_tree_run(81000), d) == "process_tree"
+
+
+def test_normalise_with_grandparent_has_no_hint(sensor: CrowdStrikeSensor) -> None:
+    d = _norm(sensor, _ancestry_alerts()[0])
+    assert "correlation_hint" not in d.fields
+
+
+def test_normalise_without_grandparent_says_so(sensor: CrowdStrikeSensor) -> None:
+    d = _norm(sensor, _ancestry_alerts()[1])
+    assert (d.ancestors, "grandparent_details" in d.fields["correlation_hint"]) == ((), True)
+
+
+def test_normalise_parent_and_grandparent_command_lines_are_names(
+        sensor: CrowdStrikeSensor) -> None:
+    d = _norm(sensor, _ancestry_alerts()[0])
+    assert {"sh -c python3 poke.py", "python3 -m harness._stagerunner"} <= set(d.names)
