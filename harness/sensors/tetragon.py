@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import msgspec
@@ -149,9 +149,9 @@ class TetragonSensor(JsonLinesSensor):
         self._exits: dict[str, str] = {}
         #: exec id -> (pid, parent's exec id), every process object read (``ancestry``)
         self._procs: dict[str, tuple[int | None, str | None]] = {}
-        #: the span of the export's ``time`` stamps read (epoch seconds; 0.0: none yet)
-        self.first_seen = 0.0
-        self.last_seen = 0.0
+        #: the span of the export's ``time`` stamps read, as (second, nanoseconds) keys
+        self._first_key = _NO_KEY_FIRST
+        self._last_key = _NO_KEY_LAST
 
     # ------------------------------------------------------------ lines
     def on_line(self, line: str) -> None:
@@ -168,15 +168,9 @@ class TetragonSensor(JsonLinesSensor):
         if env.rate_limit_info:  # present (lost events): the generic path counts them
             super().on_line(line)
             return
-        for event in (env.process_exec, env.process_clone, env.process_exit):
+        for event in (env.process_exec, env.process_exit, env.process_clone):
             if event is not None:
-                self._learn_struct(event.process)
-                self._learn_struct(event.parent)
-                if event is env.process_exit:
-                    process = event.process
-                    exec_id = process.exec_id if process is not None else None
-                    if exec_id and event.signal:
-                        self._store_exit(exec_id, event.signal)
+                self._on_process_event(event, event is env.process_exit)
                 return
         for kind in self.events:
             if getattr(env, kind):  # present, even as null: normalise decides
@@ -219,16 +213,45 @@ class TetragonSensor(JsonLinesSensor):
                 break
         super().on_record(raw)
 
+    def _on_process_event(self, event: _ProcEvent, exit_: bool) -> None:
+        """An exec/exit/clone line read through ``_Envelope``: its processes linked, an
+        exit's signal remembered."""
+        procs = self._procs
+        for proc in (event.process, event.parent):
+            if proc is not None and proc.exec_id:
+                known = procs.get(proc.exec_id)
+                if known is None or known[0] is None or known[1] is None:
+                    self._link(proc.exec_id, proc.pid, proc.parent_exec_id)
+        if exit_:
+            process = event.process
+            exec_id = process.exec_id if process is not None else None
+            if exec_id and event.signal:
+                self._store_exit(exec_id, event.signal)
+
     def _saw(self, stamp: str) -> None:
         """A line's ``time``: the span of the export read so far (a recording's sign of
-        life, ``ReplaySensor.silence``)."""
-        try:
-            when = parse_rfc3339(stamp)
-        except ValueError:
-            return
-        if not self.first_seen or when < self.first_seen:
-            self.first_seen = when
-        self.last_seen = max(self.last_seen, when)
+        life, ``ReplaySensor.silence``). Kept as comparable keys (second, nanoseconds) and
+        parsed only when read: a line costs two string compares."""
+        if len(stamp) < 20 or stamp[-1] != "Z" or stamp[19] not in ".Z":
+            try:  # not protojson's UTC form: parse it once
+                stamp = _utc(parse_rfc3339(stamp))
+            except ValueError:
+                return
+        key = (stamp[:19], stamp[20:-1].ljust(9, "0"))
+        if key > self._last_key:  # noqa: PLR1730 (min()/max() cost a call each, every line)
+            self._last_key = key
+        if key < self._first_key:  # noqa: PLR1730
+            self._first_key = key
+
+    @property
+    def first_seen(self) -> float:
+        """The earliest ``time`` read (epoch seconds; 0.0: none yet)."""
+        return _epoch_of(self._first_key)
+
+    @property
+    def last_seen(self) -> float:
+        """The latest ``time`` read (epoch seconds; 0.0: none yet)."""
+        return _epoch_of(self._last_key)
 
     # ------------------------------------------------------------ sync
     def sync(self) -> str | None:
@@ -310,10 +333,6 @@ class TetragonSensor(JsonLinesSensor):
             self.stream.mark(token)
 
     # ------------------------------------------------------------ process tree
-    def _learn_struct(self, proc: _Proc | None) -> None:
-        if proc is not None and proc.exec_id:
-            self._link(proc.exec_id, proc.pid, proc.parent_exec_id)
-
     def _learn(self, proc: Any) -> None:
         if not isinstance(proc, dict):
             return
@@ -531,6 +550,25 @@ def _check_events(name: str, events: list[str]) -> tuple[str, ...]:
 
 
 
+
+
+def _utc(epoch: float) -> str:
+    """Epoch seconds to protojson's UTC form (``...T..:..:..NNNNNNNNNZ``)."""
+    whole = int(epoch // 1)
+    nanos = round((epoch - whole) * 1e9)
+    stamp = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+#: the span's keys before any line was read (above / below every real key)
+_NO_KEY_FIRST = ("~", "")
+_NO_KEY_LAST = ("", "")
+
+
+def _epoch_of(key: tuple[str, str]) -> float:
+    if key in (_NO_KEY_FIRST, _NO_KEY_LAST):
+        return 0.0
+    return parse_rfc3339(f"{key[0]}.{key[1]}Z")
 
 
 def _unique_ints(values: tuple[int, ...]) -> tuple[int, ...]:
