@@ -8,8 +8,10 @@ established from the export by the recording's author, not by this harness). See
 ``tests/data/real/tetragon/README.md``. Scenarios resolve against the built-in catalogue
 plus the product's ``configs/scenarios-*`` directories (e.g. ``etc-write-enforced-tg``).
 
-A new recording joins by adding a folder (Falco next: ``tests/data/real/falco/<folder>``);
-the sensor is named after the product directory and its adapter has the same name.
+A new recording joins by adding a folder (Falco next: ``tests/data/real/falco/<folder>``
+with ``results.jsonl``, ``truth.jsonl`` and the product's output, ``export.jsonl`` or one
+other file); the sensor is named after the product directory and its adapter has the same
+name.
 """
 
 from __future__ import annotations
@@ -40,13 +42,25 @@ def _config(tmp_path: Path, product_dir: Path) -> Path:
     return config
 
 
+def _export(folder: Path) -> Path:
+    """The product's own output in ``folder``: ``export.jsonl``, else its one other file."""
+    if (folder / "export.jsonl").is_file():
+        return folder / "export.jsonl"
+    others = [p for p in sorted(folder.iterdir())
+              if p.is_file() and p.name not in ("results.jsonl", "truth.jsonl", "README.md")]
+    assert len(others) == 1, (
+        f"{folder}: expected export.jsonl or exactly one file of the product's output beside "
+        f"results.jsonl and truth.jsonl, got {[p.name for p in others]}")
+    return others[0]
+
+
 def _rejudge(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
              capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]]]:
     product = folder.parent.name
     out = tmp_path / "rejudged.jsonl"
     monkeypatch.chdir(tmp_path)  # rejudge reads [tool.shadowtest] of the cwd: only ours
     code = main(["rejudge", str(folder / "results.jsonl"),
-                 "--sensor", f"{product}={product}:{folder / 'export.jsonl'}",
+                 "--sensor", f"{product}={product}:{_export(folder)}",
                  "--config", str(_config(tmp_path, folder.parent)), "--out", str(out)])
     capsys.readouterr()
     return code, [r for r in _rows(out) if r["sensor"] == product]
