@@ -62,6 +62,9 @@ TETRAGON_POLICIES = {  # setns carries no ATT&CK tag: the adapter's technique ma
 }
 
 
+STARTED_NS = time.time_ns()  # the snapshots' falco.start_ts: one "Falco" for the bridge's life
+
+
 def rfc3339(ns: int) -> str:
     secs, frac = divmod(ns, 1_000_000_000)
     base = dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -132,8 +135,12 @@ class Bridge:
 
     def falco(self, d: dict, cid: str | None, wall: int) -> dict:
         rule, priority, tags = FALCO_RULES[d["rule"]]
+        # what a Falco configured as the README says prints (append_output extra_fields):
+        # the pid, its parent and the ancestors sensor.bt read (proc.apid[2..7])
         fields = {"container.id": cid[:12] if cid else "host", "proc.pid": d["pid"],
                   "proc.ppid": d["ppid"], "proc.name": d["comm"], "evt.time": wall}
+        for n, apid in enumerate(d.get("ancestors") or (), start=2):
+            fields[f"proc.apid[{n}]"] = apid or None
         if "path" in d:
             fields["fd.name"] = d["path"]
         output = f"{rule} (proc.name={d['comm']} proc.pid={d['pid']} container.id={fields['container.id']}"
@@ -188,7 +195,9 @@ class Bridge:
         """Falco's ``metrics.output_rule`` alert (a sign of life, never a detection)."""
         return {"hostname": self.host, "output": "Falco metrics snapshot",
                 "output_fields": {"evt.source": "syscall", "falco.hostname": self.host,
-                                  "falco.version": "0.38.1", "scap.n_drops": 0},
+                                  "falco.version": "0.38.1", "falco.start_ts": STARTED_NS,
+                                  "scap.n_drops": 0, "scap.n_drops_buffer_total": 0,
+                                  "falco.outputs_queue_num_drops": 0},
                 "priority": "Informational", "rule": "Falco internal: metrics snapshot",
                 "source": "internal", "time": rfc3339(time.time_ns())}
 

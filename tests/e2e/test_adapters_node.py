@@ -6,6 +6,13 @@ event/alert ingested by the local Sysdig / CrowdStrike API servers (with ingesti
 Its signs of life are the products' own: Falco metrics snapshots POSTed every half second,
 and a pid file for the Tetragon export's writer. A bridge that dies makes those sensors'
 rows SENSOR_DOWN, never MISSED (test_dead_bridge_...), and a test whose bridge died says so.
+
+What these tests prove is the transports and the adapters' correlation, not any product's
+detection: the bridge maps the bundled sensor's rules to product-shaped records itself. So
+the bridge-fed sensors are named ``<product>-bridge``: no scenario declares an expectation
+for them (they are judged on the scenario's technique), and no assertion here states what
+Falco, Tetragon or Sysdig would report for a scenario (the scenarios' own ``falco`` /
+``tetragon`` expectations, with their gaps, are the word on that).
 """
 
 from __future__ import annotations
@@ -107,13 +114,17 @@ def crowdstrike() -> Iterator[CrowdStrikeServer]:
         yield server
 
 
-def test_falco_webhook_receiver_judges_real_atomics(attacks: Catalog, tmp_path: Path) -> None:
+def test_falco_http_receiver_delivers_and_correlates_real_atomics(
+        attacks: Catalog, tmp_path: Path) -> None:
+    """Transport: Falco-shaped http_output alerts POSTed to the receiver while the real
+    atomics run reach the stream and correlate (12-char container id against the context's
+    64-hex id; process tree outside containers); the metrics snapshots keep it alive."""
     port = free_port()
     attacks.config(f"""
         [tool.shadowtest]
         allowed_nodes = ["local"]
         window = "3s"
-        [tool.shadowtest.sensors.falco]
+        [tool.shadowtest.sensors.falco-bridge]
         type = "falco"
         listen = "127.0.0.1:{port}"
     """)
@@ -126,15 +137,15 @@ def test_falco_webhook_receiver_judges_real_atomics(attacks: Catalog, tmp_path: 
         bridge.stop()
     got = verdicts(attacks.rows())
     assert res.returncode == 0, res.stdout
-    assert got[("ptrace-pid1", "namespace", "falco")] == "DETECTED"
-    assert got[("container-escape-setns", "namespace", "falco")] == "DETECTED"
-    assert got[("etc-write", "host", "falco")] == "DETECTED"
-    assert got[("etc-write", "namespace", "falco")] == "DETECTED"
-    assert got[("read-etc-hostname", "host", "falco")] == "CLEAN"
-    rows = {(r["scenario"], r["context"]): r for r in attacks.rows()}
+    assert got[("ptrace-pid1", "namespace", "falco-bridge")] == "DETECTED"
+    assert got[("container-escape-setns", "namespace", "falco-bridge")] == "DETECTED"
+    assert got[("etc-write", "host", "falco-bridge")] == "DETECTED"
+    assert got[("etc-write", "namespace", "falco-bridge")] == "DETECTED"
+    assert got[("read-etc-hostname", "host", "falco-bridge")] == "CLEAN"
+    rows = {(r["scenario"], r["context"]): r for r in attacks.rows()
+            if r["sensor"] == "falco-bridge"}
     # Falco's 12-char container id correlated with the context's 64-hex id
     assert rows[("ptrace-pid1", "namespace")]["correlated_by"] in ("container_id", "run_id")
-    assert rows[("ptrace-pid1", "namespace")]["rule"] == "PTRACE attached to process"
 
 
 def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
@@ -198,7 +209,7 @@ def test_dead_bridge_makes_tetragon_and_falco_rows_sensor_down_never_missed(
         path = "{export}"
         pidfile = "{tmp_path / 'bridge.pid'}"
         techniques = {{ "shadowtest-setns" = "T1611" }}
-        [tool.shadowtest.sensors.falco]
+        [tool.shadowtest.sensors.falco-bridge]
         type = "falco"
         listen = "127.0.0.1:{port}"
     """)
@@ -217,13 +228,13 @@ def test_dead_bridge_makes_tetragon_and_falco_rows_sensor_down_never_missed(
     bridge.stop()
     assert bridge.pidfile.exists(), "SIGKILL leaves the pid file behind (stale)"
     res = attacks.run("run", "--results", "results.jsonl")
-    rows = [r for r in attacks.rows() if r["sensor"] in ("tetragon-bridge", "falco")]
+    rows = [r for r in attacks.rows() if r["sensor"] in ("tetragon-bridge", "falco-bridge")]
     assert res.returncode == 1, res.stdout
     judged = [r for r in rows if r["verdict"] != "NOT_EXECUTED"]  # an action that ran
     assert {r["verdict"] for r in judged} == {"SENSOR_DOWN"}, [
         (r["scenario"], r["context"], r["sensor"], r["verdict"], r["reason"]) for r in rows]
     got = verdicts(rows)
-    for sensor in ("tetragon-bridge", "falco"):  # the runs that detect with a live bridge
+    for sensor in ("tetragon-bridge", "falco-bridge"):  # the runs that detect with a live bridge
         assert got[("ptrace-pid1", "namespace", sensor)] == "SENSOR_DOWN"
         assert got[("etc-write", "host", sensor)] == "SENSOR_DOWN"
         assert got[("read-etc-hostname", "host", sensor)] == "SENSOR_DOWN"
@@ -231,7 +242,7 @@ def test_dead_bridge_makes_tetragon_and_falco_rows_sensor_down_never_missed(
         if r["sensor"] == "tetragon-bridge":
             assert f"from {bridge.pidfile}) is not running" in r["reason"]
         else:
-            assert r["reason"].startswith(f"falco: no POST to http://127.0.0.1:{port}/ during")
+            assert r["reason"].startswith(f"falco-bridge: no POST to http://127.0.0.1:{port}/ during")
 
 
 def test_secrets_never_appear_in_output_results_or_junit(
