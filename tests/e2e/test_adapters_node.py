@@ -150,7 +150,9 @@ def test_falco_http_receiver_delivers_and_correlates_real_atomics(
 
 def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
         attacks: Catalog, sysdig: SysdigServer, tmp_path: Path) -> None:
-    """A sensor pair (incumbent tetragon, candidate sysdig): each gets its own verdict row.
+    """Transports: the Tetragon export tail across rotation and the Sysdig API poller with
+    its ingestion delay and watermark, as a sensor pair (incumbent, candidate): each gets its
+    own verdict row.
     The tetragon sensor is named ``tetragon-bridge``: the bridge's export lines carry the
     bridge's own policy names, not the policy-library ones the bundled scenarios' ``tetragon``
     expectations name, so it is judged on the scenarios' techniques."""
@@ -165,7 +167,7 @@ def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
         path = "{export}"
         pidfile = "{tmp_path / 'bridge.pid'}"
         techniques = {{ "shadowtest-setns" = "T1611" }}
-        [tool.shadowtest.sensors.sysdig]
+        [tool.shadowtest.sensors.sysdig-bridge]
         type = "sysdig"
         url = "{sysdig.url}"
         token = "env:ST_TEST_SYSDIG_TOKEN"
@@ -182,13 +184,13 @@ def test_tetragon_tail_and_sysdig_api_pair_judge_the_same_runs(
         bridge.stop()
     got = verdicts(attacks.rows())
     assert res.returncode == 0, res.stdout
-    for sensor in ("tetragon-bridge", "sysdig"):
+    for sensor in ("tetragon-bridge", "sysdig-bridge"):
         assert got[("ptrace-pid1", "namespace", sensor)] == "DETECTED"
         assert got[("container-escape-setns", "namespace", sensor)] == "DETECTED"
         assert got[("etc-write", "host", sensor)] == "DETECTED"
         assert got[("read-etc-hostname", "host", sensor)] == "CLEAN"
     assert list(export.parent.glob("tetragon.log.1")), "the bridge rotated the export file"
-    sysdig_rows = [r for r in attacks.rows() if r["sensor"] == "sysdig" and r["verdict"] == "DETECTED"]
+    sysdig_rows = [r for r in attacks.rows() if r["sensor"] == "sysdig-bridge" and r["verdict"] == "DETECTED"]
     assert all(r["latency_ms"] >= 400 for r in sysdig_rows)  # the backend's ingestion delay
 
 
