@@ -61,6 +61,8 @@ _FALCO_TECHNIQUE = re.compile(r"^T\d{4}(\.\d{3})?$")
 _QUOTED = re.compile(r"(?<!\w)'([^']{3,})'(?!\w)")
 _FILE = re.compile(r"\b([\w.-]+\.(?:ya?ml|json|go))\b")
 _DIR = re.compile(r"\b[\w.-]+/[\w.-]+/?")     # a cited location: examples/tracingpolicy
+#: a gap note's claim that the rule it names is not loaded ("is not in the default ...")
+_NOT_LOADED = re.compile(r"(?:\bnot (?:in\b|loaded\b)|\bis in falco-(?:incubating|sandbox))")
 _TRC = re.compile(r"\bTRC-\d+\b")
 _CONSTANT = re.compile(r"\b(PTRACE_[A-Z]+)\b")
 #: "matches A and B requests;" / "matches A only": what a gap note claims a rule matches
@@ -342,6 +344,14 @@ def _check_gap(note: str, technique: str, in_scope: Sequence[Rule], rules: Seque
             finding(f"gap note says {'/'.join(r.aliases) or r.name} matches "
                     f"{', '.join(sorted(claimed))}", r.describe() + f" filters: {', '.join(r.constants)}",
                     "name every request it matches; if the scenario's is among them, expect the rule")
+    loaded_after_all = [r for r in in_scope if r in cited and re.search(
+        re.escape(f"'{r.name}'") + r"[^;'(]*?" + _NOT_LOADED.pattern, note)]
+    if loaded_after_all:
+        finding("gap note says a rule is not loaded, but the pack loads it and it carries "
+                f"{technique} in every context of the scenario",
+                "; ".join(r.describe() for r in loaded_after_all),
+                f"expect it (rule: {loaded_after_all[0].name!r}) for this pack, or load the pack the "
+                "catalogue is written for (the default files and maturity)")
     uncovered = [r for r in in_scope if r not in cited]
     if uncovered:
         finding(f"gap, but loaded rule(s) carrying {technique} can fire in every context of the "

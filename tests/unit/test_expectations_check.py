@@ -237,6 +237,9 @@ POKE = Rule("tracee", "ptrace_code_injection", ("T1055.008",), "detectors.json",
     ("  falco: {gap: \"'Write below etc' is in falco-sandbox.yaml\"}\n", [SANDBOX],
      "8: gap note cites 'falco-sandbox.yaml', 'Write below etc', not in the falco packs"),
     ("  falco: {gap: \"nothing matches this\"}\n", [], "8: gap note names no upstream file or rule"),
+    ("  falco: {gap: \"'PTRACE attached to process' is not in the default falco_rules.yaml\"}\n", [STABLE],
+     "8: gap note says a rule is not loaded, but the pack loads it and it carries T1055.008 in every "
+     "context of the scenario"),
 ])
 def test_check_falco_findings(tmp_path: Path, expect: str, rules: list[Rule], problem: str | None) -> None:
     files = frozenset({"falco_rules.yaml", "falco-sandbox_rules.yaml"})
