@@ -323,3 +323,17 @@ def test_main_malformed_pack_exits_3_with_file_line(project: Path, tmp_path: Pat
                                              "metadata": {"name": "p"}, "spec": {"kprobes": [hook]}}))
     assert main(["expectations", "check", "--tetragon-policies", str(policy)]) == 3
     assert f"{policy / 'p.yaml'}:" in capsys.readouterr().err
+
+
+def test_main_every_falco_file_loaded_names_the_gaps_that_close(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The catalogue is written for a default Falco (stable only): with the incubating and
+    sandbox files loaded, the gaps their rules close are findings, each naming the rule."""
+    code = main(["expectations", "check", *(a for f in ("falco_rules.yaml", "falco-incubating_rules.yaml",
+                                                        "falco-sandbox_rules.yaml")
+                                            for a in ("--falco-rules", str(FALCO / f)))])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert re.search(r"persistence/etc-write\.yaml:\d+: falco: gap note says a rule is not loaded", out)
+    assert "fix: expect it (rule: 'Write below etc')" in out
+    assert "fix: expect it (rule: 'Schedule Cron Jobs')" in out
