@@ -99,6 +99,10 @@ class FalcoSensor(JsonLinesSensor):
         #: tid of a marker thread -> (token, CPUs it called getpgid on, CPUs alerted, when)
         self._pending: dict[int, tuple[str, set[int], set[int], float]] = {}
         self._sync_seen = False
+        #: the first and last time (epoch seconds, the alerts' own) of any record read,
+        #: internal alerts included: a recording's live span for replay
+        self.first_seen = 0.0
+        self.last_seen = 0.0
         #: rule-pack identity only (results rows' ``rulepack``): the files falco loads, in
         #: order, and/or the falcoctl-pinned artifact ``repo:tag@sha256:<digest>``
         self.rules_files = list(rules_files or [])
@@ -185,13 +189,17 @@ class FalcoSensor(JsonLinesSensor):
         one with unchanged counters closes that stretch; a sync marker alert moves the sync
         on; every other alert is normalised."""
         rule = raw.get("rule")
+        at = _record_time(raw)
+        if at < self.first_seen or not self.first_seen:
+            self.first_seen = at
+        self.last_seen = max(self.last_seen, at)
         if rule == DROP_RULE:
             n = _drops(raw)
             self.stream.count_lost(n)
-            self.loss.drop(time.time(), n)
+            self.loss.drop(at, n)
             return
         if rule == METRICS_RULE:
-            lost = self.loss.snapshot(time.time(), raw.get("output_fields"))
+            lost = self.loss.snapshot(at, raw.get("output_fields"))
             if lost:
                 self.stream.count_lost(lost)
             return
@@ -280,8 +288,13 @@ class FalcoSensor(JsonLinesSensor):
             del self._pending[tid]
 
     # ------------------------------------------------------------ loss
-    def _loss_silence(self, since: float, until: float) -> str | None:
+    def loss_silence(self, since: float, until: float) -> str | None:
+        """Why events of ``since``..``until`` may have been lost (a drop alert's unproven
+        stretch, or grown metrics drop counters); None when none is known. Times are the
+        alerts' own (``time``), so a recording replayed later is judged the same."""
         return self.loss.silence(self.name, since, until)
+
+    _loss_silence = loss_silence
 
     def on_body(self, body: bytes) -> tuple[int, int]:
         """One HTTP request body: an alert object (Falco ``http_output``, Falcosidekick
@@ -648,6 +661,13 @@ def _days_before(year: int, month: int) -> int:
         if len(_MONTHS) > 4096:
             _MONTHS.clear()
         return days
+
+
+def _record_time(raw: dict[str, Any]) -> float:
+    """A record's own time (``time``, else ``output_fields.evt.time``); the harness's clock
+    when it has none."""
+    of = raw.get("output_fields")
+    return _observed_at(raw, of if isinstance(of, dict) else {}) or time.time()
 
 
 def _observed_at(raw: dict[str, Any], of: dict[str, Any]) -> float:

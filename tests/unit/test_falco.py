@@ -582,7 +582,7 @@ def test_receiver_burst_over_keepalive_connections_loses_nothing(receiver: Falco
     seen, _ = sub.wait(lambda ds: len(ds) >= threads_n * per_thread, None, time.time() + 5)
     assert errors == []
     assert statuses == [200] * (threads_n * per_thread)
-    assert sorted(d.pid for d in seen) == list(range(threads_n * per_thread))
+    assert sorted(d.pid or 0 for d in seen) == list(range(threads_n * per_thread))
     assert (sub.lost(), sub.malformed()) == (0, 0)
 
 
@@ -854,12 +854,22 @@ def test_normalise_apid0_stands_in_for_a_missing_proc_pid() -> None:
 
 
 # ================================================================ loss (drops, metrics)
+def _now(line: str, offset: float = 0.0) -> str:
+    """A recorded internal alert as a live Falco writes it now (its own ``time``)."""
+    import datetime as dt
+
+    raw = json.loads(line)
+    stamp = dt.datetime.fromtimestamp(time.time() + offset, dt.UTC)
+    raw["time"] = stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return json.dumps(raw)
+
+
 def _drop_line() -> str:
-    return _lines("drops.jsonl")[0]
+    return _now(_lines("drops.jsonl")[0])
 
 
 def _metrics() -> list[str]:
-    return _lines("metrics.jsonl")
+    return [_now(x, 0.01 * (i + 1)) for i, x in enumerate(_lines("metrics.jsonl"))]
 
 
 def test_drop_alert_makes_a_later_window_sensor_down_until_proved() -> None:
@@ -1147,3 +1157,17 @@ def test_stopped_falco_without_pidfile_is_sensor_down_by_its_silent_file(tmp_pat
     finally:
         sensor.stop()
     assert (got.verdict, "metrics" in got.reason) == (Verdict.SENSOR_DOWN, True)
+
+
+def test_loss_stretches_use_the_alerts_own_time_so_a_replay_judges_the_same() -> None:
+    sensor = FalcoSensor(path="x")
+    sensor.on_line(_lines("drops.jsonl")[0])  # recorded 2025-11-03T14:04:00.946Z
+    recorded = parse_time("2025-11-03T14:04:00.946068858Z")
+    assert recorded is not None
+    assert sensor.loss_silence(recorded + 5.0, recorded + 8.0) is not None
+
+
+def test_first_and_last_seen_span_internal_alerts_too() -> None:
+    sensor = _feed("metrics.jsonl")
+    assert (sensor.first_seen, sensor.last_seen) == (parse_time("2026-12-07T15:10:10Z"),
+                                                     parse_time("2026-12-07T15:10:16Z"))
