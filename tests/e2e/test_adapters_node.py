@@ -283,3 +283,34 @@ def test_secrets_never_appear_in_output_results_or_junit(
     for secret in (SYSDIG_TOKEN, wrong, CS_SECRET):
         assert secret not in written
     assert os.environ.get("ST_TEST_SYSDIG_TOKEN") is None  # nothing leaked into this process
+
+
+FALCO_SYNC_STANDIN = (  # what harness/rulepacks/falco/shadowtest-sync.yaml makes Falco print
+    'tracepoint:syscalls:sys_enter_getpgid /args->pid >= 0x5ae00000/ { '
+    'printf("{\\"rule\\":\\"shadowtest sync marker\\",\\"source\\":\\"syscall\\",'
+    '\\"priority\\":\\"Notice\\",\\"tags\\":[\\"shadowtest\\",\\"sync\\"],'
+    '\\"output_fields\\":{\\"thread.tid\\":%d,\\"evt.cpu\\":%d,\\"proc.pid\\":%d}}\\n", '
+    'tid, cpu, pid); }')
+
+
+def test_falco_sync_markers_reach_every_cpu_of_this_kernel() -> None:
+    """The Falco sensor's sync markers, seen by a kernel tracer standing in for Falco with
+    the sync rule (the same tracepoint, the same fields): one per CPU from the marker
+    thread, so the token is marked within a second instead of waiting out the window."""
+    from harness.sensors.falco import FalcoSensor
+
+    sensor = FalcoSensor(command=["bpftrace", "-e", FALCO_SYNC_STANDIN], sync=True)
+    sensor.start()
+    try:
+        deadline = time.time() + 60
+        while sensor.stream.malformed < 1 and time.time() < deadline:  # "Attaching 1 probe..."
+            time.sleep(0.1)
+        time.sleep(1.0)
+        sub = sensor.stream.subscribe()
+        started = time.time()
+        token = sensor.sync()
+        _, synced = sub.wait(lambda _: False, token, time.time() + 5)
+        took = time.time() - started
+    finally:
+        sensor.stop()
+    assert (token is not None, synced, took < 1.5) == (True, True, True), took
