@@ -260,9 +260,10 @@ class TetragonSensor(JsonLinesSensor):
         call (an event on the CPU that made it, carrying the thread's ``tid``); once one
         event per CPU is read, everything Tetragon read from those CPUs' buffers before it
         was delivered. The token is returned (the run waits for it, not for the window)
-        when the policy is known to be loaded: ``sync = true``, or a marker came back
-        earlier; otherwise None (the window is waited out, and the MISSED row says so).
-        Markers are local: this machine's kernel is the one Tetragon watches."""
+        when the policy is known to be loaded: ``sync = true``, ``policy_files`` names
+        shadowtest-sync.yaml, or a marker came back earlier; otherwise None (the window is
+        waited out, and the MISSED row says so). Markers are local: this machine's kernel
+        is the one Tetragon watches."""
         if self.sync_mode is False:
             return None
         token = str(next(self._tokens))
@@ -274,8 +275,13 @@ class TetragonSensor(JsonLinesSensor):
 
     @property
     def sync_ready(self) -> bool:
-        """The sync policy is known to be loaded (configured, or a marker came back)."""
-        return self._sync_seen if self.sync_mode is None else self.sync_mode
+        """The sync policy is known to be loaded: ``sync = true``, ``policy_files`` names
+        shadowtest-sync.yaml, or a marker came back."""
+        if self.sync_mode is None:
+            return self._sync_seen or any(
+                str(f).rstrip("/").rpartition("/")[2] == SYNC_POLICY_FILE
+                for f in self.policy_files)
+        return self.sync_mode
 
     @property
     def sync_hint(self) -> str | None:

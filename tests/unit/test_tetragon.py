@@ -933,6 +933,8 @@ def test_sync_auto_starts_once_a_marker_came_back_and_can_be_off() -> None:
     assert sensor.sync() is not None
     assert sensor.sync_hint is None
     assert TetragonSensor(path="/nonexistent/tetragon.log", sync=False).sync() is None
+    listed = TetragonSensor(path="/x", policy_files=["/etc/tetragon/shadowtest-sync.yaml"])
+    assert listed.sync() is not None
     with pytest.raises(ConfigError, match="sync: expected true or false"):
         TetragonSensor(path="/x", sync="yes")  # type: ignore[arg-type]
 
