@@ -75,6 +75,9 @@ class RunnerProcess(Protocol):
 #: returns as soon as the runner exits; the bound is generous for a busy machine (the
 #: cleanup itself is bounded by the atomic's timeout)
 RUNNER_EXIT_TIMEOUT = 120.0
+#: how long a context may take to start its stage runner (an interpreter start inside new
+#: namespaces; slow on a busy machine)
+RUNNER_START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -219,7 +222,13 @@ def start_runner(argv: Sequence[str], context: str, pass_fds: Sequence[int] = ()
         text=True, pass_fds=tuple(pass_fds), env={**os.environ, **(env or {})},
         start_new_session=True,  # Ctrl-C on the terminal reaches the harness, not the context
     )
-    line = _readline(proc, 20)
+    try:
+        line = _readline(proc, RUNNER_START_TIMEOUT)
+    except BaseException:  # Ctrl-C while it starts: it has nothing armed yet; stop it by pid
+        with deferred_signals():
+            proc.kill()
+            proc.wait(RUNNER_EXIT_TIMEOUT)
+        raise
     if not line:
         err = proc.stderr.read() if proc.stderr else ""
         proc.wait(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -108,7 +109,8 @@ RUN_PROCESSES = (" bpftrace ", " auditd ", "_stagerunner.py", " unshare ", "harn
 #: files under /run/shadowtest that are the node's own state, kept between runs (the shared
 #: audit daemon's lock, config and log; the bpftrace program cache by digest; folders)
 KEPT_STATE = ("/run/shadowtest/auditd/lock", "/run/shadowtest/auditd/audit.log",
-              "/run/shadowtest/auditd/conf", "/run/shadowtest/bpftrace/sensor-")
+              "/run/shadowtest/auditd/conf", "/run/shadowtest/bpftrace/sensor-",
+              "/run/shadowtest/dockerd/lock")
 AUDIT_SETTINGS = ("enabled", "backlog_limit", "failure", "rate_limit")
 #: the environment mark of the processes a test's own harness starts (they inherit it)
 OWNER = "SHADOWTEST_E2E_OWNER"
@@ -254,9 +256,12 @@ def _mounts() -> set[str]:
 
 
 def _files() -> set[str]:
+    """/etc, /tmp, /run entries named shadowtest*, and the files under the node's state
+    root /run/shadowtest (its folders and KEPT_STATE are the node's, kept between runs)."""
     out = {str(p) for d in ("/etc", "/tmp", "/run") for p in Path(d).glob("shadowtest*")}
-    for dirpath, dirnames, filenames in os.walk("/run/shadowtest"):
-        out.update(os.path.join(dirpath, n) for n in (*dirnames, *filenames))
+    out.discard("/run/shadowtest")
+    for dirpath, _, filenames in os.walk("/run/shadowtest"):
+        out.update(os.path.join(dirpath, n) for n in filenames)
     return {f for f in out if not f.startswith(KEPT_STATE)}
 
 
@@ -292,6 +297,22 @@ def _live_runs(mark: bytes | None) -> set[str]:
     return {i for i in ids if i}
 
 
+def _held_by_others(mark: bytes | None) -> list[str]:
+    """Command lines and working directories of live processes not started by this test."""
+    out: list[str] = []
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        if mark is not None and _environ_has(proc.name, mark):
+            continue
+        with contextlib.suppress(OSError):
+            out.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace"))
+            out.append(os.readlink(proc / "cwd"))
+    return out
+
+
 def _reaper_of_live_runner(line: str) -> bool:
     match = re.search(r"harness\.reaper \S*-(\d+)\.json", line)
     return bool(match) and Path(f"/proc/{match.group(1)}").exists()
@@ -310,8 +331,12 @@ def leftovers(before: Snapshot, owner: str | None = None) -> Leftovers:
     mark = f"{OWNER}={owner}".encode() if owner else None
     live = _live_runs(mark)
 
-    def theirs(name: str) -> bool:  # named after a run another live harness is doing
-        return any(run_id in name for run_id in live)
+    held = _held_by_others(mark)
+
+    def theirs(name: str) -> bool:
+        """Named after a run another live harness is doing, or named in the command line
+        (or the working directory) of a live process that is not this test's."""
+        return any(run_id in name for run_id in live) or any(name in h for h in held)
 
     procs = []
     for key, line in sorted(now.processes.items()):
@@ -325,7 +350,7 @@ def leftovers(before: Snapshot, owner: str | None = None) -> Leftovers:
         if not ours:
             if others and ("auditd" in line):
                 continue  # the shared daemon (and its watchdog) of another live run
-            if _reaper_of_live_runner(line) or theirs(line):
+            if _reaper_of_live_runner(line) or any(run_id in line for run_id in live):
                 continue
             live_parent = [a for a in _ancestors(int(pid)) if a not in (1, me)]
             if any(_is_harness(a) for a in live_parent):
@@ -333,7 +358,8 @@ def leftovers(before: Snapshot, owner: str | None = None) -> Leftovers:
         procs.append(line)
     left = Leftovers()
     left["processes"] = procs
-    files = {f for f in now.files - before.files if not theirs(f)
+    files = {f for f in now.files - before.files
+             if not theirs(f) and not any(h.startswith(f) for h in held)
              and not (others and f.startswith("/run/shadowtest/auditd/"))
              and not _reaper_of_live_runner(f"harness.reaper {f}")}
     left["etc_files"] = sorted(f for f in files if f.startswith("/etc/"))
@@ -341,7 +367,8 @@ def leftovers(before: Snapshot, owner: str | None = None) -> Leftovers:
     cgroups = (now.cgroups - before.cgroups) | {
         f"hierarchy {n}" for n in now.named_hierarchies - before.named_hierarchies}
     left["cgroups"] = sorted(c for c in cgroups if not theirs(c))
-    left["mounts"] = sorted(m for m in now.mounts - before.mounts if not theirs(m))
+    left["mounts"] = sorted(m for m in now.mounts - before.mounts
+                            if not theirs(m) and not theirs(m.split()[0]))
     left["netns"] = sorted(n for n in now.netns - before.netns if not theirs(n))
     if not others:
         left["audit_rules"] = sorted(now.audit_rules - before.audit_rules)

@@ -311,3 +311,59 @@ def test_rejudge_from_recorded_output_gives_the_same_verdicts(bundled: Catalog) 
                         "--sensor", f"auditd=auditd:{audit_log}")
     assert again.returncode == 0, again.stdout + again.stderr
     assert verdicts(bundled.rows("rejudged.jsonl")) == verdicts(bundled.rows())
+
+
+def test_audit_daemon_killed_mid_run_is_sensor_down_and_the_kernel_is_restored(
+        catalog: Catalog, clean_node, cpu_hog: list[int]) -> None:
+    """The run's auditd dies mid-run (SIGKILL, by the pid the harness recorded), before the
+    action: that row is SENSOR_DOWN (never MISSED), the run goes on, and at the end the
+    rules are gone and the kernel's audit settings (enabled, backlog limit, failure mode,
+    rate limit) are what they were."""
+    tag = catalog.owner[:12]
+    go = catalog.root / "go"  # the action waits for it: it happens after the kill
+    catalog.atomic("etc-write-lingering", f"""
+        id: etc-write-lingering
+        name: write under /etc, then linger a few seconds
+        technique: T1098
+        touches: [{{kind: file, what: "/etc/shadowtest-#{{run_id}}-{tag}.conf"}}]
+        executor:
+          name: sh
+          command: "touch {go}.ready; while [ ! -e {go} ]; do sleep 0.05; done;
+            echo x > /etc/shadowtest-#{{run_id}}-{tag}.conf && sleep 2"
+          cleanup_command: "rm -f /etc/shadowtest-#{{run_id}}-{tag}.conf"
+          timeout: 60s
+        proof: {{command: "test -e /etc/shadowtest-#{{run_id}}-{tag}.conf"}}
+    """)
+    catalog.scenario("persistence", "lingering", """
+        id: lingering
+        name: auditd is killed while this runs
+        technique: T1098
+        atomic: etc-write-lingering
+        contexts: [namespace]
+    """)
+    state_file = Path("/run/shadowtest/auditd/state.json")
+    proc = catalog.popen("run", "--results", "results.jsonl")
+    try:
+        _wait_for(lambda: Path(f"{go}.ready").exists(), 180, "the atomic to start")
+        state = json.loads(state_file.read_text())
+        users = [int(p.name) for p in Path("/run/shadowtest/auditd/users").iterdir()]
+        daemon = int(state["pid"])
+        parent = int(Path(f"/proc/{daemon}/stat").read_text().rpartition(")")[2].split()[1])
+        if users != [proc.pid] or parent != proc.pid:
+            proc.kill()
+            pytest.skip("another shadowtest run shares the audit daemon: not ours to kill")
+        os.kill(daemon, signal.SIGKILL)  # the daemon this test's harness started
+        _wait_for(lambda: not Path(f"/proc/{daemon}").exists() or
+                  Path(f"/proc/{daemon}/stat").read_text().rpartition(")")[2].split()[0] == "Z",
+                  60, "auditd to die")
+        go.touch()
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+    got = verdicts(catalog.rows())
+    assert got[("lingering", "namespace", "auditd")] == "SENSOR_DOWN", out
+    assert got[("lingering", "namespace", "bpftrace")] == "DETECTED", out
+    assert proc.returncode == 1, out
+    assert clean_node() == NOTHING_LEFT
