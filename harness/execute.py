@@ -91,7 +91,8 @@ def enforcement_run(scenario: Scenario, sensors: Mapping[str, Sensor],
     """A killed or denied action is an outcome to judge, not NOT_EXECUTED: some judged
     sensor has an ``enforce`` expectation for the scenario on this node, or the scenario
     is a benign control and a judged sensor enforces. (A benign control killed by a signal
-    is judged in any case: a sensor's detection may claim the kill.)"""
+    is judged in any case: a sensor's detection may claim the kill. Any other stopped action
+    is judged when a sensor's detection claims the stop: ``verdict.with_claims``.)"""
     if scenario.benign:
         return any(enforcer(s) for s in sensors.values())
     return any(scenario.expectation(name, facts).enforce for name in sensors)

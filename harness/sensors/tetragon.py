@@ -7,8 +7,19 @@ Tetragon has no MITRE field: the technique comes from the policy's ``tags`` when
 is an ATT&CK id (``T1611``, ``mitre.T1055.008``), else from the ``techniques`` map
 (``policy`` or ``policy:function`` -> id); without either the detection is kept with
 ``technique=()`` so near-miss tables show it. ``process_exit`` events are remembered
-(``exit_signal``) to check enforcement (``KPROBE_ACTION_SIGKILL`` -> exit by SIGKILL);
-``rate_limit_info`` (events the exporter dropped) is counted as lost.
+(``exit_signal``, ``exit_record``) to cross-check enforcement (``KPROBE_ACTION_SIGKILL`` ->
+exit by SIGKILL); ``rate_limit_info`` (events the exporter dropped) is counted as lost.
+
+Process tree: every process object of every line (``process_exec``, ``process_clone``,
+``process_exit``, and a hook event's ``process``, ``parent`` and ``ancestors``) links its
+``exec_id`` to its pid and ``parent_exec_id`` in a bounded map; a detection's ``ancestors``
+are the hook's own ``ancestors`` (``--enable-ancestors``) and the pids found by walking
+that map up, so a hook event eight exec images below the run's pid still correlates.
+Without either, the detection carries ``fields['correlation_hint']`` (what to turn on).
+
+Sync: with ``harness/rulepacks/tetragon/shadowtest-sync.yaml`` loaded (``sync = true``),
+``sync`` calls getpgid(MARKER_PID) on every CPU and the run is synced once one marker
+event per CPU is read; marker events are no detections.
 """
 
 from __future__ import annotations
