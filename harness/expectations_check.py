@@ -393,7 +393,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "expectations", help="check the scenarios' expectations against the rule packs you run")
     cmds = p.add_subparsers(dest="expectations_command", required=True)
     c = cmds.add_parser("check", help="report every expectation the given rule packs cannot meet",
-                        description=__doc__.splitlines()[0])
+                        description="Report every expectation of the configured scenarios that the "
+                                    "given Falco, Tetragon and Tracee rule packs cannot meet. Exit "
+                                    "codes: 0 no finding, 1 findings, 2 usage error, 3 a malformed "
+                                    "pack file.")
     c.add_argument("--falco-rules", type=Path, action="append", default=[], metavar="FILE",
                    help="a Falco rules file Falco loads (repeatable, load order)")
     c.add_argument("--falco-available", type=Path, action="append", default=[], metavar="FILE",
