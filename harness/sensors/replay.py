@@ -101,6 +101,10 @@ class ReplaySensor:
         if first > until:
             return (f"{self.name}: the recording {self.path} starts {first - until:.1f} s after "
                     "the window (first event)")
+        loss = getattr(self.adapter, "loss_silence", None)  # the product said it lost events
+        if callable(loss):
+            why = loss(since, until)
+            return why if isinstance(why, str) and why else None
         return None
 
     def normalise(self, raw: Any) -> Detection | None:

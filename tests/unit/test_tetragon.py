@@ -982,3 +982,23 @@ def test_judge_unsynced_tetragon_miss_says_the_window_was_waited_out(tmp_path: P
         sensor.stop()
     assert (judgement.verdict.value, health.synced) == ("MISSED", False)
     assert judgement.reason.endswith(f"; {tetragon.SYNC_HINT}")
+
+
+# ---------------------------------------------------------------- replay of a real export
+def test_replay_every_exported_line_is_a_sign_of_life_and_loss_is_sensor_down() -> None:
+    """``ancestors/`` holds 42 hook lines and the run process's exec/exit only: a benign
+    run between hook lines is still inside the recording's live span (its exec/exit
+    lines), and a product that says it lost events makes the window SENSOR_DOWN."""
+    from harness.sensors.replay import ReplaySensor
+
+    replay = ReplaySensor(name="tetragon", path=str(REAL / "ancestors" / "export.jsonl"),
+                          format="tetragon")
+    replay.start()
+    hooks = [d.observed_at for d in replay.stream.snapshot()]
+    adapter: Any = replay.adapter
+    assert adapter.first_seen < min(hooks)
+    assert adapter.last_seen > max(hooks)
+    before_first_hook = (adapter.first_seen + 1.0, min(hooks) - 1.0)
+    assert replay.silence(*before_first_hook) is None
+    adapter.loss_silence = lambda since, until: "tetragon lost 3 events"
+    assert replay.silence(*before_first_hook) == "tetragon lost 3 events"
