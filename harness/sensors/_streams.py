@@ -1,19 +1,30 @@
-"""Transports shared by sensors: a subprocess's stdout and an inotify file tail.
+"""Transports shared by sensors: a subprocess's stdout, an inotify file tail, and an HTTP
+receiver (aiohttp in a thread of its own) for products that POST their alerts.
 
-Both read in a daemon thread and hand each line to a callback; neither sleeps in
+The two readers work in a daemon thread and hand each line to a callback; neither sleeps in
 a poll loop (PLATFORM.md: inotify p50 0.1-0.3 ms vs 5 ms for a 10 ms poll loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from inotify_simple import INotify, flags
+
+from harness.errors import ConfigError, SensorError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+#: largest HTTP request body the receiver takes (a larger one is answered 413)
+MAX_BODY = 16 * 1024 * 1024
 
 #: characters read at a time by FileTail
 CHUNK = 1 << 18
@@ -158,3 +169,152 @@ def process_started_at(pid: int) -> float | None:
     if not fields or fields[0] in ("Z", "X"):
         return None
     return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"listen = {listen!r}: expected 'HOST:PORT' (e.g. '127.0.0.1:2801'; port 0 picks a "
+            "free port)"
+        )
+    return host, int(port)
+
+
+# ---------------------------------------------------------------- HTTP receiver
+class HttpReceiver:
+    """An aiohttp server in a daemon thread with its own event loop.
+
+    POST/PUT on any path: ``on_body(body) -> (accepted, malformed)``; 200 when nothing was
+    malformed, else 400 with the counts (the accepted records are on the stream either way).
+    ``GET /healthz``: 200 ``{"status": "ok"}`` (as Falcosidekick answers). Bodies up to
+    ``max_body`` bytes; a larger one is answered 413 and counted malformed.
+    """
+
+    def __init__(self, listen: str, on_body: Callable[[bytes], tuple[int, int]],
+                 on_malformed: Callable[[str], None], name: str = "http",
+                 max_body: int = MAX_BODY, shutdown_timeout: float = 5.0) -> None:
+        self.host, self.want_port = _split_listen(listen)
+        self.listen = listen
+        self.on_body = on_body
+        self.on_malformed = on_malformed
+        self.name = name
+        self.max_body = max_body
+        self.shutdown_timeout = shutdown_timeout
+        self.port: int | None = None
+        #: when the receiver started, and when the last request with a body came in (epoch
+        #: seconds; 0.0: none yet): the producer's sign of life
+        self.started_at = 0.0
+        self.last_post = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str | None:
+        if self.port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
+
+    def start(self) -> None:
+        """Bind, start serving; return once the socket is listening."""
+        if self._thread is not None:
+            raise SensorError(f"{self.name}: already started")
+        try:
+            import aiohttp  # noqa: F401 - fail here, in the caller's thread, when it is missing
+        except ImportError as exc:  # pragma: no cover - aiohttp ships with the test extra
+            raise SensorError(f"{self.name}: the HTTP receiver needs aiohttp "
+                              "(pip install aiohttp)") from exc
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            sock = socket.create_server((self.host, self.want_port), family=family, backlog=1024)
+        except OSError as exc:
+            raise SensorError(f"{self.name}: cannot listen on {self.listen}: {exc}") from exc
+        sock.setblocking(False)
+        self.port = int(sock.getsockname()[1])
+        self.started_at = time.time()
+        self._ready.clear()
+        self._error = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(self._loop, sock),
+                                        name=self.name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            self._error = TimeoutError("the server thread did not start within 30 s")
+        if self._error is not None:
+            self._thread.join(5)
+            self._thread = None
+            self._loop = None
+            sock.close()
+            raise SensorError(f"{self.name}: HTTP receiver failed to start: {self._error!r}")
+
+    def stop(self) -> None:
+        """Stop listening, finish the requests in flight (each one answered 200 was already
+        pushed), close the connections and the socket, join the thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.shutdown_timeout + 5)
+        self._thread = None
+        self._loop = None
+        self._ready.clear()
+
+    # ------------------------------------------------------------ server thread
+    def _run(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            runner = loop.run_until_complete(self._setup(sock))
+        except Exception as exc:  # reported to start(), in the caller's thread
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())  # waits for the requests in flight
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            sock.close()
+            loop.close()
+
+    async def _setup(self, sock: socket.socket) -> web.AppRunner:
+        from aiohttp import web
+
+        on_body, on_malformed, max_body = self.on_body, self.on_malformed, self.max_body
+        receiver = self
+
+        async def healthz(request: web.Request) -> web.StreamResponse:
+            return web.json_response({"status": "ok"})
+
+        async def post(request: web.Request) -> web.StreamResponse:
+            receiver.last_post = time.time()  # even a bad body: someone is posting
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                on_malformed(f"{request.method} {request.path}: body larger than {max_body} "
+                             f"bytes (Content-Length {request.content_length})")
+                raise
+            accepted, malformed = on_body(body)
+            if malformed:
+                return web.json_response({"accepted": accepted, "malformed": malformed},
+                                         status=400)
+            return web.Response()
+
+        app = web.Application(client_max_size=max_body)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_route("POST", "/{tail:.*}", post)
+        app.router.add_route("PUT", "/{tail:.*}", post)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
+        await runner.setup()
+        await web.SockSite(runner, sock, backlog=1024).start()
+        return runner

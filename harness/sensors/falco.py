@@ -12,27 +12,23 @@ pushed to the stream before its request is answered, so a 200 means the stream h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import itertools
 import os
 import re
-import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import msgspec
 
 from harness.detection import Detection, make_detection
-from harness.errors import ConfigError, SensorError
+from harness.errors import ConfigError
 from harness.sensors._jsonlines import JsonLinesSensor, decode_json
+from harness.sensors._streams import HttpReceiver
 from harness.verdict import Health
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 #: rules Falco emits about itself (drops, timeouts, metrics snapshots): never detections
 INTERNAL_PREFIX = "Falco internal:"
@@ -57,7 +53,6 @@ NO_PID_HINT = (
     "append_output in falco.yaml (README, 'Falco: correlation')")
 #: what Falcosidekick's ``/test`` endpoint forwards to its outputs (``source: internal``)
 SIDEKICK_TEST_RULE = "Test rule"
-MAX_BODY = 16 * 1024 * 1024
 
 _TECHNIQUE = re.compile(r"[Tt]\d{4}(?:\.\d{3})?")
 _TIME = re.compile(
@@ -234,9 +229,7 @@ class FalcoSensor(JsonLinesSensor):
     def sync_ready(self) -> bool:
         """The sync rule is known to be loaded (configured, or a marker came back)."""
         if self.sync_mode is None:
-            return self._sync_seen or any(
-                str(f).rstrip("/").rpartition("/")[2] == SYNC_RULES_FILE
-                for f in self.rules_files)
+            return self._sync_seen or any(_names_sync_rules(f) for f in self.rules_files)
         return self.sync_mode
 
     def _fire_markers(self, token: int) -> None:
@@ -663,6 +656,18 @@ def _days_before(year: int, month: int) -> int:
         return days
 
 
+def _names_sync_rules(entry: Any) -> bool:
+    """A ``rules_files`` entry is the sync rules file, or a rules directory holding it (as
+    Falco's rules_file entries may be directories)."""
+    path = Path(str(entry))
+    if path.name == SYNC_RULES_FILE:
+        return True
+    try:
+        return path.is_dir() and (path / SYNC_RULES_FILE).is_file()
+    except OSError:
+        return False
+
+
 def _record_time(raw: dict[str, Any]) -> float:
     """A record's own time (``time``, else ``output_fields.evt.time``); the harness's clock
     when it has none."""
@@ -678,152 +683,3 @@ def _observed_at(raw: dict[str, Any], of: dict[str, Any]) -> float:
             return parsed
     ns = _int(of.get("evt.time"))
     return ns / 1e9 if ns else 0.0
-
-
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(
-            f"listen = {listen!r}: expected 'HOST:PORT' (e.g. '127.0.0.1:2801'; port 0 picks a "
-            "free port)"
-        )
-    return host, int(port)
-
-
-# ---------------------------------------------------------------- HTTP receiver
-class HttpReceiver:
-    """An aiohttp server in a daemon thread with its own event loop.
-
-    POST/PUT on any path: ``on_body(body) -> (accepted, malformed)``; 200 when nothing was
-    malformed, else 400 with the counts (the accepted records are on the stream either way).
-    ``GET /healthz``: 200 ``{"status": "ok"}`` (as Falcosidekick answers). Bodies up to
-    ``max_body`` bytes; a larger one is answered 413 and counted malformed.
-    """
-
-    def __init__(self, listen: str, on_body: Callable[[bytes], tuple[int, int]],
-                 on_malformed: Callable[[str], None], name: str = "http",
-                 max_body: int = MAX_BODY, shutdown_timeout: float = 5.0) -> None:
-        self.host, self.want_port = _split_listen(listen)
-        self.listen = listen
-        self.on_body = on_body
-        self.on_malformed = on_malformed
-        self.name = name
-        self.max_body = max_body
-        self.shutdown_timeout = shutdown_timeout
-        self.port: int | None = None
-        #: when the receiver started, and when the last request with a body came in (epoch
-        #: seconds; 0.0: none yet): the producer's sign of life
-        self.started_at = 0.0
-        self.last_post = 0.0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str | None:
-        if self.port is None:
-            return None
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
-
-    def start(self) -> None:
-        """Bind, start serving; return once the socket is listening."""
-        if self._thread is not None:
-            raise SensorError(f"{self.name}: already started")
-        try:
-            import aiohttp  # noqa: F401 - fail here, in the caller's thread, when it is missing
-        except ImportError as exc:  # pragma: no cover - aiohttp ships with the test extra
-            raise SensorError(f"{self.name}: the HTTP receiver needs aiohttp "
-                              "(pip install aiohttp)") from exc
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        try:
-            sock = socket.create_server((self.host, self.want_port), family=family, backlog=1024)
-        except OSError as exc:
-            raise SensorError(f"{self.name}: cannot listen on {self.listen}: {exc}") from exc
-        sock.setblocking(False)
-        self.port = int(sock.getsockname()[1])
-        self.started_at = time.time()
-        self._ready.clear()
-        self._error = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, args=(self._loop, sock),
-                                        name=self.name, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30):
-            self._error = TimeoutError("the server thread did not start within 30 s")
-        if self._error is not None:
-            self._thread.join(5)
-            self._thread = None
-            self._loop = None
-            sock.close()
-            raise SensorError(f"{self.name}: HTTP receiver failed to start: {self._error!r}")
-
-    def stop(self) -> None:
-        """Stop listening, finish the requests in flight (each one answered 200 was already
-        pushed), close the connections and the socket, join the thread."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        if thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(self.shutdown_timeout + 5)
-        self._thread = None
-        self._loop = None
-        self._ready.clear()
-
-    # ------------------------------------------------------------ server thread
-    def _run(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            runner = loop.run_until_complete(self._setup(sock))
-        except Exception as exc:  # reported to start(), in the caller's thread
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())  # waits for the requests in flight
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            sock.close()
-            loop.close()
-
-    async def _setup(self, sock: socket.socket) -> web.AppRunner:
-        from aiohttp import web
-
-        on_body, on_malformed, max_body = self.on_body, self.on_malformed, self.max_body
-        receiver = self
-
-        async def healthz(request: web.Request) -> web.StreamResponse:
-            return web.json_response({"status": "ok"})
-
-        async def post(request: web.Request) -> web.StreamResponse:
-            receiver.last_post = time.time()  # even a bad body: someone is posting
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                on_malformed(f"{request.method} {request.path}: body larger than {max_body} "
-                             f"bytes (Content-Length {request.content_length})")
-                raise
-            accepted, malformed = on_body(body)
-            if malformed:
-                return web.json_response({"accepted": accepted, "malformed": malformed},
-                                         status=400)
-            return web.Response()
-
-        app = web.Application(client_max_size=max_body)
-        app.router.add_get("/healthz", healthz)
-        app.router.add_route("POST", "/{tail:.*}", post)
-        app.router.add_route("PUT", "/{tail:.*}", post)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
-        await runner.setup()
-        await web.SockSite(runner, sock, backlog=1024).start()
-        return runner

@@ -1171,3 +1171,9 @@ def test_first_and_last_seen_span_internal_alerts_too() -> None:
     sensor = _feed("metrics.jsonl")
     assert (sensor.first_seen, sensor.last_seen) == (parse_time("2026-12-07T15:10:10Z"),
                                                      parse_time("2026-12-07T15:10:16Z"))
+
+
+def test_sync_on_when_rules_files_name_a_directory_holding_the_sync_rule(tmp_path: Path) -> None:
+    (tmp_path / "shadowtest-sync.yaml").write_text("[]\n")
+    sensor = FalcoSensor(path="x", rules_files=[str(tmp_path)])
+    assert sensor.sync() is not None
