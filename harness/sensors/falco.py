@@ -37,9 +37,9 @@ METRICS_RULE = "Falco internal: metrics snapshot"
 #: the rule of ``harness/rulepacks/falco/shadowtest-sync.yaml``: one alert per sync marker
 SYNC_RULE = "shadowtest sync marker"
 SYNC_RULES_FILE = "shadowtest-sync.yaml"
-#: getpgid(MARKER_BASE + token): above any pid_max (4194304), so ESRCH; outside the bundled
-#: bpftrace sensor's marker range (0x5ad00000-0x5adfffff), so neither sensor takes the
-#: other's markers for its own
+#: getpgid(MARKER_BASE + token % 2^20): above any pid_max (4194304), so ESRCH; outside the
+#: bundled bpftrace sensor's range (0x5ad00000-0x5adfffff) and the Tetragon sync policy's
+#: 0x5af00000, so no sensor takes another's markers for its own
 MARKER_BASE = 0x5AE00000
 #: what to turn on when an alert carries no process ancestry (the MISSED near miss says it)
 ANCESTRY_HINT = (
@@ -232,6 +232,18 @@ class FalcoSensor(JsonLinesSensor):
             return self._sync_seen or any(_names_sync_rules(f) for f in self.rules_files)
         return self.sync_mode
 
+    @property
+    def sync_hint(self) -> str | None:
+        """Why this sensor's windows are waited out (None when it syncs): for a MISSED row's
+        reason."""
+        if self.sync_ready:
+            return None
+        if self.sync_mode is False:
+            return f"{self.name}: sync = false: every MISSED waits out the whole window"
+        return (f"{self.name} cannot be synced yet, so a MISSED waits out the whole window: "
+                f"load harness/rulepacks/falco/{SYNC_RULES_FILE} in Falco (rules_file) and "
+                "list it in this sensor's rules_files (or set sync = true)")
+
     def _fire_markers(self, token: int) -> None:
         tid = threading.get_native_id()
         before = os.sched_getaffinity(0)
@@ -247,7 +259,7 @@ class FalcoSensor(JsonLinesSensor):
                     continue  # offline since: nothing of the run ran there after
                 cpus.add(cpu)
                 with contextlib.suppress(OSError):
-                    os.getpgid(MARKER_BASE + token)
+                    os.getpgid(MARKER_BASE + (token & 0xFFFFF))  # within 0x5ae00000-0x5aefffff
         finally:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(0, before)

@@ -286,7 +286,7 @@ def test_secrets_never_appear_in_output_results_or_junit(
 
 
 FALCO_SYNC_STANDIN = (  # what harness/rulepacks/falco/shadowtest-sync.yaml makes Falco print
-    'tracepoint:syscalls:sys_enter_getpgid /args->pid >= 0x5ae00000/ { '
+    'tracepoint:syscalls:sys_enter_getpgid /args->pid >= 0x5ae00000 && args->pid <= 0x5aefffff/ { '
     'printf("{\\"rule\\":\\"shadowtest sync marker\\",\\"source\\":\\"syscall\\",'
     '\\"priority\\":\\"Notice\\",\\"tags\\":[\\"shadowtest\\",\\"sync\\"],'
     '\\"output_fields\\":{\\"thread.tid\\":%d,\\"evt.cpu\\":%d,\\"proc.pid\\":%d}}\\n", '

@@ -1177,3 +1177,11 @@ def test_sync_on_when_rules_files_name_a_directory_holding_the_sync_rule(tmp_pat
     (tmp_path / "shadowtest-sync.yaml").write_text("[]\n")
     sensor = FalcoSensor(path="x", rules_files=[str(tmp_path)])
     assert sensor.sync() is not None
+
+
+def test_sync_hint_names_the_rules_file_until_the_rule_answers() -> None:
+    sensor = FalcoSensor(path="x")
+    hint = sensor.sync_hint
+    sensor.sync()
+    _answer(sensor)
+    assert (hint is not None and "shadowtest-sync.yaml" in hint, sensor.sync_hint) == (True, None)
