@@ -596,6 +596,15 @@ _SID = "proc.sid"
 _APID = re.compile(r"proc\.apid\[(\d+)\]")
 
 
+def ancestors_of(of: dict[str, Any], pid: int | None,
+                 container_id: str | None) -> tuple[int, ...]:
+    """``_ancestors`` for any record carrying Falco's field names (Sysdig Secure's
+    Falco-type events: ``content.fields``); () when it has no ancestry field."""
+    if _APID2 in of or _SID in of:
+        return _ancestors(of, pid, container_id)
+    return ()
+
+
 def _ancestors(of: dict[str, Any], pid: int | None,
                container_id: str | None) -> tuple[int, ...]:
     """The alert's ancestor pids past the parent, nearest first: ``proc.apid[2]``,

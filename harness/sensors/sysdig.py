@@ -29,6 +29,7 @@ from harness.detection import Detection
 from harness.errors import ConfigError
 from harness.secrets import Secret, redact, resolve_secret
 from harness.sensors.base import DetectionStream
+from harness.sensors.falco import ancestors_of
 from harness.verdict import Health
 
 EVENTS_PATH = "/secure/events/v1/events"
@@ -432,8 +433,9 @@ class SysdigSensor:
             action=",".join(action_types) or None,
             node=_field(labels, cfields, "host.hostName"),
             container_id=container,
-            pid=_int(_field(cfields, labels, "proc.pid")),
+            pid=(pid := _int(_field(cfields, labels, "proc.pid"))),
             ppid=_int(_field(cfields, labels, "proc.ppid")),
+            ancestors=ancestors_of(cfields, pid, container),  # proc.apid[2..], proc.sid
             comm=_field(cfields, labels, "proc.name"),
             names=names,
             observed_at=(_int(raw.get("timestamp")) or 0) / 1e9,

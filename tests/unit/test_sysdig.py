@@ -253,3 +253,22 @@ def test_registry_builds_sysdig_from_config_table() -> None:
     assert "file:/run/secrets/sysdig" in repr(s)
     with pytest.raises(ConfigError, match="unknown key"):
         build_sensor("saas", {"type": "sysdig", "api_token": "env:X"})
+
+
+def test_normalise_falco_apid_fields_are_the_ancestors(sensor: SysdigSensor,
+                                                       events: list[dict[str, Any]]) -> None:
+    """A Falco-type event whose rule output prints Falco's ancestry fields (as strings, the
+    way Sysdig's content.fields carry values) gets them as ancestors."""
+    raw = copy.deepcopy(events[0])
+    raw["content"]["fields"].update({"proc.apid[2]": "48100", "proc.apid[3]": "47000",
+                                     "proc.apid[4]": None})
+    d = sensor.normalise(raw)
+    assert d is not None
+    assert d.ancestors == (48100, 47000)
+
+
+def test_normalise_without_apid_fields_has_no_ancestors(sensor: SysdigSensor,
+                                                        events: list[dict[str, Any]]) -> None:
+    d = sensor.normalise(events[0])
+    assert d is not None
+    assert d.ancestors == ()
