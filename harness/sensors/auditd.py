@@ -206,8 +206,8 @@ class AuditdSensor:
             if not users:
                 self._load_rules()
             (self.shared.users / str(os.getpid())).touch()
+            self._started = True  # a user from here on: stop() releases, even if interrupted
         self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail")
-        self._started = True
         self._lost_seen = audit_status().get("lost", 0)
 
     def _start_daemon(self) -> dict[str, Any]:
