@@ -13,6 +13,7 @@ import pytest
 
 from harness.builtin import BUILTIN
 from harness.scenario import Scenario, check_scenario, load_atomics, scenario_files
+from harness.targets.base import Session, stage_runner_argv, start_runner
 from tests.e2e.conftest import NOTHING_LEFT, Catalog, verdicts
 
 pytestmark = pytest.mark.node
@@ -367,3 +368,20 @@ def test_audit_daemon_killed_mid_run_is_sensor_down_and_the_kernel_is_restored(
     assert got[("lingering", "namespace", "bpftrace")] == "DETECTED", out
     assert proc.returncode == 1, out
     assert clean_node() == NOTHING_LEFT
+
+
+def test_stage_runner_cleanup_survives_a_second_sigterm(tmp_path: Path) -> None:
+    """The parent-death SIGTERM and the harness's abort can both reach a stage runner: the
+    second must not re-enter its exit path and kill the armed cleanup the first started."""
+    done = tmp_path / "cleaned"
+    proc, hello = start_runner(stage_runner_argv(), "host")
+    session = Session(context="host", proc=proc, pids=frozenset({proc.pid}), hello=hello)
+    session.arm_cleanup(["sh", "-c", f"sleep 1; touch {done}"], {})
+    try:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the armed cleanup runs now
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        session.close()
+    assert done.exists()
