@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,6 +62,18 @@ _TIME = re.compile(
 _HOST = "host"  # Falco's container.id / container.name for a process outside any container
 
 
+@dataclass
+class _Marker:
+    """One sync: its token, the CPUs its thread called getpgid on, the CPUs whose alert
+    came back, when it was made, and whether the thread has asked every CPU."""
+
+    token: str
+    cpus: set[int]
+    seen: set[int]
+    created: float
+    fired: bool = False
+
+
 class FalcoSensor(JsonLinesSensor):
     """Exactly one transport: ``path`` (tail a JSON alerts file), ``command`` (read a program's
     stdout) or ``listen`` (``"HOST:PORT"``; port 0 picks a free one, see ``port``/``url``)."""
@@ -91,8 +104,8 @@ class FalcoSensor(JsonLinesSensor):
         self.loss = LossLedger(float(drop_alert_interval))
         self._tokens = itertools.count(os.getpid() % 4096 * 256)
         self._sync_lock = threading.Lock()
-        #: tid of a marker thread -> (token, CPUs it called getpgid on, CPUs alerted, when)
-        self._pending: dict[int, tuple[str, set[int], set[int], float]] = {}
+        #: tid of a marker thread -> its marker
+        self._pending: dict[int, _Marker] = {}
         self._sync_seen = False
         #: the first and last time (epoch seconds, the alerts' own) of any record read,
         #: internal alerts included: a recording's live span for replay
@@ -248,8 +261,9 @@ class FalcoSensor(JsonLinesSensor):
         tid = threading.get_native_id()
         before = os.sched_getaffinity(0)
         cpus: set[int] = set()
+        marker = _Marker(str(token), cpus, set(), time.time())
         with self._sync_lock:
-            self._pending[tid] = (str(token), cpus, set(), time.time())
+            self._pending[tid] = marker
             self._expire_pending()
         try:
             for cpu in sorted(before):
@@ -263,7 +277,8 @@ class FalcoSensor(JsonLinesSensor):
         finally:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(0, before)
-        with self._sync_lock:  # markers read before the loop ended may complete it now
+        with self._sync_lock:  # complete only now: an alert of the first CPU may come back
+            marker.fired = True  # before the last CPU was even asked
             self._complete(tid)
 
     def _on_sync_alert(self, of: Any) -> None:
@@ -278,18 +293,18 @@ class FalcoSensor(JsonLinesSensor):
             if pending is None:
                 return  # another process's getpgid, or an expired marker
             self._sync_seen = True
-            pending[2].add(cpu)
+            pending.seen.add(cpu)
             self._complete(tid)
 
     def _complete(self, tid: int) -> None:
-        token, cpus, seen, _ = self._pending[tid]
-        if cpus and cpus <= seen:
+        marker = self._pending.get(tid)
+        if marker is not None and marker.fired and marker.cpus and marker.cpus <= marker.seen:
             del self._pending[tid]
-            self.stream.mark(token)
+            self.stream.mark(marker.token)
 
     def _expire_pending(self) -> None:
         old = time.time() - 600.0
-        for tid in [t for t, p in self._pending.items() if p[3] < old]:
+        for tid in [t for t, p in self._pending.items() if p.created < old]:
             del self._pending[tid]
 
     # ------------------------------------------------------------ loss

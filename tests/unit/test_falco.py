@@ -979,8 +979,8 @@ def _marker(tid: int, cpu: int) -> str:
 
 def _answer(sensor: FalcoSensor) -> None:
     """Falco's side: one marker alert per CPU each pending marker thread called getpgid on."""
-    for tid, (_, cpus, _, _) in list(sensor._pending.items()):
-        for cpu in sorted(cpus):
+    for tid, marker in list(sensor._pending.items()):
+        for cpu in sorted(marker.cpus):
             sensor.on_line(_marker(tid, cpu))
 
 
@@ -995,10 +995,10 @@ def test_sync_marker_alerts_of_every_cpu_mark_the_token() -> None:
 def test_sync_marker_of_some_cpus_only_does_not_mark() -> None:
     sensor = FalcoSensor(path="x", sync=True)
     token = sensor.sync()
-    ((tid, (_, cpus, _, _)),) = sensor._pending.items()
-    if len(cpus) < 2:
+    ((tid, marker),) = sensor._pending.items()
+    if len(marker.cpus) < 2:
         pytest.skip("one CPU: every marker is the last one")
-    sensor.on_line(_marker(tid, min(cpus)))
+    sensor.on_line(_marker(tid, min(marker.cpus)))
     assert token not in sensor.stream._s.markers
 
 
@@ -1185,3 +1185,13 @@ def test_sync_hint_names_the_rules_file_until_the_rule_answers() -> None:
     sensor.sync()
     _answer(sensor)
     assert (hint is not None and "shadowtest-sync.yaml" in hint, sensor.sync_hint) == (True, None)
+
+
+def test_sync_marker_of_the_first_cpu_before_the_last_was_asked_does_not_mark() -> None:
+    """Falco may read CPU 0's marker before the thread has called getpgid on CPU 1."""
+    from harness.sensors.falco import _Marker
+
+    sensor = FalcoSensor(path="x", sync=True)
+    sensor._pending[4321] = _Marker("7", {0}, set(), time.time())  # CPU 0 asked, loop running
+    sensor.on_line(_marker(4321, 0))
+    assert "7" not in sensor.stream._s.markers
