@@ -397,17 +397,40 @@ def _daemon_pid(state: dict[str, Any]) -> int | None:
     return None
 
 
-def reap(state_dir: Path, rules_file: Path, interval: float = 1.0) -> None:
+def reap(state_dir: Path, rules_file: Path, backstop: float = 60.0) -> None:
     """The shared daemon's watchdog (``python -m harness.sensors.auditd STATE RULES``),
     started with it: once every user is gone — even killed with SIGKILL, which runs no
-    cleanup — release the daemon and its rules. Exits when the state is cleared."""
+    cleanup — release the daemon, its rules and the kernel's audit settings. It sleeps on
+    the users' pidfds (woken by an exit, not a polling period); whoever releases first
+    stops it by pid; it exits when the state is cleared."""
     shared = _Shared(state_dir)
     rules = read_rules(rules_file)
     while True:
-        time.sleep(interval)  # a watchdog's period, not a wait for a verdict
         with shared.locked():
             if not shared.state() or release(shared, rules):
                 return
+            users = shared.live_users()
+        _wait_for_an_exit(users, backstop)
+
+
+def _wait_for_an_exit(pids: list[int], timeout: float) -> None:
+    """Until one of ``pids`` exits (a pidfd is readable then), at most ``timeout``."""
+    import select
+
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                return  # gone already
+            except OSError:  # no pidfd (old kernel): a period instead
+                time.sleep(1.0)
+                return
+        select.select(fds, [], [], timeout)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 class RemoteDaemon:
