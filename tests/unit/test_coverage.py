@@ -348,7 +348,7 @@ def test_main_user_scenarios_add_to_the_bundled_ones(
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == ("coverage: 8/9 enforcement actions exercised with an enforce "
                                     "expectation (88.9%)")
-    assert "detection only" in out
+    assert "detection only" in " ".join(out.split())  # the table may wrap at any width
 
 
 def test_main_malformed_policy_exits_3_with_every_error(
