@@ -45,7 +45,8 @@ def deferred_signals(*signums: signal.Signals) -> Iterator[list[int]]:
     them once it ends, as they would have been. Python-level handlers, not a blocked
     signal mask: a process started inside inherits the default dispositions on exec, not
     a mask that would make it deaf to its stop signal. Only the main thread receives
-    signals; elsewhere this does nothing. Yields the signals received so far."""
+    signals; elsewhere this does nothing. Yields the list of signals received so far:
+    a section that is itself the end (a teardown) clears it to absorb them."""
     got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield got

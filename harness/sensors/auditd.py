@@ -268,6 +268,13 @@ class AuditdSensor:
             auditctl(*delete_form(rule))
 
     def stop(self) -> None:
+        with deferred_signals() as held:
+            try:
+                self._stop()
+            finally:
+                held.clear()  # absorbed: see _stop
+
+    def _stop(self) -> None:
         if self._remote is not None:
             self._remote.stop()
             self._remote = None
@@ -279,9 +286,14 @@ class AuditdSensor:
         if not self._started:
             return
         self._started = False
-        with deferred_signals(), self.shared.locked():
-            (self.shared.users / str(os.getpid())).unlink(missing_ok=True)
-            release(self.shared, self.rules, stop_daemon=not self.attach)
+        # a Ctrl-C or SIGTERM meanwhile is absorbed: this is the end already, and an
+        # interrupt raised here would skip the rest of the teardown
+        with deferred_signals() as held, self.shared.locked():
+            try:
+                (self.shared.users / str(os.getpid())).unlink(missing_ok=True)
+                release(self.shared, self.rules, stop_daemon=not self.attach)
+            finally:
+                held.clear()
 
     def health(self) -> Health:
         if self._remote is not None:

@@ -162,9 +162,13 @@ class BpftraceSensor:
 
     def stop(self) -> None:
         """Stop bpftrace by pid (SIGINT, repeated; SIGKILL after a generous grace) and wait
-        for it; a Ctrl-C or SIGTERM meanwhile is held until it is done."""
-        with deferred_signals():
-            self._stop()
+        for it. A Ctrl-C or SIGTERM meanwhile is absorbed: this is the end already, and an
+        interrupt raised here would skip the rest of the teardown (the next sensors)."""
+        with deferred_signals() as held:
+            try:
+                self._stop()
+            finally:
+                held.clear()
 
     def _stop(self) -> None:
         if self._proc is not None:
