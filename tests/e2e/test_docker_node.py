@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness._nodeprobe import cgroup2_root
 from harness.builtin import BUILTIN
 from harness.targets.docker import DockerTarget
 from tests.e2e.conftest import REPO, Catalog, verdicts
@@ -236,7 +237,8 @@ def test_hostpid_session_ids_labels_and_the_anchor_door(dockerd: str) -> None:
         assert info["Names"] == [f"/shadowtest-{run_id}"]
         state = target.client().api.inspect_container(cid)["State"]
         assert session.pids == frozenset({state["Pid"]})
-        assert session.cgroup_id == Path(f"/sys/fs/cgroup/unified/docker/{cid}").stat().st_ino
+        inode = Path(cgroup2_root(), "docker", cid).stat().st_ino  # this host's layout, probed
+        assert session.cgroup_id == inode
         anchor = session.variables["host_anchor_pid"]
         assert anchor != 1
         assert Path(f"/proc/{anchor}/comm").read_text().strip() == "sleep"
