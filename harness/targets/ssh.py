@@ -279,6 +279,11 @@ NAMESPACE_SCRIPT = (
 )
 
 
+#: the query keys of a ``vm://`` url
+VM_URL_KEYS = {"cache": "the image cache directory", "memory": "guest memory, MiB",
+               "cpus": "guest CPUs", "cgroup": "v2 (default) or hybrid"}
+
+
 def ssh_url_options(node: str, url: str) -> dict[str, str]:
     """The query of an ``ssh://`` url (URL_KEYS); an unknown or repeated key is an error."""
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
@@ -436,10 +441,22 @@ class VmTarget(SshTarget):
         if self.kernel not in KERNELS:
             raise ConfigError(f"node {node!r}: {url!r}: unknown VM kernel {self.kernel!r}: "
                               f"expected one of {', '.join(f'vm://{k}' for k in KERNELS)}")
-        query = parse_qs(parts.query)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        for name, given in query.items():
+            if name not in VM_URL_KEYS:
+                raise ConfigError(
+                    f"node {node!r}: {url!r}: unknown query key {name!r}: expected one of "
+                    f"{', '.join(f'{k}= ({v})' for k, v in VM_URL_KEYS.items())}")
+            if len(given) != 1 or not given[0]:
+                raise ConfigError(f"node {node!r}: {url!r}: expected one non-empty {name}=..., "
+                                  f"got {len(given)} value(s) {given}")
         self._cache = Path(query["cache"][0]) if "cache" in query else DEFAULT_CACHE
-        self._memory = int(query.get("memory", ["2048"])[0])
-        self._cpus = int(query.get("cpus", ["2"])[0])
+        try:
+            self._memory = int(query.get("memory", ["2048"])[0])
+            self._cpus = int(query.get("cpus", ["2"])[0])
+        except ValueError as exc:
+            raise ConfigError(f"node {node!r}: {url!r}: memory= (MiB) and cpus= must be "
+                              f"integers: {exc}") from exc
         self._cgroup = query.get("cgroup", [DEFAULT_CGROUP])[0]
         if self._cgroup not in CGROUP_LAYOUTS:
             raise ConfigError(f"node {node!r}: {url!r}: unknown cgroup layout {self._cgroup!r}: "

@@ -39,7 +39,12 @@ def _run(root: Path, config: str) -> subprocess.CompletedProcess[str]:
     (('type = "auditd"', 'type = "auditdd"'), 9, "unknown sensor type 'auditdd'"),
     (('url = "local://"', 'url = "lcoal://"'), 6,
      "nodes.local.url = 'lcoal://': node 'local': unknown target scheme 'lcoal'"),
-], ids=["sensor-option", "sensor-type", "node-url-scheme"])
+    (('url = "local://"', 'url = "vm://6.12?memroy=4096"'), 6,
+     "nodes.local.url = 'vm://6.12?memroy=4096': node 'local': 'vm://6.12?memroy=4096': "
+     "unknown query key 'memroy'"),
+    (('url = "local://"', 'url = "ssh://root@127.0.0.1:2222?kye=/k"'), 6,
+     "unknown query key 'kye'"),
+], ids=["sensor-option", "sensor-type", "node-url-scheme", "vm-url-key", "ssh-url-key"])
 def test_bad_sensor_or_node_exits_4_before_any_attack(tmp_path: Path, edit: tuple[str, str],
                                                       where: int, says: str) -> None:
     res = _run(tmp_path, GOOD.replace(*edit))
