@@ -85,15 +85,13 @@ def start_time(pid: int) -> str:
 
 
 def spawn_detached(argv: list[str]) -> tuple[int, str]:
-    """Start a watchdog in its own session (a Ctrl-C or SIGKILL of the harness does not
-    reach it); its pid and start time, to stop it by pid later."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    _DETACHED[proc.pid] = proc  # kept, so it is waited for (no zombie, no warning)
-    return proc.pid, start_time(proc.pid)
-
-
-_DETACHED: dict[int, subprocess.Popen[bytes]] = {}
+    """Start a watchdog in its own session, not as our child (a Ctrl-C or SIGKILL of the
+    harness does not reach it, and it is never our zombie); its pid and start time, to
+    stop it by pid later."""
+    res = subprocess.run(["sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh", *argv],
+                         capture_output=True, text=True, check=False, start_new_session=True)
+    pid = int(res.stdout.strip() or 0)
+    return pid, start_time(pid) if pid else ""
 
 
 def stop_detached(pid: int, start: str, timeout: float = 30.0) -> None:
@@ -103,11 +101,6 @@ def stop_detached(pid: int, start: str, timeout: float = 30.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    proc = _DETACHED.pop(pid, None)
-    if proc is not None:  # our own child: wait for it (and reap it)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-        return
     deadline = time.monotonic() + timeout
     while pid_alive(pid) and start_time(pid) == start and time.monotonic() < deadline:
         time.sleep(0.01)
