@@ -12,7 +12,6 @@ pushed to the stream before its request is answered, so a 200 means the stream h
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import itertools
 import os
@@ -28,6 +27,7 @@ import msgspec
 from harness.detection import Detection, make_detection
 from harness.errors import ConfigError
 from harness.sensors._jsonlines import JsonLinesSensor, decode_json
+from harness.sensors._marker import getpgid_every_cpu
 from harness.sensors._streams import HttpReceiver
 from harness.verdict import Health
 
@@ -259,24 +259,12 @@ class FalcoSensor(JsonLinesSensor):
 
     def _fire_markers(self, token: int) -> None:
         tid = threading.get_native_id()
-        before = os.sched_getaffinity(0)
         cpus: set[int] = set()
         marker = _Marker(str(token), cpus, set(), time.time())
         with self._sync_lock:
             self._pending[tid] = marker
             self._expire_pending()
-        try:
-            for cpu in sorted(before):
-                try:
-                    os.sched_setaffinity(0, {cpu})
-                except OSError:
-                    continue  # offline since: nothing of the run ran there after
-                cpus.add(cpu)
-                with contextlib.suppress(OSError):
-                    os.getpgid(MARKER_BASE + (token & 0xFFFFF))  # within 0x5ae00000-0x5aefffff
-        finally:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, before)
+        getpgid_every_cpu(MARKER_BASE + (token & 0xFFFFF), cpus)  # in 0x5ae00000-0x5aefffff
         with self._sync_lock:  # complete only now: an alert of the first CPU may come back
             marker.fired = True  # before the last CPU was even asked
             self._complete(tid)

@@ -24,9 +24,7 @@ event per CPU is read; marker events are no detections.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import re
 import threading
 import time
@@ -44,6 +42,7 @@ from harness.sensors._fields import obj as _dict
 from harness.sensors._fields import text as _str
 from harness.sensors._fields import unique as _unique
 from harness.sensors._jsonlines import JsonLinesSensor
+from harness.sensors._marker import getpgid_every_cpu
 
 #: GetEventsResponse keys that are not the event itself
 ENVELOPE = frozenset({"node_name", "time", "aggregation_info", "cluster_name", "node_labels"})
@@ -301,25 +300,13 @@ class TetragonSensor(JsonLinesSensor):
 
     def _fire_markers(self, token: str) -> None:
         tid = threading.get_native_id()
-        before = os.sched_getaffinity(0)
         cpus: set[int] = set()
         with self._sync_lock:
             self._pending[tid] = (token, cpus, [0, 0], time.time())
             old = time.time() - MARKER_TTL
             for stale in [t for t, p in self._pending.items() if p[3] < old]:
                 del self._pending[stale]
-        try:
-            for cpu in sorted(before):
-                try:
-                    os.sched_setaffinity(0, {cpu})
-                except OSError:
-                    continue  # offline since: nothing of the run ran there after
-                cpus.add(cpu)
-                with contextlib.suppress(OSError):
-                    os.getpgid(MARKER_PID)
-        finally:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, before)
+        getpgid_every_cpu(MARKER_PID, cpus)
         with self._sync_lock:  # markers read before the loop ended may complete it now
             pending = self._pending.get(tid)
             if pending is not None:
