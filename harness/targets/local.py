@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -108,6 +109,7 @@ def _open_namespace(run_id: str, root: Path) -> Session:
                           "was the hierarchy unmounted after the node probe?")
     cid = container_id_for(run_id)
     sweep_cgroups(root=root)
+    sweep_named_hierarchies()
     cg = root / CGROUP_PARENT / cid
     _journal.add(cg)  # before it exists: a harness killed from here on leaves nothing
     cg.mkdir(parents=True, exist_ok=True)
@@ -169,6 +171,37 @@ def sweep_cgroups(min_age: float = 60.0, root: Path | None = None) -> list[Path]
             continue
         removed.append(cg)
     return removed
+
+
+#: mounts then unmounts each named hierarchy (argv) in a private mount namespace: one with
+#: no cgroup left and no mount elsewhere is destroyed at that umount; any other (a live
+#: run's, mounted in its context) is left as it was
+_SWEEP_NAMED = ('d=$(mktemp -d /tmp/shadowtest-sweep.XXXXXX) || exit 1; for n in "$@"; do '
+                'mount -t cgroup -o "none,$n" cgroup "$d" 2>/dev/null && umount "$d"; done; '
+                'rmdir "$d"')
+
+
+def named_hierarchies() -> list[str]:
+    """The named cgroup v1 hierarchies of shadowtest runs (``name=shadowtest-<run id>``),
+    mounted or not: every process is in every hierarchy, so /proc/self/cgroup lists them."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    return [f[1] for f in (ln.split(":", 2) for ln in lines)
+            if len(f) == 3 and f[1].startswith("name=shadowtest-")]
+
+
+def sweep_named_hierarchies() -> list[str]:
+    """Destroy named v1 hierarchies an earlier run leaked (the cgroup-release-agent atomic
+    interrupted, or run by an older version): returns the names now gone."""
+    names = named_hierarchies()
+    if not names:
+        return []
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _SWEEP_NAMED,
+                    "sh", *names], capture_output=True, timeout=120, check=False)
+    left = set(named_hierarchies())
+    return [n for n in names if n not in left]
 
 
 def remove_cgroup(cg: Path) -> None:
