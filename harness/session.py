@@ -16,6 +16,7 @@ from harness.config import Settings
 from harness.errors import ConfigError, ScenarioError, SensorError, TargetError
 from harness.execute import Outcome, execute, new_run_id
 from harness.node import NodeFacts, kernel_satisfies
+from harness.reaper import deferred_signals
 from harness.report.junit import junit_properties
 from harness.report.results import explain, rows_for
 from harness.run import Run
@@ -159,11 +160,18 @@ class ShadowtestSession:
         self._node_sensors.clear()
 
     def close(self) -> None:
-        self.stop_sensors()
-        for target in reversed(list(self._targets.values())):
-            with contextlib.suppress(Exception):
-                target.close()
-        self._targets.clear()
+        """Stop every sensor, then close every target. A Ctrl-C or SIGTERM meanwhile is
+        absorbed: the session is ending anyway, and a KeyboardInterrupt here (not an
+        Exception) would skip every later sensor and target."""
+        with deferred_signals() as held:
+            try:
+                self.stop_sensors()
+                for target in reversed(list(self._targets.values())):
+                    with contextlib.suppress(Exception):
+                        target.close()
+                self._targets.clear()
+            finally:
+                held.clear()
 
     # ------------------------------------------------------------ one test
     def run_item(self, item: pytest.Item, scenario: Scenario, context: str, node: str) -> None:

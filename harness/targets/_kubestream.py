@@ -93,8 +93,9 @@ class AttachProcess:
 
     def read_hello(self, timeout: float, where: str) -> dict[str, Any]:
         timer = threading.Timer(timeout, self.kill)
-        timer.start()
+        timer.daemon = True  # never keeps the harness alive after a Ctrl-C
         try:
+            timer.start()  # inside try: a Ctrl-C landing in start() still cancels it
             line = self._stdout.readline()
         finally:
             timer.cancel()
