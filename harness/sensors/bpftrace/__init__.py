@@ -135,8 +135,9 @@ class BpftraceSensor:
             LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout"),
             LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
         ]
-        # LLVM compiles the program on the node: under a TCG VM that takes a minute or more
-        timeout = self.start_timeout * (5 if self.shell.remote else 1)
+        # LLVM compiles the program on the node: under a TCG VM (whether shadowtest runs
+        # there or drives it over SSH) or on a busy machine that takes a minute or more
+        timeout = self.start_timeout * 5
         deadline = time.time() + timeout
         while not self._ready.wait(0.05):
             exited = self._proc.poll() is not None
