@@ -26,6 +26,7 @@ from harness._nodeprobe import cgroup2_root
 from harness.detection import Detection
 from harness.errors import SensorError
 from harness.reaper import deferred_signals
+from harness.sensors._marker import getpgid_every_cpu
 from harness.sensors._streams import FileTail, LineReader
 from harness.sensors.base import DetectionStream
 from harness.targets.shell import LocalShell, NodeProcess, NodeShell
@@ -209,14 +210,7 @@ class BpftraceSensor:
                 return str(token)
             res = self.shell.run(["python3", "-S", "-c", MARKER_CODE, str(MARKER_BASE + token)])
             return str(token) if res.returncode == 0 else None
-        before = os.sched_getaffinity(0)
-        try:
-            for cpu in sorted(before):
-                os.sched_setaffinity(0, {cpu})
-                with contextlib.suppress(ProcessLookupError):
-                    os.getpgid(MARKER_BASE + token)
-        finally:
-            os.sched_setaffinity(0, before)
+        getpgid_every_cpu(MARKER_BASE + token)
         return str(token)
 
     # ------------------------------------------------------------ parsing
