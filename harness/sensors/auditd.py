@@ -160,6 +160,10 @@ class AuditdSensor:
         self.stream = DetectionStream(name)
         self.delay = 0.0  # synchronous: the sync marker closes the window
         self._parser = AuditLogParser()
+        # the span of the audit records read (every exec is logged): a recording replayed
+        # by `rejudge` shows the sensor alive only inside it
+        self.first_seen = 0.0
+        self.last_seen = 0.0
         self._tail: FileTail | None = None
         self._tree: dict[int, int] = {}
         self._daemon_pid: int | None = None
@@ -330,6 +334,10 @@ class AuditdSensor:
                 self.stream.count_malformed(line)
 
     def _on_event(self, event: AuditEvent) -> None:
+        if event.timestamp > 0:
+            self.first_seen = (event.timestamp if not self.first_seen
+                               else min(self.first_seen, event.timestamp))
+            self.last_seen = max(self.last_seen, event.timestamp)
         msg = event.user_msg
         if msg and msg.startswith(SYNC_PREFIX):
             for event2 in self._parser.flush():

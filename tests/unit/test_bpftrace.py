@@ -263,3 +263,31 @@ def test_enrich_maps_a_container_cgroup_to_its_id(monkeypatch: pytest.MonkeyPatc
     assert sensor._enrich(det).container_id == cid
     other = Detection(sensor="bpftrace", rule="r", technique=("T1",), node="n", cgroup_id=1)
     assert sensor._enrich(other).container_id is None
+
+
+def test_ready_heartbeat_and_marker_lines_give_the_span_a_recording_shows_alive(
+        tmp_path: Path) -> None:
+    """What bpftrace printed, detections or not, is a sign of life: a recording replayed by
+    rejudge covers a benign run's window from the READY line on (not from its first
+    detection, which may come much later)."""
+    from harness.sensors.replay import ReplaySensor
+
+    def line(payload: dict[str, Any]) -> str:
+        return json.dumps({"type": "printf", "data": json.dumps(payload) + "\n"})
+
+    recording = tmp_path / "bpftrace.jsonl"
+    recording.write_text("\n".join([
+        json.dumps({"type": "attached_probes", "data": {"probes": 34}}),
+        line({"kind": "ready", "version": "2", "ts_ns": 100_000_000_000}),
+        line({"kind": "marker", "token": 1, "cpu": 0, "ts_ns": 101_000_000_000}),
+        line({"kind": "heartbeat", "ts_ns": 102_000_000_000}),
+    ]) + "\n")
+    replay = ReplaySensor(name="bpftrace", path=str(recording), format="bpftrace")
+    replay.start()
+    adapter = replay.adapter
+    assert isinstance(adapter, BpftraceSensor)
+    offset = adapter.first_seen - 100.0  # the monotonic clock's offset, whatever it is
+    assert adapter.last_seen - adapter.first_seen == pytest.approx(2.0)
+    assert replay.silence(offset + 100.5, offset + 101.5) is None  # a benign run's window
+    assert "ends" in (replay.silence(offset + 150, offset + 151) or "")
+    assert "starts" in (replay.silence(offset + 50, offset + 51) or "")

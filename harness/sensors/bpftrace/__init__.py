@@ -86,6 +86,10 @@ class BpftraceSensor:
         self._ready = threading.Event()
         self._stderr: list[str] = []
         self._markers: dict[int, set[int]] = {}
+        # the span of what bpftrace printed (heartbeats every second, detections): a
+        # recording replayed by `rejudge` shows the sensor alive only inside it
+        self.first_seen = 0.0
+        self.last_seen = 0.0
         self._tokens = count(os.getpid() % 4096 * 256)
         self._cgroups: dict[int, str] = {}
         self._not_containers: set[int] = set()
@@ -242,6 +246,8 @@ class BpftraceSensor:
     def _on_payload(self, payload: dict[str, Any], line: str) -> None:
         kind = payload.get("kind")
         try:
+            if kind in ("ready", "heartbeat", "marker") and "ts_ns" in payload:
+                self._seen(_observed_at(payload, self._offset))  # a sign of life, in time
             if kind == "ready":
                 self._ready.set()
             elif kind == "marker":
@@ -249,9 +255,15 @@ class BpftraceSensor:
             elif kind == "detection":
                 det = self.normalise(payload)
                 if det is not None:
+                    self._seen(det.observed_at)
                     self.stream.push(self._enrich(det))
         except Exception:  # a bad record must never kill the reader thread
             self.stream.count_malformed(line)
+
+    def _seen(self, at: float) -> None:
+        if at > 0:
+            self.first_seen = at if not self.first_seen else min(self.first_seen, at)
+            self.last_seen = max(self.last_seen, at)
 
     def _on_marker(self, token: int, cpu: int) -> None:
         seen = self._markers.setdefault(token, set())
