@@ -47,8 +47,9 @@ SENSORS = ("auditd", "bpftrace")
 GAP_VERDICT = "MISSED"
 
 #: the README's main job configuration: pyproject.toml's [tool.shadowtest] (checked below)
-#: plus one allowance for QEMU TCG, where LLVM compiles the bundled rule pack in 60-90 s
-#: (more on a busy machine) while bpftrace's default start_timeout on a local node is 60 s
+#: plus one allowance for QEMU TCG on a loaded CI machine: LLVM compiles the bundled rule
+#: pack in 60-90 s or more, and bpftrace gets 5 x start_timeout (default 60 s) to attach;
+#: 600 keeps a slow compile from turning every bpftrace row SENSOR_DOWN
 TCG_ALLOWANCE = {"bpftrace": {"start_timeout": 600}}
 MAIN_JOB_CONFIG = """
 [tool.shadowtest]
