@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._schema import parse_duration
-from harness.builtin import ATOMICS, BUILTIN, NAME, SCENARIOS
+from harness.builtin import ATOMICS, NAME, SCENARIOS
 from harness.errors import ConfigError
 
 # Every public key, with what it means: unknown keys are errors.
@@ -127,9 +127,11 @@ def load_settings(rootdir: Path, explicit: Path | None = None) -> Settings:
     return Settings(
         source=source,
         root=base,
-        scenarios=tuple(catalogue_path(base, p) for p in _paths(table, "scenarios", ["scenarios"])),
+        scenarios=tuple(catalogue_path(base, p, SCENARIOS)
+                        for p in _paths(table, "scenarios", ["scenarios"])),
         atomics=tuple(dict.fromkeys(
-            [*(catalogue_path(base, p) for p in _paths(table, "atomics", ["atomic"])), ATOMICS])),
+            [*(catalogue_path(base, p, ATOMICS) for p in _paths(table, "atomics", ["atomic"])),
+             ATOMICS])),
         sensors=enabled,
         sensor_options=sensor_options,
         nodes=nodes,
@@ -139,15 +141,12 @@ def load_settings(rootdir: Path, explicit: Path | None = None) -> Settings:
     )
 
 
-def catalogue_path(base: Path, entry: str) -> Path:
-    """A ``scenarios``/``atomics`` entry: ``builtin`` (or ``builtin/<sub>``) names the
-    catalogue shipped with shadowtest; anything else is a path relative to ``base``.
-    ``./builtin`` names a project directory of that name."""
+def catalogue_path(base: Path, entry: str, builtin: Path) -> Path:
+    """A ``scenarios``/``atomics`` entry: ``builtin`` (or ``builtin/<sub>``) names that part
+    of the catalogue shipped with shadowtest (``builtin``: its scenarios or its atomics);
+    anything else is a path relative to ``base``. ``./builtin`` names a project directory."""
     if entry == NAME or entry.startswith(NAME + "/"):
-        sub = entry[len(NAME):].strip("/")
-        if sub in ("", "atomic") or sub.startswith("atomic/"):
-            return BUILTIN / sub if sub else SCENARIOS
-        return SCENARIOS / sub
+        return builtin / entry[len(NAME):].strip("/")
     return base / entry
 
 

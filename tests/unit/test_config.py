@@ -224,3 +224,15 @@ def test_check_nodes_allowed_empty_allow_list_refuses_local() -> None:
     with pytest.raises(SafetyError, match=r"node\(s\) local: not in allowed_nodes \[\] "
                                           r"\(<no config file>\)"):
         check_nodes_allowed(["local"], _settings(()))
+
+
+def test_builtin_names_the_shipped_scenarios_or_atomics(tmp_path: Path) -> None:
+    from harness.builtin import SCENARIOS
+
+    (tmp_path / "shadowtest.toml").write_text(
+        'scenarios = ["builtin/credential-access", "./builtin", "mine"]\n'
+        'atomics = ["builtin", "atomic"]\n')
+    settings = load_settings(tmp_path)
+    assert settings.scenarios == (SCENARIOS / "credential-access", tmp_path / "builtin",
+                                  tmp_path / "mine")
+    assert settings.atomics == (ATOMICS, tmp_path / "atomic")  # the built-in dir once
