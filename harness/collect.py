@@ -22,7 +22,7 @@ class ScenarioFile(pytest.File):
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
         st = session_of(self.config)
-        atomics, atomic_errors = st.atomics_for(self.path)
+        atomics, atomic_errors = st.atomics()
         errors, scenario = check_scenario(self.path, atomics)
         if errors or scenario is None:
             msg = [str(e) for e in errors]

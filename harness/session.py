@@ -36,7 +36,7 @@ class ShadowtestSession:
     def __init__(self, settings: Settings, config: pytest.Config | None = None) -> None:
         self.settings = settings
         self.config = config
-        self._atomics: dict[tuple[Path, ...], tuple[dict[str, Atomic], list[ScenarioError]]] = {}
+        self._atomics: tuple[dict[str, Atomic], list[ScenarioError]] | None = None
         self._targets: dict[str, Target] = {}
         self._facts: dict[str, NodeFacts] = {}
         self._node_sensors: dict[str, dict[str, Sensor]] = {}
@@ -65,16 +65,13 @@ class ShadowtestSession:
             self._built[node] = sensors
 
     # ------------------------------------------------------------ data
-    def atomic_dirs_for(self, scenario_path: Path) -> tuple[Path, ...]:
-        """The configured atomic directories (the built-in ones last), found by
-        configuration, never by a folder's name."""
-        return tuple(dict.fromkeys(d.resolve() for d in self.settings.atomics if d.is_dir()))
-
-    def atomics_for(self, scenario_path: Path) -> tuple[dict[str, Atomic], list[ScenarioError]]:
-        key = self.atomic_dirs_for(scenario_path)
-        if key not in self._atomics:
-            self._atomics[key] = load_atomics(key)
-        return self._atomics[key]
+    def atomics(self) -> tuple[dict[str, Atomic], list[ScenarioError]]:
+        """Every atomic of the configured directories (the built-in ones last; found by
+        configuration, never by a folder's name), loaded once per process."""
+        if self._atomics is None:
+            self._atomics = load_atomics(
+                dict.fromkeys(d.resolve() for d in self.settings.atomics if d.is_dir()))
+        return self._atomics
 
     # ------------------------------------------------------------ nodes
     def target(self, node: str) -> Target:
