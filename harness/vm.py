@@ -52,6 +52,8 @@ GUEST_INIT = "/sbin/shadowtest-init"
 CGROUP_LAYOUTS: dict[str, str] = {"v2": "cgroup_no_v1=all", "hybrid": "shadowtest.cgroup=hybrid"}
 DEFAULT_CGROUP = "v2"
 QEMU = "qemu-system-x86_64"
+#: Boots of one VM before up() gives up (a lost port race or a guest panic at boot).
+BOOT_ATTEMPTS = 3
 BUILD_HINT = "build it with `bash ci/vm-image.sh` (or `shadowtest vm build`)"
 _TERM_GRACE = 10.0
 
@@ -336,7 +338,8 @@ class VirtualMachine:
         console = workdir / f"vm-{self.name}.console.log"
         qemu_log = workdir / f"vm-{self.name}.qemu.log"
         deadline = time.monotonic() + timeout
-        for _attempt in range(3):
+        panics: list[str] = []
+        for _attempt in range(BOOT_ATTEMPTS):
             self._port = free_port()
             console.write_bytes(b"")
             argv = qemu_argv(kernel=paths["kernel"], initrd=paths["initrd"], image=paths["image"],
@@ -358,14 +361,26 @@ class VirtualMachine:
             except _PortLost:
                 self._reset()
                 continue
+            except _GuestPanicked as exc:
+                # A disposable guest that panicked while booting ran nothing yet: boot it
+                # again (TCG occasionally faults a guest kernel early), and say so.
+                panics.append(str(exc))
+                print(f"shadowtest vm: {exc}; booting again", file=sys.stderr, flush=True)
+                self._reset()
+                continue
             except BaseException:
                 self.down()
                 raise
             return self.endpoint
-        err = _read(qemu_log).strip()[-800:]
         self.down()
-        raise VmError(f"VM {self.name}: qemu could not set up a 127.0.0.1 port forward in 3 "
-                      f"attempts (another process took each free port first?): {err}")
+        if panics:
+            raise VmError(f"VM {self.name} ({self.release}): the guest kernel panicked while "
+                          f"booting in {len(panics)} of {BOOT_ATTEMPTS} attempts; the last:\n"
+                          f"{panics[-1]}")
+        err = _read(qemu_log).strip()[-800:]
+        raise VmError(f"VM {self.name}: qemu could not set up a 127.0.0.1 port forward in "
+                      f"{BOOT_ATTEMPTS} attempts (another process took each free port first?): "
+                      f"{err}")
 
     def _workdir(self) -> Path:
         if self.state_dir is not None:
@@ -385,6 +400,11 @@ class VirtualMachine:
                 err = _read(qemu_log)
                 if "Could not set up host forwarding rule" in err:
                     raise _PortLost
+                if "Kernel panic" in _read(console):
+                    raise _GuestPanicked(
+                        f"VM {self.name} ({self.release}): the guest kernel panicked "
+                        f"{time.monotonic() - started:.1f} s after start (qemu exited {rc})"
+                        f"\n  last console lines ({console}):\n{console_tail(console)}")
                 raise VmError(
                     f"VM {self.name} ({self.release}): qemu exited {rc} before SSH was up "
                     f"({time.monotonic() - started:.1f} s after start).\n  qemu: {err.strip()[-800:]}"
@@ -436,6 +456,10 @@ class VirtualMachine:
 
 class _PortLost(Exception):
     """qemu could not set up the forward (another process took the port first)."""
+
+
+class _GuestPanicked(Exception):
+    """The guest kernel panicked before SSH was up (qemu exits: ``panic=-1 -no-reboot``)."""
 
 
 def _read(path: Path) -> str:

@@ -325,3 +325,42 @@ def test_cli_up_without_image_fails_with_the_fix(
                   str(tmp_path / "s"))
     assert vm.run_vm(args) == 1
     assert "bash ci/vm-image.sh" in capsys.readouterr().err
+
+
+def _qemu_script(tmp_path: Path, body: str) -> Path:
+    """A stand-in qemu: counts its starts, then runs ``body`` with $CONSOLE the -serial file."""
+    script = tmp_path / "qemu-system-x86_64"
+    script.write_text("#!/bin/sh\n"
+                      f"echo start >> {tmp_path / 'starts'}\n"
+                      'for a in "$@"; do case "$a" in file:*) CONSOLE="${a#file:}";; esac; done\n'
+                      + body)
+    script.chmod(0o755)
+    return script
+
+
+def test_a_guest_that_panics_at_boot_is_booted_again_then_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_image(tmp_path / "cache")
+    script = _qemu_script(tmp_path, 'printf "[ 1.2] RIP: enqueue_timer\\n'
+                                    'Kernel panic - not syncing: Fatal exception\\n" > "$CONSOLE"\n'
+                                    "exit 0\n")
+    monkeypatch.setattr(vm, "QEMU", str(script))
+    machine = VirtualMachine("6.12", cache_dir=tmp_path / "cache", state_dir=tmp_path / "state")
+    with pytest.raises(VmError, match=r"panicked while booting in 3 of 3 attempts") as err:
+        machine.up(timeout=60)
+    assert "Kernel panic - not syncing" in str(err.value)
+    assert (tmp_path / "starts").read_text().count("start") == vm.BOOT_ATTEMPTS
+    assert capsys.readouterr().err.count("booting again") == vm.BOOT_ATTEMPTS
+    assert machine.endpoint is None
+    assert not (tmp_path / "state" / "vm-6.12.json").exists()
+
+
+def test_a_qemu_that_exits_without_a_panic_is_not_booted_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_image(tmp_path / "cache")
+    script = _qemu_script(tmp_path, 'echo "qemu: could not open disk image" >&2\nexit 1\n')
+    monkeypatch.setattr(vm, "QEMU", str(script))
+    machine = VirtualMachine("6.1", cache_dir=tmp_path / "cache", state_dir=tmp_path / "state")
+    with pytest.raises(VmError, match=r"(?s)qemu exited 1 before SSH was up.*could not open disk image"):
+        machine.up(timeout=60)
+    assert (tmp_path / "starts").read_text().count("start") == 1
