@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.builtin import BUILTIN  # noqa: E402
-from harness.execute import execute  # noqa: E402
-from harness.scenario import check_scenario, load_atomics  # noqa: E402
+from harness.core.scenario import check_scenario, load_atomics  # noqa: E402
+from harness.engine.execute import execute  # noqa: E402
 from harness.sensors.auditd import AuditdSensor  # noqa: E402
 from harness.sensors.bpftrace import BpftraceSensor  # noqa: E402
 from harness.targets.base import build_target  # noqa: E402

@@ -9,7 +9,7 @@ Each measurement runs in its own process (fresh RSS), on the same Parquet file:
 
 - floor: ``inc ASOF JOIN cand ON k0, k1 AND inc.ts >= cand.ts`` counted (DuckDB, the same
   threads), i.e. a nearest-earlier lookup, not one-to-one;
-- ``match_duckdb``: the exact maximum one-to-one matching (harness/report/_match.py);
+- ``match_duckdb``: the exact maximum one-to-one matching (harness/report/parity/match.py);
 - ``parity`` end to end from the table: matching + per-rule summary + unmatched listing.
 
 Reported: wall time (load excluded), peak RSS of the process (ru_maxrss, data included),
@@ -175,7 +175,7 @@ def main() -> None:
               "group (no tolerance, not one-to-one: one candidate can serve many incumbents); the "
               "exact path numbers the groups, sorts, pairs segments of one incumbent and one "
               "candidate in numpy and sweeps only the denser segments in Python "
-              "(harness/report/_match.py).", END]
+              "(harness/report/parity/match.py).", END]
     section = "\n".join(lines)
     print(section)
     if args.out:

@@ -12,7 +12,7 @@ Needs root (it runs the bundled suite with both real sensors). Measures, in one 
 2. Sensor line -> verdict, in-process, for each sensor class (no daemon): a real recorded
    detection line is handed to the sensor (bpftrace: ``on_line``; auditd: appended to a file
    tailed by ``FileTail``) while the main thread waits in ``Subscription.wait`` with
-   ``harness.execute.decided``; time until ``harness.verdict.judge`` returns.
+   ``harness.engine.execute.decided``; time until ``harness.core.verdict.judge`` returns.
    Floors: a bare threading.Condition notify->wake and a bare inotify write->wake.
 3. The full bundled suite end to end (3 repetitions), bpftrace ready / auditd register times
    (in the suite and in-process), floors ``python3 -c pass`` and ``pytest --collect-only``.
@@ -95,7 +95,7 @@ def _wrap(owner: Any, attr: str, key: str | Callable[..., str]) -> None:
 
 
 def _instrument() -> None:
-    from harness import session as hs
+    from harness.pytest import session as hs
     from harness.sensors.auditd import AuditdSensor
     from harness.sensors.base import Subscription
     from harness.sensors.bpftrace import BpftraceSensor
@@ -287,7 +287,7 @@ def run_suite(workdir: Path, tag: str, traced: bool, addopts: str = "") -> dict[
 
 
 def scenario_catalogue() -> list[Any]:
-    from harness.scenario import check_scenario, load_atomics, scenario_files
+    from harness.core.scenario import check_scenario, load_atomics, scenario_files
 
     atomics, errors = load_atomics([BUILTIN / "atomic"])
     if errors:
@@ -307,7 +307,7 @@ def bare_floor(scenarios: list[Any], n: int) -> dict[str, dict[str, Any]]:
     Safety: a ``pid`` argument (ptrace-attach: pid 1 of the run's private PID namespace)
     is replaced by a ``sleep`` this benchmark started, never the machine's PID 1; /etc
     files carry a fresh run id and the atomic's cleanup removes them after every run."""
-    from harness.execute import new_run_id
+    from harness.engine.execute import new_run_id
 
     out: dict[str, dict[str, Any]] = {}
     runner_path = runner_env_path()
@@ -435,8 +435,8 @@ def _recorded_audit_event(serial: str) -> list[str]:
 
 
 def _run_for(pid: int, scenario: str) -> Any:
-    from harness.execute import new_run_id
-    from harness.run import Run, StageResult
+    from harness.core.run import Run, StageResult
+    from harness.engine.execute import new_run_id
 
     now = time.time()
     return Run(run_id=new_run_id(), scenario=scenario, context="namespace", node="local",
@@ -447,8 +447,8 @@ def _run_for(pid: int, scenario: str) -> Any:
 def _measure_sensor(sensor: Any, expectation: Any, scenario: str, n: int,
                     make_line: Callable[[int], Any], deliver: Callable[[Any], None]
                     ) -> dict[str, list[float]]:
-    from harness.execute import decided
-    from harness.verdict import Health, Verdict, judge
+    from harness.core.verdict import Health, Verdict, judge
+    from harness.engine.execute import decided
 
     writer = _Writer()
     wake: list[float] = []
@@ -504,8 +504,8 @@ def bench_bpftrace_line(n: int, expectation: Any) -> dict[str, Any]:
 
 
 def bench_auditd_line(n: int, expectation: Any) -> dict[str, Any]:
-    from harness.sensors._streams import FileTail
     from harness.sensors.auditd import AuditdSensor
+    from harness.sensors.streams import FileTail
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-auditd-"))
     sensor = AuditdSensor(name="auditd", state_dir=str(tmp))  # constructed only: no start()

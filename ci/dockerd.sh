@@ -8,9 +8,9 @@
 #
 # STATE_DIR (default /run/shadowtest/dockerd) holds docker.sock, dockerd.pid, dockerd.log
 # and the exec root; images live in /var/lib/shadowtest/docker (kept across runs) and the
-# debootstrap rootfs tarball in /var/cache/shadowtest. One implementation: harness/dockerd.py.
+# debootstrap rootfs tarball in /var/cache/shadowtest. One implementation: harness/nodes/dockerd.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
 [ -x "$py" ] || { bash ci/setup.sh >&2; }
-exec "$py" -m harness.dockerd "$@"
+exec "$py" -m harness.nodes.dockerd "$@"

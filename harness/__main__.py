@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.config import load_settings
-from harness.errors import ConfigError, ShadowtestError
+from harness.core.errors import ConfigError, ShadowtestError
+from harness.engine.config import load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,10 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = sub.add_parser("validate", help="validate scenario and atomic files (no attack)")
     val.add_argument("paths", nargs="*", type=Path)
     val.add_argument("--config", type=Path)
-    from harness import art, catalogue, coverage, expectations_check, scaffold
     from harness.report import cli as report_cli
     from harness.report import diff, enforcement, parity
-    from harness.vm import add_vm_parser, run_vm
+    from harness.targets.vm import add_vm_parser, run_vm
+    from harness.tools import art, catalogue, coverage, expectations_check, scaffold
 
     report_cli.add_report_arguments(sub.add_parser(
         "report", help="the verdict grid of a results file; --html for a standalone report"))
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from harness.scenario import check_scenario, is_atomic_file, load_atomics, scenario_files
+    from harness.core.scenario import check_scenario, is_atomic_file, load_atomics, scenario_files
 
     settings = load_settings(Path.cwd(), args.config)
     paths = list(args.paths) or list(settings.scenarios)
@@ -142,12 +142,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _rejudge(args: argparse.Namespace) -> int:
+    from harness.core.scenario import check_scenario, load_atomics, scenario_files
+    from harness.core.verdict import row_failed
     from harness.report.rejudge import rejudge
     from harness.report.results import append_rows, read_rows
     from harness.report.summary import render
-    from harness.scenario import check_scenario, load_atomics, scenario_files
     from harness.sensors.replay import ReplaySensor
-    from harness.verdict import row_failed
 
     settings = load_settings(Path.cwd(), args.config)
     sensors = {}

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.results import read_rows
-from harness.sensors._rulepack import describe, identity
+from harness.sensors.rulepack import describe, identity
 
 Key = tuple[str, str, str, str]  # scenario, context, kernel, sensor
 FAILING = frozenset({"MISSED", "UNEXPECTED"})
@@ -386,7 +386,7 @@ def apply_baseline(report: Any, verdict_failure: bool, baseline: Mapping[Key, En
 
     ``verdict_failure``: the test failed because of its verdicts (``pytest.fail`` from the
     session), not because of an error in the harness, which is never excused."""
-    from harness.session import rows_of
+    from harness.pytest.session import rows_of
 
     rows = rows_of(report)
     if not rows:

@@ -13,8 +13,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from harness.core.secrets import redact
 from harness.report.summary import ORDER, Grid, build_grid, latency_text
-from harness.secrets import redact
 
 TEMPLATE = "templates/report.html"
 

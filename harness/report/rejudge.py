@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.execute import Outcome, exit_records
+from harness.core.scenario import Scenario
+from harness.core.verdict import Expectation, Health, enforcement_claims, judge, with_claims
+from harness.engine.execute import Outcome, exit_records
 from harness.report.results import rows_for, run_of
-from harness.scenario import Scenario
 from harness.sensors.base import Quiet, Sensor
-from harness.verdict import Expectation, Health, enforcement_claims, judge, with_claims
 
 #: a recorded run's window when its scenario file does not set one (the run default)
 DEFAULT_WINDOW = 5.0

@@ -13,13 +13,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.detection import Detection
-from harness.execute import Outcome
-from harness.run import Run
-from harness.scenario import Scenario
-from harness.secrets import redact
-from harness.sensors._rulepack import for_row
-from harness.verdict import Judgement, NearMiss, Verdict
+from harness.core.detection import Detection
+from harness.core.run import Run
+from harness.core.scenario import Scenario
+from harness.core.secrets import redact
+from harness.core.verdict import Judgement, NearMiss, Verdict
+from harness.engine.execute import Outcome
+from harness.sensors.rulepack import for_row
 
 SCHEMA = 1
 
@@ -44,7 +44,7 @@ ROW_KEYS: dict[str, str] = {
     "cgroup_id": "the run's cgroup id", "executed": "the action provably ran",
     "pids": "processes the harness started for the run", "facts": "node facts",
     "rulepack": "the sensor's rule-pack identity: {kind, name, version, sha256, files, "
-                "policies, seen, reason} (harness/sensors/_rulepack.py)",
+                "policies, seen, reason} (harness/sensors/rulepack.py)",
     "enforcement": "enforcement runs (an enforce expectation, or a stopped benign control): "
                    "{expected: sigkill|deny|override|null, reported: what the sensor says it "
                    "did (normalised) or null, observed: killed|denied|completed, side_effect: "
@@ -64,7 +64,7 @@ def iso(ts: float) -> str:
 def rows_for(outcome: Outcome, scenario: Scenario,
              rulepacks: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per sensor for one run; ``rulepacks`` = each sensor's rule-pack identity
-    (``harness.sensors._rulepack.rulepacks_of``), completed with what this run's detections
+    (``harness.sensors.rulepack.rulepacks_of``), completed with what this run's detections
     report."""
     run = outcome.run
     facts = run.facts

@@ -15,7 +15,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from harness.verdict import Verdict
+from harness.core.verdict import Verdict
 
 ORDER = [v.value for v in Verdict]
 STYLE = {"DETECTED": "green", "CLEAN": "green", "BLOCKED": "green", "MISSED": "bold red",
@@ -194,6 +194,6 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
 def failing(rows: Iterable[dict[str, Any]]) -> bool:
     """At least one verdict that fails a test (report's exit code 1); a known gap's MISSED
     does not."""
-    from harness.verdict import row_failed
+    from harness.core.verdict import row_failed
 
     return any(row_failed(r) for r in rows)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from harness.detection import Detection
-from harness.errors import ConfigError
-from harness.verdict import Health
+from harness.core.detection import Detection
+from harness.core.errors import ConfigError
+from harness.core.verdict import Health
 
 
 @runtime_checkable
@@ -270,7 +270,7 @@ def sensor_class(kind: str) -> Callable[..., Sensor]:
     try:
         imported = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        from harness._extras import missing_extra
+        from harness.core.extras import missing_extra
 
         raise missing_extra(exc, f"sensor type {kind!r}") from exc
     cls: Callable[..., Sensor] = getattr(imported, name)

@@ -24,12 +24,12 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from harness.detection import Detection, make_detection
-from harness.errors import ConfigError
-from harness.sensors._jsonlines import JsonLinesSensor, decode_json
-from harness.sensors._marker import getpgid_every_cpu
-from harness.sensors._streams import HttpReceiver
-from harness.verdict import Health
+from harness.core.detection import Detection, make_detection
+from harness.core.errors import ConfigError
+from harness.core.verdict import Health
+from harness.sensors.jsonlines import JsonLinesSensor, decode_json
+from harness.sensors.marker import getpgid_every_cpu
+from harness.sensors.streams import HttpReceiver
 
 #: rules Falco emits about itself (drops, timeouts, metrics snapshots): never detections
 INTERNAL_PREFIX = "Falco internal:"

@@ -15,10 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.detection import Detection
-from harness.errors import ConfigError, SensorError
+from harness.core.detection import Detection
+from harness.core.errors import ConfigError, SensorError
+from harness.core.verdict import Health
 from harness.sensors.base import DetectionStream, Sensor, sensor_class
-from harness.verdict import Health
 
 _CONTAINERS = ("data", "resources", "events", "alerts", "detections")
 

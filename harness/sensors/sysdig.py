@@ -24,13 +24,13 @@ from typing import Any, ClassVar
 
 import httpx
 
-from harness._schema import parse_duration
-from harness.detection import Detection
-from harness.errors import ConfigError
-from harness.secrets import Secret, redact, resolve_secret
+from harness.core.detection import Detection
+from harness.core.errors import ConfigError
+from harness.core.schema import parse_duration
+from harness.core.secrets import Secret, redact, resolve_secret
+from harness.core.verdict import Health
 from harness.sensors.base import DetectionStream
 from harness.sensors.falco import ancestors_of
-from harness.verdict import Health
 
 EVENTS_PATH = "/secure/events/v1/events"
 #: the API refuses a ``from``/``to`` timeframe longer than two weeks

@@ -34,15 +34,15 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from harness.detection import Detection, make_detection
-from harness.errors import ConfigError
-from harness.sensors._fields import array as _list
-from harness.sensors._fields import integer as _int
-from harness.sensors._fields import obj as _dict
-from harness.sensors._fields import text as _str
-from harness.sensors._fields import unique as _unique
-from harness.sensors._jsonlines import JsonLinesSensor
-from harness.sensors._marker import getpgid_every_cpu
+from harness.core.detection import Detection, make_detection
+from harness.core.errors import ConfigError
+from harness.sensors.fields import array as _list
+from harness.sensors.fields import integer as _int
+from harness.sensors.fields import obj as _dict
+from harness.sensors.fields import text as _str
+from harness.sensors.fields import unique as _unique
+from harness.sensors.jsonlines import JsonLinesSensor
+from harness.sensors.marker import getpgid_every_cpu
 
 #: GetEventsResponse keys that are not the event itself
 ENVELOPE = frozenset({"node_name", "time", "aggregation_info", "cluster_name", "node_labels"})
@@ -408,7 +408,7 @@ class TetragonSensor(JsonLinesSensor):
     def exit_record(self, detection: Detection) -> str | None:
         """The product's own exit record for the process that raised ``detection``: the
         signal its ``process_exit`` reports (``SIGKILL``), None when none was read or it
-        exited by itself (the enforcement cross-check, ``harness.verdict.enforcement``)."""
+        exited by itself (the enforcement cross-check, ``harness.core.verdict.enforcement``)."""
         exec_id = detection.fields.get("exec_id")
         return self._exits.get(exec_id) if isinstance(exec_id, str) else None
 

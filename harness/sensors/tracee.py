@@ -18,13 +18,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from harness.detection import Detection, keep_raw
-from harness.sensors._fields import array as _list
-from harness.sensors._fields import integer as _int
-from harness.sensors._fields import obj as _dict
-from harness.sensors._fields import text as _str
-from harness.sensors._fields import unique as _unique
-from harness.sensors._jsonlines import JsonLinesSensor
+from harness.core.detection import Detection, keep_raw
+from harness.sensors.fields import array as _list
+from harness.sensors.fields import integer as _int
+from harness.sensors.fields import obj as _dict
+from harness.sensors.fields import text as _str
+from harness.sensors.fields import unique as _unique
+from harness.sensors.jsonlines import JsonLinesSensor
 from harness.sensors.tetragon import TECHNIQUE, parse_rfc3339
 
 #: legacy ``Properties.Severity`` (and the v1beta1 enum's numbers)

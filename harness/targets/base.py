@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from harness.errors import ConfigError, TargetError
-from harness.node import NodeFacts
-from harness.reaper import deferred_signals
-from harness.run import StageResult
+from harness.core.errors import ConfigError, TargetError
+from harness.core.node import NodeFacts
+from harness.core.run import StageResult
+from harness.nodes.reaper import deferred_signals
 
 
 @runtime_checkable
@@ -118,7 +118,7 @@ class Session:
         self._call({"on_exit": list(argv), "env": dict(env)}, 10)
 
     def call(self, req: Mapping[str, Any], timeout: float) -> dict[str, Any]:
-        """One raw request to the runner (see harness/_stagerunner.py's protocol)."""
+        """One raw request to the runner (see harness/nodes/remote/stagerunner.py's protocol)."""
         return self._call(req, timeout)
 
     def _call(self, req: Mapping[str, Any], timeout: float) -> dict[str, Any]:
@@ -210,7 +210,7 @@ def _readline(proc: RunnerProcess, timeout: float) -> str:
 def stage_runner_argv() -> list[str]:
     """How to start the stage runner (stdlib only) on the local node: with this very
     interpreter, not a PATH lookup (a pyenv shim costs ~60 ms and extra processes)."""
-    path = Path(str(files("harness").joinpath("_stagerunner.py")))
+    path = Path(str(files("harness.nodes.remote").joinpath("stagerunner.py")))
     return [sys.executable or shutil.which("python3") or "/usr/bin/python3", "-u", str(path)]
 
 

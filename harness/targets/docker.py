@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from harness.cgroups import container_id, process_cgroup
-from harness.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
-from harness.errors import ConfigError, TargetError
-from harness.node import NodeFacts
-from harness.reaper import arm, disarm, start_time
+from harness.core.errors import ConfigError, TargetError
+from harness.core.node import NodeFacts
+from harness.nodes.cgroups import container_id, process_cgroup
+from harness.nodes.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
+from harness.nodes.reaper import arm, disarm, start_time
+from harness.nodes.shell import LocalShell
 from harness.targets.base import Session, start_runner
 from harness.targets.local import PDEATHSIG, read_local_facts
-from harness.targets.shell import LocalShell
 
 DEFAULT_SOCKET = str(STATE_DIR / "docker.sock")
 CONTEXTS = ("container-privileged", "container-hostpid", "container-hostetc")
@@ -284,7 +284,7 @@ class DockerTarget:
 
 
 def runner_path() -> str:
-    return str(Path(str(files("harness").joinpath("_stagerunner.py"))))
+    return str(Path(str(files("harness.nodes.remote").joinpath("stagerunner.py"))))
 
 
 def _create(api: Any, body: Mapping[str, Any], name: str) -> str:
@@ -297,7 +297,7 @@ def _create(api: Any, body: Mapping[str, Any], name: str) -> str:
 def cgroup_inode(pid: int, cid: str, root: str) -> int | None:
     """Inode of the container's cgroup2 directory under ``root`` (the node's probed cgroup2
     root) — what bpftrace's ``cgroup`` builtin reports. The directory is the one
-    ``/proc/<pid>/cgroup`` names when it maps to ``cid`` (``harness.cgroups``: cgroupfs
+    ``/proc/<pid>/cgroup`` names when it maps to ``cid`` (``harness.nodes.cgroups``: cgroupfs
     ``docker/<id>``, systemd ``system.slice/docker-<id>.scope``, ...), else the first of the
     two driver defaults that exists; None when the node has no cgroup2 hierarchy."""
     if not root:

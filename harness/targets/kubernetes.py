@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from harness.errors import ConfigError, TargetError
-from harness.node import NodeFacts
-from harness.targets._kubestream import AttachProcess, close_stream
+from harness.core.errors import ConfigError, TargetError
+from harness.core.node import NodeFacts
+from harness.nodes.shell import LocalShell
 from harness.targets.base import Session
-from harness.targets.shell import LocalShell
+from harness.targets.kubestream import AttachProcess, close_stream
 
 CONTEXTS = ("pod", "pod-hostpid", "pod-privileged")
 DEFAULT_IMAGE = "shadowtest/base:bookworm"
@@ -400,7 +400,7 @@ class KubernetesTarget:
     def _read_facts(self) -> NodeFacts:
         """Kernel, distro and arch from the Node object (the kubelet reads them on the
         node); features probed inside a pod-privileged pod on the node with the same probe
-        local and VM nodes use (``harness/_nodeprobe.py``)."""
+        local and VM nodes use (``harness/nodes/remote/nodeprobe.py``)."""
         node = self._call(f"read node {self.node_name}", lambda: self.api.read_node(self.node_name))
         info = node.status.node_info
         hostname = next((a.address for a in node.status.addresses or () if a.type == "Hostname"),
@@ -427,7 +427,7 @@ class KubernetesTarget:
             session = self.open("pod-privileged", "probe" + os.urandom(4).hex())
         except TargetError as exc:
             return {}, f"the probe pod could not run on the node: {exc}"
-        source = files("harness").joinpath("_nodeprobe.py").read_text("utf-8")
+        source = files("harness.nodes.remote").joinpath("nodeprobe.py").read_text("utf-8")
         try:
             features = session.stage("probe", ["python3", "-c", source, self.node], {}, 90)
             node = session.stage("probe-node", ["sh", "-c", PROBE, "probe", source], {}, 30)
@@ -503,7 +503,7 @@ def pod_name(run_id: str) -> str:
 
 
 def runner_source() -> str:
-    return files("harness").joinpath("_stagerunner.py").read_text("utf-8")
+    return files("harness.nodes.remote").joinpath("stagerunner.py").read_text("utf-8")
 
 
 def _default_bin() -> Path | None:

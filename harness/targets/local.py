@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from harness import reaper
-from harness._nodeprobe import cgroup2_root, probe
-from harness.errors import TargetError
-from harness.node import NodeFacts
+from harness.core.errors import TargetError
+from harness.core.node import NodeFacts
+from harness.nodes import reaper
+from harness.nodes.remote.nodeprobe import cgroup2_root, probe
+from harness.nodes.shell import LocalShell
 from harness.targets.base import Session, stage_runner_argv, start_runner
-from harness.targets.shell import LocalShell
 
 CGROUP_PARENT = "shadowtest"
 

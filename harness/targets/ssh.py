@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from harness.errors import ConfigError, TargetError
-from harness.node import NodeFacts
+from harness.core.errors import ConfigError, TargetError
+from harness.core.node import NodeFacts
+from harness.nodes.shell import LocalProcess, close_pipes, put_argv, remote_wrapped
 from harness.targets.base import Session, start_runner
-from harness.targets.shell import LocalProcess, close_pipes, put_argv, remote_wrapped
 
 REMOTE_DIR = "/run/shadowtest"
 RUNNER = f"{REMOTE_DIR}/_stagerunner.py"
@@ -52,7 +52,7 @@ _HOST_KEY_FAILED = re.compile(r"Host key verification failed|host key is known f
 
 
 def _package_file(name: str) -> bytes:
-    return Path(str(files("harness").joinpath(name))).read_bytes()
+    return Path(str(files("harness.nodes.remote").joinpath(name))).read_bytes()
 
 
 class SshProcess(LocalProcess):
@@ -153,7 +153,7 @@ class SshShell:
                 f"{f' -p {self.port}' if self.port else ''} failed: {err[:300]}; check the "
                 "url's user, port and key=, and that sshd runs on the node"
             )
-        for name, dest, mode in (("_stagerunner.py", RUNNER, 0o755), ("_nodeprobe.py", PROBE, 0o755)):
+        for name, dest, mode in (("stagerunner.py", RUNNER, 0o755), ("nodeprobe.py", PROBE, 0o755)):
             res = subprocess.run(self.remote_argv(put_argv(dest, _package_file(name), mode)),
                                  capture_output=True, text=True, timeout=60, check=False)
             if res.returncode != 0:
@@ -436,7 +436,7 @@ class VmTarget(SshTarget):
     def __init__(self, node: str, url: str) -> None:
         parts = urlsplit(url)
         self.kernel = parts.netloc or parts.path.strip("/")
-        from harness.vm import CGROUP_LAYOUTS, DEFAULT_CACHE, DEFAULT_CGROUP, KERNELS
+        from harness.targets.vm import CGROUP_LAYOUTS, DEFAULT_CACHE, DEFAULT_CGROUP, KERNELS
 
         if self.kernel not in KERNELS:
             raise ConfigError(f"node {node!r}: {url!r}: unknown VM kernel {self.kernel!r}: "
@@ -468,7 +468,7 @@ class VmTarget(SshTarget):
 
     def shell(self) -> SshShell:
         if self._vm is None:
-            from harness.vm import VirtualMachine
+            from harness.targets.vm import VirtualMachine
 
             vm = VirtualMachine(self.kernel, cache_dir=self._cache, memory_mb=self._memory,
                                 cpus=self._cpus, cgroup=self._cgroup)

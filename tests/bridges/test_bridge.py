@@ -7,8 +7,8 @@ import argparse
 import json
 from typing import Any
 
-from harness.correlate import correlate
-from harness.run import Run
+from harness.core.correlate import correlate
+from harness.core.run import Run
 from harness.sensors.falco import FalcoSensor
 from tests.bridges.bpftrace_bridge import Bridge
 

@@ -104,7 +104,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
 KINDS = ("etc_files", "processes", "cgroups", "audit_rules", "audit_settings", "mounts",
          "files", "netns")
 #: processes a run may start (matched in ``ps`` args)
-RUN_PROCESSES = (" bpftrace ", " auditd ", "_stagerunner.py", " unshare ", "harness.reaper",
+RUN_PROCESSES = (" bpftrace ", " auditd ", "stagerunner.py", " unshare ", "harness.nodes.reaper",
                  "harness.sensors.auditd ")
 #: files under /run/shadowtest that are the node's own state, kept between runs (the shared
 #: audit daemon's lock, config and log; the bpftrace program cache by digest; folders)
@@ -361,7 +361,7 @@ def leftovers(before: Snapshot, owner: str | None = None) -> Leftovers:
     files = {f for f in now.files - before.files
              if not theirs(f) and not any(h.startswith(f) for h in held)
              and not (others and f.startswith("/run/shadowtest/auditd/"))
-             and not _reaper_of_live_runner(f"harness.reaper {f}")}
+             and not _reaper_of_live_runner(f"harness.nodes.reaper {f}")}
     left["etc_files"] = sorted(f for f in files if f.startswith("/etc/"))
     left["files"] = sorted(f for f in files if not f.startswith("/etc/"))
     cgroups = (now.cgroups - before.cgroups) | {

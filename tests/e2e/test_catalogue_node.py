@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.catalogue import expected_cell, load_catalogue
+from harness.tools.catalogue import expected_cell, load_catalogue
 from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.node
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.node
 # managers, resolvers); a change there is not attributed to a shadowtest run.
 VOLATILE_ETC = ("/etc/apt/", "/etc/alternatives/", "/etc/ld.so.cache", "/etc/mtab",
                 "/etc/resolv.conf", "/etc/adjtime", "/etc/docker/", "/etc/ssh/ssh_host_")
-PROCESS_WORDS = (" bpftrace ", " auditd ", "_stagerunner.py", " unshare ", "harness.sensors.auditd")
+PROCESS_WORDS = (" bpftrace ", " auditd ", "stagerunner.py", " unshare ", "harness.sensors.auditd")
 GAP_VERDICTS = {"MISSED", "GAP", "KNOWN_GAP"}  # how the run reports a declared known gap
 
 

@@ -30,11 +30,12 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import cgroups, vm
 from harness.builtin import ATOMICS, SCENARIOS
-from harness.node import kernel_satisfies
-from harness.scenario import Scenario, check_scenario, load_atomics, scenario_files
-from harness.vm import VirtualMachine, VmEndpoint
+from harness.core.node import kernel_satisfies
+from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
+from harness.nodes import cgroups
+from harness.targets import vm
+from harness.targets.vm import VirtualMachine, VmEndpoint
 
 pytestmark = pytest.mark.vm
 
@@ -205,7 +206,7 @@ LAYOUTS = {
 
 def _layouts_map_on_the_node(endpoint: VmEndpoint, root: str) -> None:
     """Make a real cgroup per runtime layout under the guest's cgroup2 ``root``, run the
-    sensors' node scan there (node probe's root + harness.cgroups), compare with stat."""
+    sensors' node scan there (node probe's root + harness.nodes.cgroups), compare with stat."""
     __tracebackhide__ = True
     want = {name: f"{i:02x}" * 32 for i, name in enumerate(LAYOUTS, start=1)}
     paths = {name: f"{root}/{rel.format(id=want[name])}" for name, rel in LAYOUTS.items()}
@@ -315,7 +316,7 @@ def test_hybrid_vm_keeps_the_older_layout_and_the_map_follows_it() -> None:
         v1 = {f[1] for f in mounts if f[2] == "cgroup"}
         assert v2 == ["/sys/fs/cgroup/unified"], mounts
         assert {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/systemd"} <= v1, v1
-        probe = (REPO / "harness" / "_nodeprobe.py").read_text()
+        probe = (REPO / "harness" / "nodes" / "remote" / "nodeprobe.py").read_text()
         root = _guest(endpoint, f"python3 -S -c {shlex.quote(probe)} --cgroup2-root").strip()
         assert root == "/sys/fs/cgroup/unified"
         _layouts_map_on_the_node(endpoint, root)

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from harness.detection import Detection
-from harness.execute import decided, new_run_id
-from harness.run import Run
+from harness.core.detection import Detection
+from harness.core.run import Run
+from harness.core.verdict import Expectation, Health, Verdict, judge
+from harness.engine.execute import decided, new_run_id
 from harness.sensors import crowdstrike
 from harness.sensors.crowdstrike import CrowdStrikeSensor
-from harness.verdict import Expectation, Health, Verdict, judge
 from tests.servers.crowdstrike_server import (
     ALERTS_ENTITIES,
     ALERTS_QUERY,

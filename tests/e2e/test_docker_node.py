@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness._nodeprobe import cgroup2_root
 from harness.builtin import BUILTIN
+from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.targets.docker import DockerTarget
 from tests.e2e.conftest import REPO, Catalog, verdicts
 

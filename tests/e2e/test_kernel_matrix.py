@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from harness.catalogue import expected_cell, load_catalogue
+from harness.tools.catalogue import expected_cell, load_catalogue
 from tests.e2e.conftest import REPO
 from tests.e2e.test_catalogue_node import GAP_VERDICTS
 

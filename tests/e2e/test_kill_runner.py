@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.dockerd import Dockerd
+from harness.nodes.dockerd import Dockerd
 from harness.targets.docker import OWN_DATA, OWN_STATE
 from tests.e2e.conftest import Catalog
 

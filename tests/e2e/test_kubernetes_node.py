@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from harness._nodeprobe import cgroup2_root
 from harness.builtin import BUILTIN
-from harness.errors import TargetError
+from harness.core.errors import TargetError
+from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.targets.kubernetes import KubernetesTarget
 from tests.e2e.conftest import Catalog
 from tests.servers.kube_server import V4, KubeServer, write_kubeconfig
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.docker
 def docker_url() -> str:
     import docker
 
-    from harness.dockerd import Dockerd, ensure_base_image
+    from harness.nodes.dockerd import Dockerd, ensure_base_image
 
     url = Dockerd().start()
     client = docker.DockerClient(base_url=url, version="auto")

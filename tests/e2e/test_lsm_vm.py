@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from harness.builtin import BUILTIN
-from harness.errors import SensorError
+from harness.core.errors import SensorError
 from harness.sensors.lsm import LsmEnforcerSensor
 from harness.targets.ssh import VmTarget
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.builtin import BUILTIN
-from harness.scenario import Scenario, check_scenario, load_atomics, scenario_files
+from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
 from harness.targets.base import Session, stage_runner_argv, start_runner
 from tests.e2e.conftest import NOTHING_LEFT, Catalog, verdicts
 

@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.detection import Detection
-from harness.execute import decided, new_run_id
-from harness.run import Run
+from harness.core.detection import Detection
+from harness.core.run import Run
+from harness.core.verdict import Expectation, Health, Judgement, Verdict, judge
+from harness.engine.execute import decided, new_run_id
 from harness.sensors.base import Subscription
 from harness.sensors.sysdig import SysdigSensor
-from harness.verdict import Expectation, Health, Judgement, Verdict, judge
 from tests.servers.sysdig_server import TWO_WEEKS_NS, SysdigServer, make_event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,7 +331,7 @@ def _run(container_id: str, started: float, ended: float) -> Run:
 
 def _judge(sensor: SysdigSensor, sub: Subscription, run: Run, expectation: Expectation,
            before: Health, window: float) -> tuple[Judgement, Health, float]:
-    """What harness.execute does for one sensor after the action, minus the atomic."""
+    """What harness.engine.execute does for one sensor after the action, minus the atomic."""
     deadline = run.ended_at + window + sensor.delay
     t0 = time.time()
     seen, synced = sub.wait(partial(decided, run, expectation), sensor.sync(), deadline,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import vm
-from harness.vm import KERNELS, VirtualMachine
+from harness.targets import vm
+from harness.targets.vm import KERNELS, VirtualMachine
 
 pytestmark = pytest.mark.vm
 
@@ -102,7 +102,7 @@ def test_vm_6_1_boots_with_sensors_and_down_leaves_nothing(
 CHILD = textwrap.dedent("""
     import json, sys, threading
     from pathlib import Path
-    from harness.vm import VirtualMachine
+    from harness.targets.vm import VirtualMachine
     machine = VirtualMachine("6.12", state_dir=Path(sys.argv[1]))
     endpoint = machine.up(timeout=float(sys.argv[2]))
     print(json.dumps(endpoint.as_json()), flush=True)

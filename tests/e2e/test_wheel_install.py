@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.builtin import BUILTIN
-from harness.scaffold import FILES
-from harness.scenario import check_scenario, load_atomics, scenario_files
+from harness.core.scenario import check_scenario, load_atomics, scenario_files
+from harness.tools.scaffold import FILES
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.node

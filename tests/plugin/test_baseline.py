@@ -14,7 +14,7 @@ allowed_nodes = ["local"]
 type = "bpftrace"
 """
 # Tests that behave as scenario items do: rows in user_properties, pytest.fail on a
-# failing verdict (harness/session.py run_item).
+# failing verdict (harness/pytest/session.py run_item).
 TESTS = """
 import pytest
 

@@ -22,9 +22,9 @@ QUIET = ("--shadowtest", "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p"
 FAKE_SENSOR = '''
 import time
 from pathlib import Path
-from harness.detection import Detection
+from harness.core.detection import Detection
 from harness.sensors.base import DetectionStream
-from harness.verdict import Health
+from harness.core.verdict import Health
 
 
 class FileSensor:

@@ -11,7 +11,7 @@ from harness.targets import base as targets_base
 from tests.plugin.test_reports import QUIET, make_catalog
 
 BROKEN_TARGET = '''
-from harness.errors import TargetError
+from harness.core.errors import TargetError
 from harness.targets.local import LocalTarget
 
 

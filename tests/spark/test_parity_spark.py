@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from harness.detection import Detection
+from harness.core.detection import Detection
 from harness.report.parity import Options, parity
 
 pytestmark = [pytest.mark.spark,
@@ -20,7 +20,7 @@ def local_spark():
 
     os.environ["SHADOWTEST_SPARK_MASTER"] = "local[1]"
     os.environ["SHADOWTEST_SPARK_PARTITIONS"] = "2"
-    from harness.report.parity_spark import _session
+    from harness.report.parity.spark import _session
 
     spark = _session("local[1]")
     yield spark

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import allure as allure_report
-from harness.scenario import Scenario
+from harness.core.scenario import Scenario
+from harness.pytest import allure as allure_report
 
 
 def scenario(expect: dict[str, dict[str, object]]) -> Scenario:

@@ -1,4 +1,4 @@
-"""``harness.art`` (shadowtest import-art) on ART-format files in tests/data/art."""
+"""``harness.tools.art`` (shadowtest import-art) on ART-format files in tests/data/art."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness._artsafety import Unsafe, analyse
-from harness.art import import_art, main
-from harness.atomic import check_atomic
+from harness.core.atomic import check_atomic
+from harness.tools.art import import_art, main
+from harness.tools.artsafety import Unsafe, analyse
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "art"
 ATOMICS = DATA / "atomics"

@@ -1,4 +1,4 @@
-"""``harness.atomic.check_atomic`` on real YAML files: the model, and file:line: key errors."""
+"""``harness.core.atomic.check_atomic`` on real YAML files: the model, and file:line: key errors."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness._shellquote import shell_quote
-from harness.atomic import Atomic, InputArgument, Precondition, check_atomic
 from harness.builtin import BUILTIN
-from harness.errors import ScenarioError
-from harness.scenario import load_atomics
+from harness.core.atomic import Atomic, InputArgument, Precondition, check_atomic
+from harness.core.errors import ScenarioError
+from harness.core.scenario import load_atomics
+from harness.core.shellquote import shell_quote
 
 # Line numbers below are this text's (see the comments at the right).
 ATOMIC = """\

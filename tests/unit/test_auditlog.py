@@ -1,6 +1,6 @@
 """The raw auditd log parser, over a real recorded session (auditd 3.0.9, kernel 6.18).
 
-session.log was recorded with harness/sensors/auditd.rules loaded plus one control rule
+session.log was recorded with harness/sensors/auditd/auditd.rules loaded plus one control rule
 (``-S ptrace -F a0=0x10 -k shadowtest-control-ptrace``, added after them, so it only sees
 attaches the pid-1 rule did not take): a PTRACE_ATTACH and a PTRACE_SEIZE of PID 1 inside
 ``unshare --pid --fork --mount-proc``, a PTRACE_ATTACH of an ordinary child, a
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sensors._auditlog import AuditEvent, AuditLogParser, parse_record
+from harness.sensors.auditd.auditlog import AuditEvent, AuditLogParser, parse_record
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "auditd"
 SAMPLE_NAME = re.compile(r"/etc/shadowtest-audit-sample-[0-9a-f]{8}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness.detection import Detection
+from harness.core.detection import Detection
 from harness.sensors.bpftrace import BpftraceSensor
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "bpftrace"
@@ -244,9 +244,9 @@ class _RemoteShell:
 
 def test_remote_scan_uses_the_node_probe_s_root_and_the_shared_map() -> None:
     """Over the node shell the sensor runs the node probe's cgroup2_root() and
-    harness.cgroups.scan() there: the same answer as on this machine."""
-    from harness._nodeprobe import cgroup2_root
-    from harness.cgroups import node_cgroup2_root
+    harness.nodes.cgroups.scan() there: the same answer as on this machine."""
+    from harness.nodes.cgroups import node_cgroup2_root
+    from harness.nodes.remote.nodeprobe import cgroup2_root
     from harness.sensors.bpftrace import scan_cgroups
 
     sensor = BpftraceSensor(node="n")

@@ -1,4 +1,4 @@
-"""``harness.catalogue``: docs/catalogue.md is generated, deterministic and never stale."""
+"""``harness.tools.catalogue``: docs/catalogue.md is generated, deterministic and never stale."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.atomic import Atomic
 from harness.builtin import BUILTIN
-from harness.catalogue import DEFAULT_OUT, check, expected_cell, load_catalogue, render, run, write
-from harness.errors import ScenarioError
-from harness.scenario import Scenario
+from harness.core.atomic import Atomic
+from harness.core.errors import ScenarioError
+from harness.core.scenario import Scenario
+from harness.tools.catalogue import DEFAULT_OUT, check, expected_cell, load_catalogue, render, run, write
 
 REPO = Path(__file__).resolve().parents[2]
 

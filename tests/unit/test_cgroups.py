@@ -1,4 +1,4 @@
-"""harness.cgroups: cgroup path -> container id over the layouts real runtimes produce, and
+"""harness.nodes.cgroups: cgroup path -> container id over the layouts real runtimes produce, and
 the scan over a cgroup tree (a fake one in tmp_path: the scan only reads directories)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cgroups
-from harness._nodeprobe import cgroup2_root
-from harness.cgroups import container_id
+from harness.nodes import cgroups
+from harness.nodes.cgroups import container_id
+from harness.nodes.remote.nodeprobe import cgroup2_root
 
 ID_DOCKER_FS = "a2ffe0e97ac22657a2a023ad628e9df837c38a03b1ebc904d3f6d644eb1a1a81"
 ID_DOCKER_SD = "9b98bb265ea4c149d9a786380dd07716d341c3e925f2616040c6cd9ac8c4b75c"

@@ -1,4 +1,4 @@
-"""``harness.config.load_settings`` on real TOML files, and the node allow-list."""
+"""``harness.engine.config.load_settings`` on real TOML files, and the node allow-list."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from harness.builtin import ATOMICS
-from harness.config import Settings, load_settings
-from harness.errors import ConfigError, SafetyError
-from harness.safety import check_nodes_allowed
+from harness.core.errors import ConfigError, SafetyError
+from harness.engine.config import Settings, load_settings
+from harness.engine.safety import check_nodes_allowed
 
 PYPROJECT = """\
 [project]

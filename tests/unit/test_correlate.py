@@ -1,4 +1,4 @@
-"""``harness.correlate.correlate``: which key ties a detection to a run, strongest first."""
+"""``harness.core.correlate.correlate``: which key ties a detection to a run, strongest first."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from harness.correlate import KEYS, correlate
-from harness.detection import Detection
-from harness.run import Run
+from harness.core.correlate import KEYS, correlate
+from harness.core.detection import Detection
+from harness.core.run import Run
 
 T0 = 1_700_000_000.0
 RUN_ID = "st0123456789ab"

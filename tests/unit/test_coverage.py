@@ -1,4 +1,4 @@
-"""``harness.coverage``: which Tetragon enforcement actions no scenario exercises."""
+"""``harness.tools.coverage``: which Tetragon enforcement actions no scenario exercises."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.coverage import (
+from harness.tools.coverage import (
     Action,
     cover,
     load_documents,

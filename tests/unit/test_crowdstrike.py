@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from harness.correlate import correlate
-from harness.detection import Detection
-from harness.errors import ConfigError, SensorError
-from harness.run import Run
+from harness.core.correlate import correlate
+from harness.core.detection import Detection
+from harness.core.errors import ConfigError, SensorError
+from harness.core.run import Run
 from harness.sensors import crowdstrike
 from harness.sensors.base import build_sensor
 from harness.sensors.crowdstrike import CrowdStrikeSensor

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from harness.dockerd import SAFE_FLAGS, Dockerd, apt_mirror, ping
-from harness.errors import ConfigError, TargetError
+from harness.core.errors import ConfigError, TargetError
+from harness.nodes.dockerd import SAFE_FLAGS, Dockerd, apt_mirror, ping
 from harness.targets.docker import (
     BIN,
     CONTEXTS,

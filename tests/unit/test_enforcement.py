@@ -14,18 +14,18 @@ from typing import Any
 
 import pytest
 
-from harness.atomic import SideEffect, check_atomic
 from harness.builtin import BUILTIN
-from harness.detection import Detection
-from harness.execute import execute, stopped
-from harness.node import NodeFacts
+from harness.core.atomic import SideEffect, check_atomic
+from harness.core.detection import Detection
+from harness.core.node import NodeFacts
+from harness.core.run import Run, StageResult
+from harness.core.scenario import check_scenario, load_atomics
+from harness.core.verdict import Expectation, Health, enforcement_claims, judge, with_claims
+from harness.engine.execute import execute, stopped
 from harness.report import enforcement
 from harness.report.summary import render
-from harness.run import Run, StageResult
-from harness.scenario import check_scenario, load_atomics
 from harness.sensors.bpftrace import BpftraceSensor, program_path
 from harness.sensors.tetragon import TetragonSensor
-from harness.verdict import Expectation, Health, enforcement_claims, judge, with_claims
 
 ROOT = Path(__file__).resolve().parents[2]
 

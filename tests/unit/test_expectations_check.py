@@ -1,4 +1,4 @@
-"""``harness.expectations_check``: the catalogue's expectations against real rule packs."""
+"""``harness.tools.expectations_check``: the catalogue's expectations against real rule packs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import pytest
 import yaml
 
 from harness.__main__ import main
-from harness._yaml import load_lined
 from harness.builtin import ATOMICS
-from harness.coverage import load_documents
-from harness.errors import ScenarioError
-from harness.expectations_check import (
+from harness.core.errors import ScenarioError
+from harness.core.scenario import Scenario, check_scenario, load_atomics
+from harness.core.yamlfile import load_lined
+from harness.sensors.rulepack import HEADER
+from harness.tools.coverage import load_documents
+from harness.tools.expectations_check import (
     Rule,
     check,
     contexts_scope,
@@ -22,8 +24,6 @@ from harness.expectations_check import (
     parse_tetragon,
     parse_tracee,
 )
-from harness.scenario import Scenario, check_scenario, load_atomics
-from harness.sensors._rulepack import HEADER
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = ROOT.parent / "shared" / "upstream"   # CI has ../shared beside the clone (read-only)

@@ -32,10 +32,10 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.correlate import correlate
-from harness.detection import Detection
-from harness.errors import ConfigError, SensorError
-from harness.run import Run
+from harness.core.correlate import correlate
+from harness.core.detection import Detection
+from harness.core.errors import ConfigError, SensorError
+from harness.core.run import Run
 from harness.sensors.falco import FalcoSensor, parse_time
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "falco"
@@ -641,7 +641,7 @@ class _Msgspec018Decoder:
 def test_receiver_invalid_utf8_is_replaced_whatever_msgspec_raises(
     old: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from harness.sensors import _jsonlines
+    from harness.sensors import jsonlines as _jsonlines
 
     if old:
         monkeypatch.setattr(_jsonlines, "_decoder", _Msgspec018Decoder())
@@ -657,7 +657,7 @@ def test_receiver_invalid_utf8_is_replaced_whatever_msgspec_raises(
 def test_on_line_lone_surrogate_is_replaced_not_malformed(
     old: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from harness.sensors import _jsonlines
+    from harness.sensors import jsonlines as _jsonlines
 
     if old:
         monkeypatch.setattr(_jsonlines, "_decoder", _Msgspec018Decoder())
@@ -1121,7 +1121,7 @@ def test_sync_rule_condition_names_the_marker_syscall() -> None:
 def test_stopped_falco_with_pidfile_is_sensor_down_never_missed(tmp_path: Path) -> None:
     import subprocess
 
-    from harness.verdict import Expectation, Health, Verdict, judge
+    from harness.core.verdict import Expectation, Health, Verdict, judge
 
     falco = subprocess.Popen(["sleep", "30"])
     pidfile = tmp_path / "falco.pid"
@@ -1143,7 +1143,7 @@ def test_stopped_falco_with_pidfile_is_sensor_down_never_missed(tmp_path: Path) 
 
 
 def test_stopped_falco_without_pidfile_is_sensor_down_by_its_silent_file(tmp_path: Path) -> None:
-    from harness.verdict import Expectation, Health, Verdict, judge
+    from harness.core.verdict import Expectation, Health, Verdict, judge
 
     alerts_file = tmp_path / "events.json"
     alerts_file.write_text("")

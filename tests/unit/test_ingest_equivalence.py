@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from harness.detection import Detection, make_detection
-from harness.sensors._jsonlines import JsonLinesSensor
+from harness.core.detection import Detection, make_detection
 from harness.sensors.base import DetectionStream
 from harness.sensors.falco import FalcoSensor, parse_time
+from harness.sensors.jsonlines import JsonLinesSensor
 from harness.sensors.tetragon import TetragonSensor
 
 DATA = Path(__file__).resolve().parent.parent / "data"

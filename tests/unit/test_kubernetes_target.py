@@ -8,8 +8,7 @@ import threading
 
 import pytest
 
-from harness.errors import ConfigError, TargetError
-from harness.targets._kubestream import AttachProcess
+from harness.core.errors import ConfigError, TargetError
 from harness.targets.base import Session
 from harness.targets.kubernetes import (
     CONTEXTS,
@@ -19,6 +18,7 @@ from harness.targets.kubernetes import (
     parse_url,
     pod_manifest,
 )
+from harness.targets.kubestream import AttachProcess
 
 
 def test_parse_url_reads_node_and_options() -> None:

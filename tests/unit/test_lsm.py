@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.sensors.base import build_sensor
 from harness.sensors.lsm import RULES, LsmEnforcerSensor, loader_argv, put_file, validate
 

@@ -1,4 +1,4 @@
-"""The one-to-one matching rule (harness/report/_match.py): hand-built cases with known
+"""The one-to-one matching rule (harness/report/parity/match.py): hand-built cases with known
 answers, and Hypothesis against a brute-force maximum matching."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.report._match import match_sorted, sweep
+from harness.report.parity.match import match_sorted, sweep
 
 
 def _match(inc: list[int], cand: list[int], tol: int) -> set[tuple[int, int]]:

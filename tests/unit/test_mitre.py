@@ -1,4 +1,4 @@
-"""``harness.mitre``: the bundled ATT&CK table, id checks, and building the table from STIX."""
+"""``harness.core.mitre``: the bundled ATT&CK table, id checks, and building the table from STIX."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.mitre import (
+from harness.core.mitre import (
     attack_version,
     build_table,
     check_technique,

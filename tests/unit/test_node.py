@@ -1,4 +1,4 @@
-"""``harness.node``: kernel release parsing and kernel requirement checks."""
+"""``harness.core.node``: kernel release parsing and kernel requirement checks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness._nodeprobe import cgroup2_root
-from harness.errors import TargetError
-from harness.node import NodeFacts, kernel_satisfies, kernel_tuple
+from harness.core.errors import TargetError
+from harness.core.node import NodeFacts, kernel_satisfies, kernel_tuple
+from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.targets.local import cgroup2_root_of
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.detection import Detection
+from harness.core.detection import Detection
 from harness.report.parity import (
     EXIT_EMPTY,
     EXIT_FAILED,
@@ -173,7 +173,7 @@ def test_run_parity_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_parity_engine_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.report._parity_sources import configured
+    from harness.report.parity.sources import configured
 
     (tmp_path / "shadowtest.toml").write_text('[tool.shadowtest.parity]\nengine = "spark"\ngate = 0.9\n')
     monkeypatch.chdir(tmp_path)

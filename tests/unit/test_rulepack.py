@@ -1,4 +1,4 @@
-"""Rule-pack identity of each sensor type (harness/sensors/_rulepack.py)."""
+"""Rule-pack identity of each sensor type (harness/sensors/rulepack.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness.detection import Detection
-from harness.sensors._rulepack import describe, for_row, identity, rulepack_of
+from harness.core.detection import Detection
+from harness.sensors.rulepack import describe, for_row, identity, rulepack_of
 
 
 def test_bpftrace_program_digest_and_header_version(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.scaffold import FILES, scaffold
+from harness.tools.scaffold import FILES, scaffold
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""``harness.scenario.check_scenario`` on real YAML files: the model, and file:line: key errors."""
+"""``harness.core.scenario.check_scenario`` on real YAML files: the model, and file:line: key errors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.atomic import Atomic
 from harness.builtin import BUILTIN
-from harness.errors import ScenarioError
-from harness.scenario import check_scenario, load_atomics, scenario_files
-from harness.verdict import Expectation
+from harness.core.atomic import Atomic
+from harness.core.errors import ScenarioError
+from harness.core.scenario import check_scenario, load_atomics, scenario_files
+from harness.core.verdict import Expectation
 
 ROOT = Path(__file__).resolve().parents[2]
 

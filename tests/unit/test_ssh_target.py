@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from harness import vm
-from harness.errors import ConfigError, TargetError
+from harness.core.errors import ConfigError, TargetError
+from harness.targets import vm
 from harness.targets.ssh import NO_HOST_KEY_CHECK, SshShell, SshTarget, VmTarget
 
 
@@ -159,7 +159,7 @@ SSHD = os.environ.get("SHADOWTEST_SSHD") or shutil.which("sshd", path="/usr/sbin
 
 NODE_SCRIPT = r'''
 import json, os, subprocess, sys, time
-from harness.errors import TargetError
+from harness.core.errors import TargetError
 from harness.targets.ssh import SshShell, SshTarget
 
 d, sshd = sys.argv[1], sys.argv[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.detection import Detection
+from harness.core.detection import Detection
 from harness.sensors.base import DetectionStream
 
 
@@ -89,7 +89,7 @@ def test_subscription_records_when_the_window_opened() -> None:
 
 
 def test_filetail_last_line_is_when_a_line_was_last_read(tmp_path: Path) -> None:
-    from harness.sensors._streams import FileTail
+    from harness.sensors.streams import FileTail
 
     path = tmp_path / "out.jsonl"
     path.write_text('{"old": 1}\n')
@@ -113,7 +113,7 @@ def test_filetail_last_line_is_when_a_line_was_last_read(tmp_path: Path) -> None
 def test_linereader_last_line_and_end() -> None:
     import subprocess
 
-    from harness.sensors._streams import LineReader
+    from harness.sensors.streams import LineReader
 
     proc = subprocess.Popen(["echo", "hello"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from harness.correlate import correlate
-from harness.errors import ConfigError
-from harness.run import Run
+from harness.core.correlate import correlate
+from harness.core.errors import ConfigError
+from harness.core.run import Run
 from harness.sensors.base import build_sensor
 from harness.sensors.sysdig import (
     MAX_TIMEFRAME_NS,

@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from harness.correlate import correlate
-from harness.detection import Detection
-from harness.errors import ConfigError
-from harness.run import Run
+from harness.core.correlate import correlate
+from harness.core.detection import Detection
+from harness.core.errors import ConfigError
+from harness.core.run import Run
 from harness.sensors import tetragon
 from harness.sensors.tetragon import TetragonSensor, parse_rfc3339
 
@@ -713,15 +713,15 @@ class _Scenario:
         self.technique = technique
 
     def expectation(self, name: str, facts: Any = None) -> Any:
-        from harness.verdict import Expectation
+        from harness.core.verdict import Expectation
 
         return Expectation(technique=self.technique)
 
 
 def _judged(sensor: TetragonSensor, log: Path, technique: str | None,
             line: str | None, window: float = 0.2) -> Any:
-    """Subscribe, 'act' (append ``line`` if any), judge as harness.execute does."""
-    from harness.execute import _judge_all
+    """Subscribe, 'act' (append ``line`` if any), judge as harness.engine.execute does."""
+    from harness.engine.execute import _judge_all
 
     before = {"tetragon": sensor.health()}
     sub = sensor.stream.subscribe()

@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from harness.correlate import correlate
-from harness.detection import Detection
-from harness.run import Run
+from harness.core.correlate import correlate
+from harness.core.detection import Detection
+from harness.core.run import Run
 from harness.sensors.tracee import TraceeSensor
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tracee"

@@ -1,4 +1,4 @@
-"""``harness.verdict``: matching, comparison and the pure ``judge``, as tables of cases."""
+"""``harness.core.verdict``: matching, comparison and the pure ``judge``, as tables of cases."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.detection import Detection
-from harness.run import Run, StageResult
-from harness.verdict import (
+from harness.core.detection import Detection
+from harness.core.run import Run, StageResult
+from harness.core.verdict import (
     Expectation,
     Health,
     Mismatch,

@@ -1,4 +1,4 @@
-"""harness.vm without qemu: argv building, image checks, state files, stop-by-pid, CLI."""
+"""harness.targets.vm without qemu: argv building, image checks, state files, stop-by-pid, CLI."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import vm
+from harness.targets import vm
 from harness.targets.ssh import SshTarget
-from harness.vm import KERNELS, VirtualMachine, VmEndpoint, VmError
+from harness.targets.vm import KERNELS, VirtualMachine, VmEndpoint, VmError
 
 
 def _endpoint(key: Path = Path("/c/id_ed25519")) -> VmEndpoint:
@@ -146,7 +146,7 @@ def test_unknown_cgroup_layout_lists_the_known_ones() -> None:
 
 
 def test_vm_target_takes_the_cgroup_layout_from_its_url() -> None:
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
     from harness.targets.ssh import VmTarget
 
     assert VmTarget("k", "vm://6.12")._cgroup == "v2"

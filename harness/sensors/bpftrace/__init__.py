@@ -21,16 +21,16 @@ from typing import IO, Any, ClassVar
 
 import msgspec
 
-from harness import cgroups
-from harness._nodeprobe import cgroup2_root
-from harness.detection import Detection
-from harness.errors import SensorError
-from harness.reaper import deferred_signals
-from harness.sensors._marker import getpgid_every_cpu
-from harness.sensors._streams import FileTail, LineReader
+from harness.core.detection import Detection
+from harness.core.errors import SensorError
+from harness.core.verdict import Health
+from harness.nodes import cgroups
+from harness.nodes.reaper import deferred_signals
+from harness.nodes.remote.nodeprobe import cgroup2_root
+from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
 from harness.sensors.base import DetectionStream
-from harness.targets.shell import LocalShell, NodeProcess, NodeShell
-from harness.verdict import Health
+from harness.sensors.marker import getpgid_every_cpu
+from harness.sensors.streams import FileTail, LineReader
 
 MARKER_BASE = 0x5AD00000
 #: how long bpftrace may take to detach and exit on SIGINT before SIGKILL (a busy machine)
@@ -309,7 +309,7 @@ class BpftraceSensor:
 
     def _scan(self) -> dict[int, str]:
         """{cgroup id: container id} on the sensor's node: the node probe's cgroup2 root,
-        mapped by ``harness.cgroups`` (there, over the node shell, for a remote node)."""
+        mapped by ``harness.nodes.cgroups`` (there, over the node shell, for a remote node)."""
         if not self.shell.remote:
             return scan_cgroups()
         res = self.shell.run(["python3", "-S", "-c", cgroups.node_scan_code()])
@@ -338,7 +338,7 @@ _CORE = frozenset({"kind", "rule", "technique", "severity", "pid", "ppid", "ance
 
 
 def scan_cgroups(root: Path | None = None) -> dict[int, str]:
-    """Inode -> container id for every container cgroup (``harness.cgroups``: docker's
+    """Inode -> container id for every container cgroup (``harness.nodes.cgroups``: docker's
     cgroupfs and systemd drivers, containerd/CRI, CRI-O, podman, shadowtest's own contexts)
     under the cgroup2 hierarchy at ``root`` (default: this machine's, as the node probe
     finds it)."""

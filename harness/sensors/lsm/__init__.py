@@ -34,14 +34,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.cgroups import node_cgroup2_root
-from harness.detection import Detection
-from harness.errors import ConfigError, SensorError
-from harness.sensors._rulepack import files_pack
-from harness.sensors._streams import LineReader
+from harness.core.detection import Detection
+from harness.core.errors import ConfigError, SensorError
+from harness.core.verdict import Health
+from harness.nodes.cgroups import node_cgroup2_root
+from harness.nodes.shell import NodeShell
 from harness.sensors.bpftrace import BpftraceSensor
-from harness.targets.shell import NodeShell
-from harness.verdict import Health
+from harness.sensors.rulepack import files_pack
+from harness.sensors.streams import LineReader
 
 HERE = Path(__file__).resolve().parent
 SOURCES = (HERE / "enforcer.bpf.c", HERE / "enforcer.c")

@@ -1,0 +1,1 @@
+"""The domain: scenarios, atomics, runs, detections, verdicts; imports nothing else from harness."""

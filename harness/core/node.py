@@ -1,0 +1,68 @@
+"""Node facts, read from the node itself, and kernel requirement checks."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+    ">": operator.gt, "<": operator.lt,
+}
+_REQ = re.compile(r"^(?P<op>>=|<=|==|!=|>|<)?(?P<ver>[0-9]+(?:\.[0-9]+){0,2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What the node says about itself (never what a config file claims)."""
+
+    node: str
+    kernel: str
+    distro: str = ""
+    arch: str = ""
+    btf: bool = False
+    bpf_lsm: bool = False
+    kprobes: bool = False
+    tracepoints: bool = False
+    cgroup2: bool = False
+    hostname: str = ""
+    reasons: tuple[tuple[str, str], ...] = ()
+    kfunc: bool = False
+    cgroup2_root: str = ""
+    ncpu: int = 0
+
+    @classmethod
+    def from_probe(cls, data: dict[str, Any]) -> NodeFacts:
+        """From ``harness.nodes.remote.nodeprobe.probe()``'s dict (unknown keys ignored)."""
+        known = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["reasons"] = tuple((str(a), str(b)) for a, b in (data.get("reasons") or ()))
+        return cls(**kw)
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["reasons"] = dict(self.reasons)
+        return row
+
+    def feature(self, name: str) -> tuple[bool, str]:
+        """(available, why not) for a feature a scenario may require."""
+        ok = bool(getattr(self, name, False))
+        return ok, dict(self.reasons).get(name, "" if ok else f"{name} not available")
+
+
+def kernel_tuple(release: str) -> tuple[int, int, int]:
+    nums = [*(int(x) for x in re.findall(r"\d+", release.split("-", maxsplit=1)[0])[:3]), 0, 0, 0]
+    return nums[0], nums[1], nums[2]
+
+
+def kernel_satisfies(release: str, requirement: str) -> bool:
+    """``kernel_satisfies("6.1.0-56-amd64", ">=5.8")`` -> True."""
+    m = _REQ.match(requirement.replace(" ", ""))
+    if not m:
+        raise ValueError(f"expected a kernel requirement like '>=5.8', got {requirement!r}")
+    want = kernel_tuple(m["ver"])
+    got = kernel_tuple(release)[: len(m["ver"].split("."))]
+    return _OPS[m["op"] or ">="](got, want[: len(got)])

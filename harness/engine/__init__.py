@@ -1,0 +1,1 @@
+"""Running a scenario: configuration, safety, the executor."""

@@ -1,0 +1,1 @@
+"""Stdlib-only programs shipped to nodes (stage runner, node probe)."""

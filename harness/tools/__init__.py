@@ -1,0 +1,1 @@
+"""Offline tools: ART import, catalogue, coverage, expectations check, scaffold."""
