@@ -52,8 +52,7 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
     subs = {name: s.stream.subscribe() for name, s in sensors.items()}  # before acting
     atomic = scenario.atomic
     bin_dir = atomic.path.parent / "bin"
-    stage_bin = getattr(target, "stage_bin", None)  # remote nodes get a copy of bin/
-    bin_path = stage_bin(bin_dir) if callable(stage_bin) else str(bin_dir)
+    bin_path = target.stage_bin(bin_dir)  # remote nodes get a copy of bin/
     session = target.open(context, run_id)
     values: dict[str, Any] = {
         **scenario.arguments, "run_id": run_id, "bin": bin_path,
@@ -83,7 +82,7 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
 def enforcer(sensor: Sensor) -> bool:
     """The sensor is configured to enforce (bpftrace ``enforce = true``, an enforcer such
     as the BPF-LSM sensor setting ``enforces``)."""
-    return bool(getattr(sensor, "enforces", False))
+    return bool(sensor.enforces)
 
 
 def enforcement_run(scenario: Scenario, sensors: Mapping[str, Sensor],
@@ -212,12 +211,7 @@ def claims_stop(run: Run, seen: list[Detection]) -> bool:
 
 def exit_records(sensors: Mapping[str, Sensor]) -> dict[str, Callable[[Detection], str | None]]:
     """Each sensor's reader of its product's own exit record (``exit_record``), if any."""
-    out: dict[str, Callable[[Detection], str | None]] = {}
-    for name, sensor in sensors.items():
-        reader = getattr(sensor, "exit_record", None)
-        if callable(reader):
-            out[name] = reader
-    return out
+    return {name: sensor.exit_record for name, sensor in sensors.items()}
 
 
 def _claimed(run: Run, sensors: Mapping[str, Sensor], subs: Mapping[str, Subscription],
@@ -227,11 +221,11 @@ def _claimed(run: Run, sensors: Mapping[str, Sensor], subs: Mapping[str, Subscri
     seen: dict[str, list[Detection]] = {}
     until = run.ended_at + window
     for name, sensor in sensors.items():
-        delay = getattr(sensor, "delay", 0.0)
+        delay = sensor.delay
         seen[name], _ = subs[name].wait(partial(claims_stop, run), markers.get(name),
                                         until + delay, until=run.ended_at)
     return with_claims(run, enforcement_claims(run, seen, until + max(
-        (getattr(s, "delay", 0.0) for s in sensors.values()), default=0.0),
+        (s.delay for s in sensors.values()), default=0.0),
         exit_records(sensors)))
 
 
@@ -251,7 +245,7 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         seen: list[Detection] = []
         synced = False
         if run.executed:
-            deadline = run.ended_at + window + getattr(sensor, "delay", 0.0)
+            deadline = run.ended_at + window + sensor.delay
             seen, synced = sub.wait(partial(decided, run, expectation), markers.get(name),
                                     deadline, until=run.ended_at)
         now = sensor.health()
@@ -263,15 +257,15 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         can_sync = markers.get(name) is not None or sensor.stream.watermark > 0
         if up and run.executed and can_sync and not synced:
             up, reason = False, (f"{name} did not deliver up to the end of the run within the "
-                                 f"window ({window:g} s + {getattr(sensor, 'delay', 0.0):g} s "
+                                 f"window ({window:g} s + {sensor.delay:g} s "
                                  "ingestion delay): a miss cannot be proved")
         if up and run.executed and not synced and isinstance(sensor, Quiet):
             # a producer that cannot be synced must show a sign of life in the window
             silent = sensor.silence(sub.opened_at, time.time())
             if silent:
                 up, reason = False, silent
-        hint = getattr(sensor, "sync_hint", None)
-        if up and run.executed and not synced and isinstance(hint, str) and hint:
+        hint = sensor.sync_hint
+        if up and run.executed and not synced and hint:
             reason = hint  # a healthy sensor that could not be synced: the row says so
         health = Health(up=up, reason=reason, lost=sub.lost(), malformed=sub.malformed(),
                         synced=synced)

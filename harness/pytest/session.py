@@ -83,7 +83,7 @@ class ShadowtestSession:
         """Whether runs on ``node`` may go to several xdist workers at once (the local
         machine and docker: runs are told apart by run id and process tree); any other
         node's runs are grouped on one worker (``xdist_group``), so a VM boots once."""
-        return bool(getattr(self.target(node), "PARALLEL_SAFE", False))
+        return self.target(node).PARALLEL_SAFE
 
     def facts(self, node: str) -> NodeFacts:
         if node not in self._facts:
@@ -133,8 +133,7 @@ class ShadowtestSession:
                 if node in self.settings.sensor_options.get(name, {}).get("nodes", [node])]
 
     def shell(self, node: str) -> NodeShell | None:
-        get = getattr(self.target(node), "shell", None)
-        return get() if callable(get) else None
+        return self.target(node).shell()
 
     def start_sensors(self) -> dict[str, Sensor]:
         """The first configured node's sensors (what a single-node run uses)."""

@@ -31,7 +31,7 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
         if not run.executed:  # stopped by a sensor that claims it: judged (as live)
             window = (scenario.window if scenario and scenario.window else DEFAULT_WINDOW)
             until = run.ended_at + window + max(
-                (float(getattr(s, "delay", 0.0)) for s in sensors.values()), default=0.0)
+                (s.delay for s in sensors.values()), default=0.0)
             run = with_claims(run, enforcement_claims(run, detections, until, records))
         judgements = []
         for name, sensor in sensors.items():
@@ -39,7 +39,7 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
             health = Health(sensor.health().up, sensor.health().reason, synced=True)
             if health.up and isinstance(sensor, Quiet):  # no sign of life: never MISSED
                 why = sensor.silence(run.started_at,
-                                     run.ended_at + float(getattr(sensor, "delay", 0.0)))
+                                     run.ended_at + sensor.delay)
                 if why:
                     health = Health(False, why)
             judgements.append(judge(run, detections[name], expectation, health, name))

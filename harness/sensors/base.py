@@ -17,7 +17,6 @@ from harness.core.verdict import Health
 
 
 @runtime_checkable
-@runtime_checkable
 class OnNode(Protocol):
     """A sensor that runs on the node it watches (auditd, the bundled bpftrace sensor): the
     session hands it the node's shell (this machine, or a VM over SSH) before start()."""
@@ -50,6 +49,33 @@ class Sensor(Protocol):
 
     def normalise(self, raw: Any) -> Detection | None:
         """Pure: one raw record of the product to a Detection (None: not a detection)."""
+
+    #: configured to stop what it detects (bpftrace ``enforce = true``, the BPF-LSM enforcer)
+    enforces: bool
+
+    @property
+    def sync_hint(self) -> str | None:
+        """Why this sensor's windows are waited out (None: it syncs, or nothing to say)."""
+
+    def exit_record(self, detection: Detection) -> str | None:
+        """The product's own record of how a process it reported ended (e.g. Tetragon's
+        ``process_exit`` with ``signal: SIGKILL``), as text; None when it has none."""
+
+
+class SensorBase:
+    """What a sensor without an opinion on :class:`Sensor`'s optional members means:
+    not an enforcer, no ingestion delay, nothing to say about sync, no exit records.
+    Every bundled sensor derives from it; a third-party sensor may too."""
+
+    enforces: bool = False
+    delay: float = 0.0
+
+    @property
+    def sync_hint(self) -> str | None:
+        return None
+
+    def exit_record(self, detection: Detection) -> str | None:
+        return None
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ from harness.core.detection import Detection, keep_raw
 from harness.core.errors import ConfigError, SensorError
 from harness.core.verdict import Health
 from harness.nodes.process import spawn, stop
-from harness.sensors.base import DetectionStream
+from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.streams import FileTail, LineReader, process_started_at
 
 _decoder = msgspec.json.Decoder()
@@ -74,7 +74,7 @@ def _repair_utf8(data: bytes | str) -> str | None:
     return None
 
 
-class JsonLinesSensor:
+class JsonLinesSensor(SensorBase):
     """``path`` (tail it) or ``command`` (run it, read stdout); one JSON object per line."""
 
     NAME: ClassVar[str] = "jsonlines"

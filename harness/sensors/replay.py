@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
 from harness.core.verdict import Health
-from harness.sensors.base import DetectionStream, Sensor, sensor_class
+from harness.sensors.base import DetectionStream, Sensor, SensorBase, sensor_class
 
 _CONTAINERS = ("data", "resources", "events", "alerts", "detections")
 
 
-class ReplaySensor:
+class ReplaySensor(SensorBase):
     """Reads ``path`` once at start with the ``format`` adapter's parser; always healthy
     (a recording cannot go down), synced to the end of the recording."""
 
@@ -113,8 +113,7 @@ class ReplaySensor:
     def exit_record(self, detection: Detection) -> str | None:
         """The recorded product's own exit record of the detection's process (Tetragon's
         ``process_exit.signal``), when its adapter keeps one."""
-        reader = getattr(self.adapter, "exit_record", None)
-        return reader(detection) if callable(reader) else None
+        return self.adapter.exit_record(detection)
 
 
 def _adapter(format: str, name: str, path: Path, node: str | None) -> Sensor:

@@ -29,7 +29,7 @@ from harness.core.errors import ConfigError
 from harness.core.schema import parse_duration
 from harness.core.secrets import Secret, redact, resolve_secret
 from harness.core.verdict import Health
-from harness.sensors.base import DetectionStream
+from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.falco import ancestors_of
 
 EVENTS_PATH = "/secure/events/v1/events"
@@ -66,7 +66,7 @@ class _State:
     last_to_ns: int | None = None
 
 
-class SysdigSensor:
+class SysdigSensor(SensorBase):
     """Polls Sysdig Secure's Events API for runtime detections.
 
     ``url`` is the region's base URL, for example ``https://secure.sysdig.com`` (US East,

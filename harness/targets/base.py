@@ -23,6 +23,7 @@ from harness.core.errors import ConfigError, TargetError
 from harness.core.node import NodeFacts
 from harness.core.run import StageResult
 from harness.nodes.reaper import deferred_signals
+from harness.nodes.shell import NodeShell
 
 
 @runtime_checkable
@@ -43,6 +44,28 @@ class Target(Protocol):
 
     def close(self) -> None:
         """Release what the target holds (connections, daemons it started)."""
+
+    #: runs on this node may go to several xdist workers at once (told apart by run id)
+    PARALLEL_SAFE: ClassVar[bool]
+
+    def stage_bin(self, bin_dir: Path) -> str:
+        """Where an atomic's ``bin/`` helpers are on the node (a remote node gets a copy)."""
+
+    def shell(self) -> NodeShell | None:
+        """The node's command layer for sensors running there (None: no sensor can)."""
+
+
+class TargetBase:
+    """What a target without an opinion on :class:`Target`'s optional members means: runs
+    grouped on one worker, helpers used in place, no node shell for sensors."""
+
+    PARALLEL_SAFE: ClassVar[bool] = False
+
+    def stage_bin(self, bin_dir: Path) -> str:
+        return str(bin_dir)
+
+    def shell(self) -> NodeShell | None:
+        return None
 
 
 class RunnerProcess(Protocol):

@@ -31,7 +31,7 @@ from harness.nodes.cgroups import container_id, process_cgroup
 from harness.nodes.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
 from harness.nodes.reaper import arm, disarm, start_time
 from harness.nodes.shell import LocalShell
-from harness.targets.base import Session, start_runner
+from harness.targets.base import Session, TargetBase, start_runner
 from harness.targets.local import PDEATHSIG, read_local_facts
 
 DEFAULT_SOCKET = str(STATE_DIR / "docker.sock")
@@ -154,7 +154,7 @@ def context_variables(context: str, anchor_pid: int | None) -> dict[str, Any]:
     return out
 
 
-class DockerTarget:
+class DockerTarget(TargetBase):
     """Runs atomics in near-privileged, host-PID and host-/etc containers of one dockerd."""
 
     NAME: ClassVar[str] = "docker"

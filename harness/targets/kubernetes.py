@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from harness.core.errors import ConfigError, TargetError
 from harness.core.node import NodeFacts
 from harness.nodes.shell import LocalShell
-from harness.targets.base import Session
+from harness.targets.base import Session, TargetBase
 from harness.targets.kubestream import AttachProcess, close_stream
 
 CONTEXTS = ("pod", "pod-hostpid", "pod-privileged")
@@ -92,7 +92,7 @@ PY
 """
 
 
-class KubernetesTarget:
+class KubernetesTarget(TargetBase):
     """Runs atomics in pods pinned (``nodeName``) to one Kubernetes node."""
 
     NAME: ClassVar[str] = "kubernetes"

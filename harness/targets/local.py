@@ -15,12 +15,12 @@ from harness.core.node import NodeFacts
 from harness.nodes import reaper
 from harness.nodes.remote.nodeprobe import cgroup2_root, probe
 from harness.nodes.shell import LocalShell
-from harness.targets.base import Session, stage_runner_argv, start_runner
+from harness.targets.base import Session, TargetBase, stage_runner_argv, start_runner
 
 CGROUP_PARENT = "shadowtest"
 
 
-class LocalTarget:
+class LocalTarget(TargetBase):
     """Runs atomics on this machine, in the host context or a namespaced container context."""
 
     NAME: ClassVar[str] = "local"

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from harness.core.errors import ConfigError, TargetError
 from harness.core.node import NodeFacts
 from harness.nodes.shell import LocalProcess, close_pipes, put_argv, remote_wrapped
-from harness.targets.base import Session, start_runner
+from harness.targets.base import Session, TargetBase, start_runner
 
 REMOTE_DIR = "/run/shadowtest"
 RUNNER = f"{REMOTE_DIR}/_stagerunner.py"
@@ -297,7 +297,7 @@ def ssh_url_options(node: str, url: str) -> dict[str, str]:
     return {name: unquote(given[0]) for name, given in query.items()}
 
 
-class SshTarget:
+class SshTarget(TargetBase):
     """``ssh://[user@]host[:port][?key=PATH&known_hosts=PATH&ssh_config=PATH]``: the node's
     own kernel, sensors run on it. Reached with your ssh_config and known_hosts: the node's
     host key must be known (an unknown or changed key fails, saying how to add it)."""

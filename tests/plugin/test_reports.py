@@ -23,11 +23,11 @@ FAKE_SENSOR = '''
 import time
 from pathlib import Path
 from harness.core.detection import Detection
-from harness.sensors.base import DetectionStream
+from harness.sensors.base import DetectionStream, SensorBase
 from harness.core.verdict import Health
 
 
-class FileSensor:
+class FileSensor(SensorBase):
     """Detections from lines "<run id> <technique> <rule>" of a file, read at each sync."""
 
     NAME = "filefake"

@@ -26,6 +26,7 @@ from harness.report import enforcement
 from harness.report.summary import render
 from harness.sensors.bpftrace import BpftraceSensor, program_path
 from harness.sensors.tetragon import TetragonSensor
+from harness.targets.base import TargetBase
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -414,7 +415,7 @@ class _Session:
         pass
 
 
-class _Target:
+class _Target(TargetBase):
     node = "local"
 
     def __init__(self, session: _Session) -> None:

@@ -35,7 +35,7 @@ from harness.nodes.process import pid_alive, spawn, stop
 from harness.nodes.reaper import deferred_signals, spawn_detached, stop_detached
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
 from harness.sensors.auditd.auditlog import AuditEvent, AuditLogParser
-from harness.sensors.base import DetectionStream
+from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.streams import FileTail, LineReader
 
 STATE = Path("/run/shadowtest/auditd")
@@ -139,7 +139,7 @@ class _Shared:
         (self.root / "state.json").unlink(missing_ok=True)
 
 
-class AuditdSensor:
+class AuditdSensor(SensorBase):
     """auditd started (or attached to) by the harness; its raw log tailed and parsed."""
 
     NAME: ClassVar[str] = "auditd"

@@ -28,7 +28,7 @@ from harness.nodes import cgroups
 from harness.nodes.reaper import deferred_signals
 from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
-from harness.sensors.base import DetectionStream
+from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.marker import getpgid_every_cpu
 from harness.sensors.streams import FileTail, LineReader
 
@@ -49,7 +49,7 @@ def program_path(name: str = "sensor.bt") -> Path:
     return Path(str(files("harness").joinpath(f"sensors/bpftrace/{name}")))
 
 
-class BpftraceSensor:
+class BpftraceSensor(SensorBase):
     """Starts ``bpftrace -B none -f json sensor.bt`` (or tails a running one's output)."""
 
     NAME: ClassVar[str] = "bpftrace"

@@ -63,7 +63,7 @@ from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
 from harness.core.secrets import Secret, redact, resolve_secret
 from harness.core.verdict import Health
-from harness.sensors.base import DetectionStream
+from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.crowdstrike.falcon import _epoch, _mapping, _text, normalise_falcon
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class _PollFailed(Exception):
         self.fatal = fatal
 
 
-class CrowdStrikeSensor:
+class CrowdStrikeSensor(SensorBase):
     """CrowdStrike Falcon alerts (or container runtime detections), polled through FalconPy.
 
     Options (``[tool.shadowtest.sensors.<name>]``, ``type = "crowdstrike"``):
