@@ -132,7 +132,7 @@ def matches(expected: Any, got: Any) -> bool:
 def compare(expectation: Expectation, detection: Detection) -> tuple[Mismatch, ...]:
     """Every (field, expected, got) that differs, technique first."""
     out: list[Mismatch] = []
-    if expectation.technique is not None and not _technique_matches(
+    if expectation.technique is not None and not technique_matches(
         expectation.technique, detection.technique
     ):
         out.append(Mismatch("technique", expectation.technique, list(detection.technique)))
@@ -147,7 +147,7 @@ def compare(expectation: Expectation, detection: Detection) -> tuple[Mismatch, .
     return tuple(out)
 
 
-def _technique_matches(expected: str, got: Sequence[str]) -> bool:
+def technique_matches(expected: str, got: Sequence[str]) -> bool:
     """T1055.008 is satisfied by T1055.008 only; a parent id T1055 by any of its sub-techniques."""
     return any(t == expected or t.startswith(expected + ".") for t in got)
 

@@ -58,11 +58,11 @@ def load_lined(path: Path) -> LinedDocument:
     lines: dict[KeyPath, int] = {(): 1}
     if node is None:
         return LinedDocument(path, None, lines)
-    data = _convert(node, (), lines, path)
+    data = convert_node(node, (), lines, path)
     return LinedDocument(path, data, lines)
 
 
-def _convert(node: yaml.Node, key: KeyPath, lines: dict[KeyPath, int], path: Path) -> Any:
+def convert_node(node: yaml.Node, key: KeyPath, lines: dict[KeyPath, int], path: Path) -> Any:
     lines.setdefault(key, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
@@ -75,10 +75,10 @@ def _convert(node: yaml.Node, key: KeyPath, lines: dict[KeyPath, int], path: Pat
                     "duplicate key: each key may appear once; remove one of them",
                 )
             lines[sub] = k_node.start_mark.line + 1
-            out[name] = _convert(v_node, sub, lines, path)
+            out[name] = convert_node(v_node, sub, lines, path)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(v, (*key, i), lines, path) for i, v in enumerate(node.value)]
+        return [convert_node(v, (*key, i), lines, path) for i, v in enumerate(node.value)]
     if isinstance(node, yaml.ScalarNode) and node.style is None:
         rest = node.end_mark.buffer[node.end_mark.pointer:].split("\n", 1)[0] if node.end_mark.buffer else ""
         if rest.lstrip().startswith("#{"):

@@ -507,7 +507,7 @@ class TetragonSensor(JsonLinesSensor):
         )
 
     def _technique(self, policy: str, function: str | None, tags: list[str]) -> tuple[str, ...]:
-        found = _unique([t for t in map(_tag_technique, tags) if t]) if tags else ()
+        found = _unique([t for t in map(tag_technique, tags) if t]) if tags else ()
         if found:
             return found
         mapped = self.techniques.get(f"{policy}:{function}") if function else None
@@ -600,7 +600,7 @@ _TAG_IDS: dict[str, str | None] = {}
 _TAG_IDS_MAX = 4096
 
 
-def _tag_technique(tag: str) -> str | None:
+def tag_technique(tag: str) -> str | None:
     try:
         return _TAG_IDS[tag]
     except KeyError:

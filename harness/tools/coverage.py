@@ -83,10 +83,10 @@ from harness.builtin import ATOMICS
 from harness.core.errors import ConfigError, ScenarioError, ShadowtestError
 from harness.core.scenario import check_scenario, is_atomic_file, load_atomics, scenario_files
 from harness.core.schema import validate
-from harness.core.verdict import Expectation, _technique_matches, matches
-from harness.core.yamlfile import LinedDocument, _convert, dotted, load_lined
+from harness.core.verdict import Expectation, matches, technique_matches
+from harness.core.yamlfile import LinedDocument, convert_node, dotted, load_lined
 from harness.engine.config import find_config, load_settings
-from harness.sensors.tetragon import _tag_technique
+from harness.sensors.tetragon import tag_technique
 
 KINDS = ("TracingPolicy", "TracingPolicyNamespaced")
 #: spec key -> (hook kind, the key naming what it is attached to, event kind in Tetragon's export)
@@ -196,7 +196,7 @@ def load_documents(path: Path) -> list[LinedDocument]:
             if node is None:
                 continue
             lines: dict[tuple[str | int, ...], int] = {(): node.start_mark.line + 1}
-            data = _convert(node, (), lines, path)
+            data = convert_node(node, (), lines, path)
             if data is not None:  # an empty document (a trailing ---)
                 docs.append(LinedDocument(path, data, lines))
     except yaml.MarkedYAMLError as exc:
@@ -373,7 +373,7 @@ def tetragon_sensors(sensors: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 def detection_techniques(action: Action, techniques: Mapping[str, str]) -> tuple[set[str], str]:
     """ATT&CK ids a detection of ``action``'s hook carries for a sensor with ``techniques``,
     and where they come from (``tag`` | ``technique``), as ``TetragonSensor._technique``."""
-    tagged = {t for t in map(_tag_technique, action.tags) if t}
+    tagged = {t for t in map(tag_technique, action.tags) if t}
     if tagged:
         return tagged, "tag"
     for function in action.functions:
@@ -410,7 +410,7 @@ def _names(action: Action, block: Mapping[str, Any], fields: Mapping[str, Any],
         return "fields" if matches(fields["policy_name"], action.policy) else None
     found, how = detection_techniques(action, techniques)
     expected = block.get("technique", scenario_technique)
-    return how if expected and _technique_matches(str(expected), sorted(found)) else None
+    return how if expected and technique_matches(str(expected), sorted(found)) else None
 
 
 def cover(actions: Sequence[Action], scenarios: Sequence[ScenarioView],

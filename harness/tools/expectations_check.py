@@ -48,10 +48,10 @@ from typing import Any
 from harness.core.errors import ScenarioError, ShadowtestError
 from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
 from harness.core.schema import validate
-from harness.core.verdict import Expectation, _technique_matches, matches
+from harness.core.verdict import Expectation, matches, technique_matches
 from harness.core.yamlfile import LinedDocument, load_lined
 from harness.engine.config import load_settings
-from harness.sensors.tetragon import _tag_technique
+from harness.sensors.tetragon import tag_technique
 from harness.tools.coverage import KINDS, load_documents, policy_files, read_config, tetragon_sensors
 
 PRODUCTS = ("falco", "tetragon", "tracee")
@@ -171,7 +171,7 @@ def parse_tetragon(doc: LinedDocument, techniques: Mapping[str, str] | None = No
         for n, hook in enumerate(spec.get(key, ())):
             ident = f"{hook.get('subsystem')}:{hook.get('event')}" if key == "tracepoints" else f"{key}:{n}"
             effective[ident] = hook
-    tagged = [t for h in effective.values() for t in map(_tag_technique, map(str, h.get("tags", ()))) if t]
+    tagged = [t for h in effective.values() for t in map(tag_technique, map(str, h.get("tags", ()))) if t]
     mapped = [v for k, v in (techniques or {}).items() if k == name or k.startswith(name + ":")]
     container = (kind == "TracingPolicyNamespaced" or "podSelector" in spec or "containerSelector" in spec
                  or any(ns.get("namespace") in ("Pid", "Mnt") and ns.get("operator") == "NotIn"
@@ -277,13 +277,13 @@ def check(scenario: Scenario, sensor: str, product: str, rules: Sequence[Rule],
             out.append(Finding(scenario.path, line_of(key if explicit else ("expect",)),
                                sensor, problem, has, fix))
         technique = str(exp.technique)
-        in_scope = [r for r in loaded if _technique_matches(technique, r.techniques) and where <= r.scope]
+        in_scope = [r for r in loaded if technique_matches(technique, r.techniques) and where <= r.scope]
         if exp.gap is not None:
             _check_gap(exp.gap, technique, in_scope, rules, files, finding, product)
             continue
         if exp.rule is None:
             if not in_scope:
-                carriers = [r for r in rules if _technique_matches(technique, r.techniques)]
+                carriers = [r for r in rules if technique_matches(technique, r.techniques)]
                 finding(f"{'expects' if explicit else 'no expect block: must report'} {technique}, "
                         f"which no loaded {product} rule carries for context(s) "
                         f"{', '.join(scenario.contexts)}",
@@ -304,7 +304,7 @@ def check(scenario: Scenario, sensor: str, product: str, rules: Sequence[Rule],
         elif not live:
             finding(f"rule {exp.rule!r} is not loaded", "; ".join(r.describe() for r in named),
                     "load its file/maturity, or declare a gap naming the file the rule is in")
-        elif not any(_technique_matches(technique, r.techniques) for r in live):
+        elif not any(technique_matches(technique, r.techniques) for r in live):
             finding(f"rule {exp.rule!r} does not carry {technique}",
                     "; ".join(r.describe() for r in live),
                     "expect a technique the rule carries (technique: ...) or another rule")
