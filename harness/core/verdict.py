@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.core.correlate import correlate
 from harness.core.detection import Detection
+from harness.core.health import Health
 from harness.core.run import Run
 
 
@@ -58,17 +59,6 @@ class Expectation:
     @property
     def benign(self) -> bool:
         return self.technique is None
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """A sensor's health over a run's window."""
-
-    up: bool
-    reason: str = ""
-    lost: int = 0
-    malformed: int = 0
-    synced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

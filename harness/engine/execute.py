@@ -14,12 +14,12 @@ from typing import Any
 from harness.core.atomic import Atomic
 from harness.core.correlate import correlate
 from harness.core.detection import Detection
+from harness.core.health import Health
 from harness.core.node import NodeFacts
 from harness.core.run import Run, StageResult
 from harness.core.scenario import Scenario
 from harness.core.verdict import (
     Expectation,
-    Health,
     Judgement,
     compare,
     enforcement_action,

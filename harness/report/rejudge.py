@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from harness.core.health import Health
 from harness.core.scenario import Scenario
-from harness.core.verdict import Expectation, Health, enforcement_claims, judge, with_claims
+from harness.core.verdict import Expectation, enforcement_claims, judge, with_claims
 from harness.engine.execute import Outcome, exit_records
 from harness.report.results import rows_for, run_of
 from harness.sensors.base import Quiet, Sensor

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError
-from harness.core.verdict import Health
+from harness.core.health import Health
 
 
 @runtime_checkable
@@ -61,12 +61,26 @@ class Sensor(Protocol):
         """The product's own record of how a process it reported ended (e.g. Tetragon's
         ``process_exit`` with ``signal: SIGKILL``), as text; None when it has none."""
 
+    def rulepack(self) -> Mapping[str, Any]:
+        """The rule-pack identity of what judges runs (``harness.sensors.rulepack``: kind,
+        name, version, sha256, files, policies, reason), recorded in every results row."""
+
+    def loss_silence(self, since: float, until: float) -> str | None:
+        """Why events of ``since``..``until`` (the product's own clock) may have been lost,
+        by the product's own account (e.g. Falco's drop alerts); None when none is known."""
+
+    def end_of_input(self) -> None:
+        """Every line of the product's output has been handed to the sensor (a recording
+        replayed to its end): deliver what is still held back (auditd's pending events)."""
+
 
 class SensorBase:
     """What a sensor without an opinion on :class:`Sensor`'s optional members means:
-    not an enforcer, no ingestion delay, nothing to say about sync, no exit records.
+    not an enforcer, no ingestion delay, nothing to say about sync, no exit records, no
+    rule-pack knowledge, no loss reported, nothing held back at the end of its input.
     Every bundled sensor derives from it; a third-party sensor may too."""
 
+    NAME: ClassVar[str]
     enforces: bool = False
     delay: float = 0.0
 
@@ -76,6 +90,43 @@ class SensorBase:
 
     def exit_record(self, detection: Detection) -> str | None:
         return None
+
+    def rulepack(self) -> Mapping[str, Any]:
+        return empty(reason=f"no rule-pack identity known for sensor type {self.NAME!r}: give "
+                            "it a rulepack() method returning this object")
+
+    def loss_silence(self, since: float, until: float) -> str | None:
+        return None
+
+    def end_of_input(self) -> None:
+        return None
+
+
+@runtime_checkable
+class LineFed(Protocol):
+    """A sensor that reads its product's output as text lines (a file tail, a command's
+    stdout): ``replay`` hands a recorded file to it line by line, then ends the input."""
+
+    def on_line(self, line: str) -> None:
+        """One line of the product's output, without its newline."""
+
+    def end_of_input(self) -> None:
+        """No more lines: deliver what is still held back."""
+
+
+@runtime_checkable
+class Recorded(Protocol):
+    """A sensor that keeps the span of its product's own timestamps read so far (every
+    line is a sign of life, not only detections): a recording replayed shows the sensor
+    alive only inside it (``ReplaySensor.silence``)."""
+
+    @property
+    def first_seen(self) -> float:
+        """The earliest product time read (epoch seconds; 0.0: none yet)."""
+
+    @property
+    def last_seen(self) -> float:
+        """The latest product time read (epoch seconds; 0.0: none yet)."""
 
 
 @runtime_checkable

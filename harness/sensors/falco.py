@@ -26,7 +26,7 @@ import msgspec
 
 from harness.core.detection import Detection, make_detection
 from harness.core.errors import ConfigError
-from harness.core.verdict import Health
+from harness.core.health import Health
 from harness.sensors.jsonlines import JsonLinesSensor, decode_json
 from harness.sensors.marker import getpgid_every_cpu
 from harness.sensors.streams import HttpReceiver

@@ -22,7 +22,7 @@ import msgspec
 
 from harness.core.detection import Detection, keep_raw
 from harness.core.errors import ConfigError, SensorError
-from harness.core.verdict import Health
+from harness.core.health import Health
 from harness.nodes.process import spawn, stop
 from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.streams import FileTail, LineReader, process_started_at

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
-from harness.core.verdict import Health
+from harness.core.health import Health
 from harness.sensors.base import DetectionStream, Sensor, SensorBase, sensor_class
 
 _CONTAINERS = ("data", "resources", "events", "alerts", "detections")

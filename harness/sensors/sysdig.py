@@ -26,9 +26,9 @@ import httpx
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError
+from harness.core.health import Health
 from harness.core.schema import parse_duration
 from harness.core.secrets import Secret, redact, resolve_secret
-from harness.core.verdict import Health
 from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.falco import ancestors_of
 

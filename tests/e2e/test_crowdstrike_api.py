@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from harness.core.detection import Detection
+from harness.core.health import Health
 from harness.core.run import Run
-from harness.core.verdict import Expectation, Health, Verdict, judge
+from harness.core.verdict import Expectation, Verdict, judge
 from harness.engine.execute import decided, new_run_id
 from harness.sensors import crowdstrike
 from harness.sensors.crowdstrike import CrowdStrikeSensor

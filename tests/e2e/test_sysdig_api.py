@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from harness.core.detection import Detection
+from harness.core.health import Health
 from harness.core.run import Run
-from harness.core.verdict import Expectation, Health, Judgement, Verdict, judge
+from harness.core.verdict import Expectation, Judgement, Verdict, judge
 from harness.engine.execute import decided, new_run_id
 from harness.sensors.base import Subscription
 from harness.sensors.sysdig import SysdigSensor

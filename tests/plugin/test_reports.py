@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from harness.core.detection import Detection
 from harness.sensors.base import DetectionStream, SensorBase
-from harness.core.verdict import Health
+from harness.core.health import Health
 
 
 class FileSensor(SensorBase):

@@ -17,10 +17,11 @@ import pytest
 from harness.builtin import BUILTIN
 from harness.core.atomic import SideEffect, check_atomic
 from harness.core.detection import Detection
+from harness.core.health import Health
 from harness.core.node import NodeFacts
 from harness.core.run import Run, StageResult
 from harness.core.scenario import check_scenario, load_atomics
-from harness.core.verdict import Expectation, Health, enforcement_claims, judge, with_claims
+from harness.core.verdict import Expectation, enforcement_claims, judge, with_claims
 from harness.engine.execute import execute, stopped
 from harness.report import enforcement
 from harness.report.summary import render

@@ -1121,7 +1121,8 @@ def test_sync_rule_condition_names_the_marker_syscall() -> None:
 def test_stopped_falco_with_pidfile_is_sensor_down_never_missed(tmp_path: Path) -> None:
     import subprocess
 
-    from harness.core.verdict import Expectation, Health, Verdict, judge
+    from harness.core.health import Health
+    from harness.core.verdict import Expectation, Verdict, judge
 
     falco = subprocess.Popen(["sleep", "30"])
     pidfile = tmp_path / "falco.pid"
@@ -1143,7 +1144,8 @@ def test_stopped_falco_with_pidfile_is_sensor_down_never_missed(tmp_path: Path) 
 
 
 def test_stopped_falco_without_pidfile_is_sensor_down_by_its_silent_file(tmp_path: Path) -> None:
-    from harness.core.verdict import Expectation, Health, Verdict, judge
+    from harness.core.health import Health
+    from harness.core.verdict import Expectation, Verdict, judge
 
     alerts_file = tmp_path / "events.json"
     alerts_file.write_text("")

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.core.detection import Detection
+from harness.core.health import Health
 from harness.core.run import Run, StageResult
 from harness.core.verdict import (
     Expectation,
-    Health,
     Mismatch,
     NearMiss,
     Verdict,

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 from harness.core.detection import Detection
 from harness.core.errors import SensorError
+from harness.core.health import Health
 from harness.core.mitre import TECHNIQUE_ID
-from harness.core.verdict import Health
 from harness.nodes.process import pid_alive, spawn, stop
 from harness.nodes.reaper import deferred_signals, spawn_detached, stop_detached
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell

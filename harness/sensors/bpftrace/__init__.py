@@ -23,7 +23,7 @@ import msgspec
 
 from harness.core.detection import Detection
 from harness.core.errors import SensorError
-from harness.core.verdict import Health
+from harness.core.health import Health
 from harness.nodes import cgroups
 from harness.nodes.reaper import deferred_signals
 from harness.nodes.remote.nodeprobe import cgroup2_root

@@ -61,8 +61,8 @@ from falconpy import Alerts, ContainerDetections, OAuth2
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
+from harness.core.health import Health
 from harness.core.secrets import Secret, redact, resolve_secret
-from harness.core.verdict import Health
 from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.crowdstrike.falcon import _epoch, _mapping, _text, normalise_falcon
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
-from harness.core.verdict import Health
+from harness.core.health import Health
 from harness.nodes.cgroups import node_cgroup2_root
 from harness.nodes.shell import NodeShell
 from harness.sensors.bpftrace import BpftraceSensor
