@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pytest
+    from harness.pytest.runner import pytest_argv, run_pytest
 
     settings = load_settings(Path.cwd(), args.config)
     for path in settings.scenarios if not args.paths else ():
@@ -90,28 +90,10 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{settings.where('', 'scenarios')}: scenarios: {path} does not "
                               f"exist: create it (shadowtest init scaffolds a project) or fix "
                               f"the path")
-    paths = [str(p) for p in (args.paths or settings.scenarios)]
-    extra = list(args.pytest_args)
-    # hypothesis's plugin (if installed) costs ~0.5 s at every run and has no use here
-    argv = [*paths, "--shadowtest", *(f"--shadowtest-scenarios={p}" for p in args.paths),
-            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
-            "-o", "testpaths=",
-            "-o", "filterwarnings=", "--strict-markers", "-rfEs",
-            # the CLI imported harness before pytest could rewrite its asserts: nothing to
-            # rewrite there (the plugin has no test asserts), so the warning is noise
-            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    if args.results:
-        argv += ["--shadowtest-results", str(args.results)]
-    # the project is where its configuration is: pytest's rootdir and ini file follow it,
-    # never a directory that merely holds one of the paths (e.g. the built-in catalogue's)
-    argv += ["--rootdir", str(settings.root)]
-    if settings.source is not None:
-        argv += ["--shadowtest-config", str(settings.source), "-c", str(settings.source)]
-    if args.sensors:
-        argv += ["--shadowtest-sensors", args.sensors]
-    if args.numprocesses:
-        argv += ["-n", str(args.numprocesses)]
-    return int(pytest.main([*argv, *extra]))
+    argv = pytest_argv(settings, args.paths or settings.scenarios, explicit=bool(args.paths),
+                       results=args.results, sensors=args.sensors,
+                       numprocesses=args.numprocesses)
+    return run_pytest([*argv, *args.pytest_args])
 
 
 def _validate(args: argparse.Namespace) -> int:
