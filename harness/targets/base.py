@@ -60,6 +60,9 @@ class TargetBase:
     grouped on one worker, helpers used in place, no node shell for sensors."""
 
     PARALLEL_SAFE: ClassVar[bool] = False
+    #: the query keys the target's URL may have (key -> what it means), for
+    #: ``harness.nodes.url.parse_node_url``: any other key is a configuration error
+    URL_KEYS: ClassVar[Mapping[str, str]] = {}
 
     def stage_bin(self, bin_dir: Path) -> str:
         return str(bin_dir)

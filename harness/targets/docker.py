@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
 
-from harness.core.errors import ConfigError, TargetError
+from harness.core.errors import TargetError
 from harness.core.node import NodeFacts
 from harness.nodes.cgroups import container_id, process_cgroup
 from harness.nodes.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
 from harness.nodes.reaper import arm, disarm, start_time
 from harness.nodes.shell import LocalShell
+from harness.nodes.url import parse_node_url
 from harness.targets.base import Session, TargetBase, start_runner
 from harness.targets.local import PDEATHSIG, read_local_facts
 
@@ -71,39 +71,43 @@ class DockerUrl:
         return f"unix://{self.socket}"
 
 
-def parse_url(url: str) -> DockerUrl:
+#: the query keys a docker:// url may have
+URL_KEYS = {
+    "socket": "the docker daemon's unix socket, an absolute path (default: the project's "
+              "dockerd, ci/dockerd.sh start)",
+    "image": f"the image of every context's container (default {BASE_IMAGE})",
+    "dockerd": "'shared' (the project's dockerd, the default) or 'own' (a dockerd the target "
+               "starts and stops)",
+}
+USAGE = "docker://, docker:///path/to/docker.sock or docker://?socket=/path"
+
+
+def parse_url(url: str, node: str = "docker") -> DockerUrl:
     """``docker://``, ``docker:///path/to/docker.sock``, ``docker://?socket=...&image=...``."""
-    parts = urlsplit(url)
-    usage = "expected docker://, docker:///path/to/docker.sock or docker://?socket=/path"
-    if parts.scheme != "docker":
-        raise ConfigError(f"{url!r} is not a docker:// URL: {usage}")
-    if parts.netloc:
-        raise ConfigError(f"{url!r}: a host part ({parts.netloc!r}) is not supported (only the "
-                          f"local unix socket): {usage}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"socket", "image", "dockerd"})
-    if unknown:
-        raise ConfigError(f"{url!r}: unknown option(s) {', '.join(unknown)}: expected one of "
-                          "dockerd, image, socket")
-    for key in ("socket", "image", "dockerd"):
-        if len(query.get(key, [])) > 1:
-            raise ConfigError(f"{url!r}: {key}= given {len(query[key])} times: give it once")
-    socket = query.get("socket", [""])[0]
-    if socket and parts.path:
-        raise ConfigError(f"{url!r}: both a path ({parts.path}) and socket= ({socket}): give one")
-    socket = socket or parts.path or DEFAULT_SOCKET
+    parsed = parse_node_url(node, url, "docker", URL_KEYS, USAGE)
+    query = parsed.options
+    if parsed.netloc:
+        raise parsed.error("a host part is not supported (only the local unix socket)", USAGE,
+                           repr(parsed.netloc), "drop the host")
+    socket = query.get("socket", "")
+    if socket and parsed.path:
+        raise parsed.error("both a path and socket=", "one of them",
+                           f"{parsed.path} and socket={socket}", "give one")
+    socket = socket or parsed.path or DEFAULT_SOCKET
     if not socket.startswith("/"):
-        raise ConfigError(f"{url!r}: the socket must be an absolute path, got {socket!r}")
-    dockerd = query.get("dockerd", ["shared"])[0] or "shared"
+        raise parsed.error("the socket must be an absolute path", "/path/to/docker.sock",
+                           repr(socket), key="socket")
+    dockerd = query.get("dockerd", "shared")
     if dockerd not in ("shared", "own"):
-        raise ConfigError(f"{url!r}: dockerd={dockerd!r}: expected 'shared' (the project's dockerd, "
-                          "ci/dockerd.sh start) or 'own' (started and stopped by the target)")
-    if dockerd == "own" and (query.get("socket") or parts.path):
-        raise ConfigError(f"{url!r}: dockerd=own starts its own daemon: drop the socket")
+        raise parsed.error("unknown dockerd=", "'shared' (the project's dockerd, ci/dockerd.sh "
+                           "start) or 'own' (started and stopped by the target)", repr(dockerd),
+                           key="dockerd")
+    if dockerd == "own" and ("socket" in query or parsed.path):
+        raise parsed.error("dockerd=own starts its own daemon", "no socket with dockerd=own",
+                           socket, "drop the socket", key="socket")
     if dockerd == "own":
         socket = str(OWN_STATE / "docker.sock")
-    return DockerUrl(socket=socket, image=query.get("image", [BASE_IMAGE])[0] or BASE_IMAGE,
-                     dockerd=dockerd)
+    return DockerUrl(socket=socket, image=query.get("image", BASE_IMAGE), dockerd=dockerd)
 
 
 def container_config(context: str, run_id: str, image: str, runner: str,
@@ -158,11 +162,12 @@ class DockerTarget(TargetBase):
     """Runs atomics in near-privileged, host-PID and host-/etc containers of one dockerd."""
 
     NAME: ClassVar[str] = "docker"
+    URL_KEYS: ClassVar[Mapping[str, str]] = URL_KEYS
 
     def __init__(self, node: str, url: str = "docker://") -> None:
         self.node = node
         self.url = url
-        self.config = parse_url(url)
+        self.config = parse_url(url, node)
         self._client: Any = None
         self._facts: NodeFacts | None = None
         self._created: set[str] = set()
@@ -289,9 +294,9 @@ def runner_path() -> str:
 
 def _create(api: Any, body: Mapping[str, Any], name: str) -> str:
     """``POST /containers/create`` with the raw body (MaskedPaths/ReadonlyPaths have no SDK
-    keyword); returns the full 64-hex id."""
-    res = api._post_json(api._url("/containers/create"), data=body, params={"name": name})
-    return str(api._result(res, True)["Id"])
+    keyword: ``APIClient.create_container_from_config`` takes the body as it is); returns
+    the full 64-hex id."""
+    return str(api.create_container_from_config(dict(body), name=name)["Id"])
 
 
 def cgroup_inode(pid: int, cid: str, root: str) -> int | None:

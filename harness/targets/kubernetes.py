@@ -31,18 +31,29 @@ from collections.abc import Callable, Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
-from harness.core.errors import ConfigError, TargetError
+from harness.core.errors import TargetError
 from harness.core.node import NodeFacts
 from harness.nodes.shell import LocalShell
+from harness.nodes.url import parse_node_url
 from harness.targets.base import Session, TargetBase
 from harness.targets.kubestream import AttachProcess, close_stream
 
 CONTEXTS = ("pod", "pod-hostpid", "pod-privileged")
 DEFAULT_IMAGE = "shadowtest/base:bookworm"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-URL_KEYS = ("kubeconfig", "context", "namespace", "image", "pull", "bin", "timeout")
+#: the query keys a kubernetes:// url may have
+URL_KEYS = {
+    "kubeconfig": "the kubeconfig file (default $KUBECONFIG, ~/.kube/config, else in-cluster)",
+    "context": "the kubeconfig context (default: its current one)",
+    "namespace": "the namespace of the pods (default: the context's, else 'default')",
+    "image": f"the pods' image (default {DEFAULT_IMAGE})",
+    "pull": f"the image pull policy: {', '.join(PULL_POLICIES)} (default IfNotPresent)",
+    "bin": "the atomics' bin/ directory shipped into each pod (default: the built-in one)",
+    "timeout": "seconds to wait for a pod to run or go (default 120)",
+}
+USAGE = "kubernetes://<node-name>?kubeconfig=PATH&context=CTX&namespace=NS&image=IMG&pull=POLICY"
 MANAGED = "shadowtest.io/managed"
 RUN_ID = "shadowtest.io/run-id"
 NODE = "shadowtest.io/node"
@@ -96,11 +107,12 @@ class KubernetesTarget(TargetBase):
     """Runs atomics in pods pinned (``nodeName``) to one Kubernetes node."""
 
     NAME: ClassVar[str] = "kubernetes"
+    URL_KEYS: ClassVar[Mapping[str, str]] = URL_KEYS
 
     def __init__(self, node: str, url: str) -> None:
         self.node = node
         self.url = url
-        opts = parse_url(url)
+        opts = parse_url(url, node)
         self.node_name: str = opts["node"]
         self.kubeconfig: str | None = opts.get("kubeconfig")
         self.kube_context: str | None = opts.get("context")
@@ -466,28 +478,26 @@ _ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 # ------------------------------------------------------------------ pure helpers
-def parse_url(url: str) -> dict[str, str]:
-    """``kubernetes://node?kubeconfig=...`` -> options; unknown keys are errors."""
-    parts = urlsplit(url)
-    if parts.scheme != "kubernetes":
-        raise ConfigError(f"{url!r}: expected a kubernetes://<node-name>?... url")
-    node = unquote(parts.hostname or parts.netloc or "")
-    if not node:
-        raise ConfigError(f"{url!r}: no node name: expected kubernetes://<node-name>?kubeconfig=PATH")
-    out = {"node": node}
-    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-        if key not in URL_KEYS:
-            raise ConfigError(f"{url!r}: unknown option {key!r}: expected one of {', '.join(URL_KEYS)}")
-        out[key] = values[-1]
+def parse_url(url: str, node: str = "kubernetes") -> dict[str, str]:
+    """``kubernetes://node?kubeconfig=...`` -> options (``node``: the node's name in the
+    cluster); unknown, repeated or empty keys are errors."""
+    parsed = parse_node_url(node, url, "kubernetes", URL_KEYS, USAGE)
+    name = parsed.hostname or unquote(parsed.netloc)
+    if not name:
+        raise parsed.error("no node name", USAGE, repr(url),
+                           "name the cluster's node: kubernetes://<node-name>")
+    out = {"node": name, **parsed.options}
     if "pull" in out and out["pull"] not in PULL_POLICIES:
-        raise ConfigError(f"{url!r}: pull={out['pull']!r}: expected one of {', '.join(PULL_POLICIES)}")
+        raise parsed.error("unknown pull policy", f"pull= one of {', '.join(PULL_POLICIES)}",
+                           f"pull={out['pull']!r}", key="pull")
     if "kubeconfig" in out:
         out["kubeconfig"] = os.path.expanduser(out["kubeconfig"])
     if "timeout" in out:
         try:
             float(out["timeout"])
         except ValueError:
-            raise ConfigError(f"{url!r}: timeout={out['timeout']!r}: expected seconds, e.g. 120") from None
+            raise parsed.error("timeout= is not a number", "seconds, e.g. timeout=120",
+                               f"timeout={out['timeout']!r}", key="timeout") from None
     return out
 
 

@@ -15,6 +15,7 @@ from harness.core.node import NodeFacts
 from harness.nodes import reaper
 from harness.nodes.remote.nodeprobe import cgroup2_root, probe
 from harness.nodes.shell import LocalShell
+from harness.nodes.url import parse_node_url
 from harness.targets.base import Session, TargetBase, stage_runner_argv, start_runner
 
 CGROUP_PARENT = "shadowtest"
@@ -27,6 +28,10 @@ class LocalTarget(TargetBase):
     PARALLEL_SAFE: ClassVar[bool] = True
 
     def __init__(self, node: str, url: str = "local://") -> None:
+        parsed = parse_node_url(node, url, "local", self.URL_KEYS, "local://")
+        if parsed.netloc or parsed.path:
+            raise parsed.error("local:// names this machine", "local://",
+                               repr(url), "drop what follows local://")
         self.node = node
         self.url = url
         self._facts: NodeFacts | None = None

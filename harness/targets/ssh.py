@@ -25,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from harness.core.errors import ConfigError, TargetError
+from harness.core.errors import TargetError
 from harness.core.node import NodeFacts
 from harness.nodes.shell import LocalProcess, close_pipes, put_argv, remote_wrapped
+from harness.nodes.url import parse_node_url
 from harness.targets.base import Session, TargetBase, start_runner
 
 REMOTE_DIR = "/run/shadowtest"
@@ -284,17 +284,8 @@ VM_URL_KEYS = {"cache": "the image cache directory", "memory": "guest memory, Mi
                "cpus": "guest CPUs", "cgroup": "v2 (default) or hybrid"}
 
 
-def ssh_url_options(node: str, url: str) -> dict[str, str]:
-    """The query of an ``ssh://`` url (URL_KEYS); an unknown or repeated key is an error."""
-    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    for name, given in query.items():
-        if name not in URL_KEYS:
-            raise ConfigError(f"node {node!r}: {url!r}: unknown query key {name!r}: expected "
-                              f"one of {', '.join(f'{k}= ({v})' for k, v in URL_KEYS.items())}")
-        if len(given) != 1 or not given[0]:
-            raise ConfigError(f"node {node!r}: {url!r}: expected one non-empty {name}=PATH, "
-                              f"got {len(given)} value(s) {given}")
-    return {name: unquote(given[0]) for name, given in query.items()}
+SSH_USAGE = "ssh://[user@]host[:port][?key=PATH&known_hosts=PATH&ssh_config=PATH]"
+VM_USAGE = "vm://KERNEL[?cache=DIR&memory=MB&cpus=N&cgroup=v2|hybrid]"
 
 
 class SshTarget(TargetBase):
@@ -303,25 +294,21 @@ class SshTarget(TargetBase):
     host key must be known (an unknown or changed key fails, saying how to add it)."""
 
     NAME: ClassVar[str] = "ssh"
+    URL_KEYS: ClassVar[Mapping[str, str]] = URL_KEYS
     #: the node's host key is checked (only the harness's own vm:// nodes skip it)
     CHECK_HOST_KEY: ClassVar[bool] = True
 
     def __init__(self, node: str, url: str) -> None:
         self.node = node
         self.url = url
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise ConfigError(f"node {node!r}: {url!r} has no host: expected "
-                              "ssh://user@host:port?key=/path/to/key")
-        options = ssh_url_options(node, url)
-        try:
-            port = parts.port  # none: ssh_config's Port, else 22
-        except ValueError as exc:
-            raise ConfigError(f"node {node!r}: {url!r}: {exc}: expected a port number 1-65535 "
-                              "after the host, e.g. ssh://root@10.0.0.5:2222") from None
-        user = unquote(parts.username) + "@" if parts.username else ""  # none: ssh_config's User
+        parsed = parse_node_url(node, url, "ssh", URL_KEYS, SSH_USAGE)
+        if not parsed.hostname:
+            raise parsed.error("no host", SSH_USAGE, repr(url),
+                               "e.g. ssh://root@10.0.0.5:2222?key=/path/to/key")
+        options = parsed.options
+        user = parsed.username + "@" if parsed.username else ""  # none: ssh_config's User
         self._shell_args: tuple[str, int | None, str | None] = (
-            f"{user}{parts.hostname}", port, options.get("key"))
+            f"{user}{parsed.hostname}", parsed.port, options.get("key"))  # no port: ssh_config's
         self._known_hosts = options.get("known_hosts")
         self._ssh_config = options.get("ssh_config")
         self._shell: SshShell | None = None
@@ -431,37 +418,31 @@ class VmTarget(SshTarget):
     The guest's cgroups are pure v2 unless ``cgroup=hybrid``."""
 
     NAME: ClassVar[str] = "vm"
+    URL_KEYS: ClassVar[Mapping[str, str]] = VM_URL_KEYS
     CHECK_HOST_KEY: ClassVar[bool] = False  # our own ephemeral VM: a new host key each boot
 
     def __init__(self, node: str, url: str) -> None:
-        parts = urlsplit(url)
-        self.kernel = parts.netloc or parts.path.strip("/")
         from harness.targets.vm import CGROUP_LAYOUTS, DEFAULT_CACHE, DEFAULT_CGROUP, KERNELS
 
+        parsed = parse_node_url(node, url, "vm", VM_URL_KEYS, VM_USAGE)
+        self.kernel = parsed.netloc or parsed.path.strip("/")
         if self.kernel not in KERNELS:
-            raise ConfigError(f"node {node!r}: {url!r}: unknown VM kernel {self.kernel!r}: "
-                              f"expected one of {', '.join(f'vm://{k}' for k in KERNELS)}")
-        query = parse_qs(parts.query, keep_blank_values=True)
-        for name, given in query.items():
-            if name not in VM_URL_KEYS:
-                raise ConfigError(
-                    f"node {node!r}: {url!r}: unknown query key {name!r}: expected one of "
-                    f"{', '.join(f'{k}= ({v})' for k, v in VM_URL_KEYS.items())}")
-            if len(given) != 1 or not given[0]:
-                raise ConfigError(f"node {node!r}: {url!r}: expected one non-empty {name}=..., "
-                                  f"got {len(given)} value(s) {given}")
-        self._cache = Path(query["cache"][0]) if "cache" in query else DEFAULT_CACHE
+            raise parsed.error("unknown VM kernel", f"one of {', '.join(f'vm://{k}' for k in KERNELS)}",
+                               repr(self.kernel))
+        query = parsed.options
+        self._cache = Path(query["cache"]) if "cache" in query else DEFAULT_CACHE
         try:
-            self._memory = int(query.get("memory", ["2048"])[0])
-            self._cpus = int(query.get("cpus", ["2"])[0])
+            self._memory = int(query.get("memory", "2048"))
+            self._cpus = int(query.get("cpus", "2"))
         except ValueError as exc:
-            raise ConfigError(f"node {node!r}: {url!r}: memory= (MiB) and cpus= must be "
-                              f"integers: {exc}") from exc
-        self._cgroup = query.get("cgroup", [DEFAULT_CGROUP])[0]
+            raise parsed.error("memory= (MiB) and cpus= must be integers", "e.g. memory=2048&cpus=2",
+                               str(exc)) from exc
+        self._cgroup = query.get("cgroup", DEFAULT_CGROUP)
         if self._cgroup not in CGROUP_LAYOUTS:
-            raise ConfigError(f"node {node!r}: {url!r}: unknown cgroup layout {self._cgroup!r}: "
-                              f"expected cgroup={' or cgroup='.join(CGROUP_LAYOUTS)} (default "
-                              f"{DEFAULT_CGROUP}: pure cgroup v2)")
+            raise parsed.error("unknown cgroup layout",
+                               f"cgroup={' or cgroup='.join(CGROUP_LAYOUTS)} (default "
+                               f"{DEFAULT_CGROUP}: pure cgroup v2)", repr(self._cgroup),
+                               key="cgroup")
         self._vm: Any = None
         super().__init__(node, "ssh://root@127.0.0.1:22")
         self.url = url

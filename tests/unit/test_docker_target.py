@@ -52,16 +52,22 @@ def test_parse_url_default_is_the_projects_dockerd() -> None:
 
 
 @pytest.mark.parametrize(("url", "message"), [
-    ("docker://somehost:2375", "a host part ('somehost:2375') is not supported"),
-    ("docker://?sockett=/x", "unknown option(s) sockett: expected one of dockerd, image, socket"),
-    ("docker:///a.sock?socket=/b.sock", "both a path (/a.sock) and socket= (/b.sock)"),
-    ("docker://?socket=relative.sock", "must be an absolute path, got 'relative.sock'"),
+    ("docker://somehost:2375", "a host part is not supported (only the local unix socket): "
+                               "expected docker://"),
+    ("docker://?sockett=/x", "unknown query key 'sockett': expected one of socket= ("),
+    ("docker://?sockett=/x", "did you mean socket=?"),
+    ("docker:///a.sock?socket=/b.sock", "both a path and socket=: expected one of them, got "
+                                        "/a.sock and socket=/b.sock; give one"),
+    ("docker://?socket=relative.sock", "must be an absolute path: expected /path/to/docker.sock, "
+                                       "got 'relative.sock'"),
     ("docker://?socket=/a&socket=/b", "socket= given 2 times"),
-    ("local://", "is not a docker:// URL"),
+    ("docker://?dockerd=mine", "unknown dockerd=: expected 'shared'"),
+    ("local://", "not a docker:// URL: expected docker://"),
 ])
 def test_parse_url_refuses_with_what_and_how(url: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        parse_url(url)
+        parse_url(url, "d1")
+    assert str(err.value).startswith(f"node 'd1': url {url!r}: ")
     assert message in str(err.value)
     assert url in str(err.value)
 

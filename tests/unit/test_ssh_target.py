@@ -65,12 +65,14 @@ def test_ssh_argv_leaves_user_and_port_to_ssh_config_when_the_url_has_none() -> 
     [
         pytest.param("ssh://root@h?key=/k&insecure=1", "unknown query key 'insecure': expected "
                      "one of key= (", id="unknown-key"),
+        pytest.param("ssh://root@h?kye=/k", "unknown query key 'kye': expected one of key= (",
+                     id="typo-of-key"),
         pytest.param("ssh://root@h?StrictHostKeyChecking=no", "unknown query key "
                      "'StrictHostKeyChecking'", id="no-way-to-turn-checks-off"),
-        pytest.param("ssh://root@h?key=/a&key=/b", "expected one non-empty key=PATH, got 2 "
-                     "value(s) ['/a', '/b']", id="repeated-key"),
-        pytest.param("ssh://root@h?known_hosts=", "expected one non-empty known_hosts=PATH",
-                     id="empty-value"),
+        pytest.param("ssh://root@h?key=/a&key=/b", "key= given 2 times: expected key= once, "
+                     "got key=/a key=/b; keep one of them", id="repeated-key"),
+        pytest.param("ssh://root@h?known_hosts=", "known_hosts= has no value: expected "
+                     "known_hosts=<the known_hosts file", id="empty-value"),
         pytest.param("ssh://root@h:ssh", "expected a port number 1-65535 after the host",
                      id="bad-port"),
     ],
@@ -78,7 +80,7 @@ def test_ssh_argv_leaves_user_and_port_to_ssh_config_when_the_url_has_none() -> 
 def test_ssh_url_errors_name_the_node_and_the_fix(url: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         SshTarget("n1", url)
-    assert str(info.value).startswith(f"node 'n1': {url!r}: ")
+    assert str(info.value).startswith(f"node 'n1': url {url!r}: ")
     assert message in str(info.value)
 
 
