@@ -165,7 +165,7 @@ def test_load_atomics_keeps_good_files_and_reports_bad_ones(tmp_path: Path) -> N
                      "executor.command", "unquoted value followed by ' #{...}'",
                      id="yaml-comment-trap-whole-value"),
         pytest.param(_edit(ATOMIC, 2, "name: ptrace: attach"), 2, "<root>",
-                     "invalid YAML: mapping values are not allowed here", id="yaml-syntax"),
+                     "invalid YAML: mapping values are not allowed in this context", id="yaml-syntax"),
         pytest.param(_edit(ATOMIC, 17, "  timeout: 10s\n  timeout: 20s"), 18,
                      "executor.timeout", "duplicate key", id="duplicate-key"),
         pytest.param(_edit(_edit(ATOMIC, 18, ""), 19, ""), 1, "<root>",

@@ -219,7 +219,7 @@ def test_check_scenario_bundled_files_are_valid() -> None:
                      "atomic 'ptrace-attach' has no input argument 'signal': expected one of pid",
                      id="undeclared-argument"),
         pytest.param(_edit(SCENARIO, 2, "name: ptrace: of PID 1"), 2, "<root>",
-                     "invalid YAML: mapping values are not allowed here", id="yaml-syntax"),
+                     "invalid YAML: mapping values are not allowed in this context", id="yaml-syntax"),
         pytest.param(_edit(SCENARIO, 8, "window: 10s\nexpect:"), 8, "window",
                      "duplicate key: each key may appear once", id="duplicate-key"),
         pytest.param(_edit(SCENARIO, 2, "name: ptrace of PID #{pid}"), 2, "name",
