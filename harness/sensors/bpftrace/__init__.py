@@ -30,6 +30,7 @@ from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
 from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.marker import getpgid_every_cpu
+from harness.sensors.rulepack import files_pack
 from harness.sensors.streams import FileTail, LineReader
 
 MARKER_BASE = 0x5AD00000
@@ -273,6 +274,14 @@ class BpftraceSensor(SensorBase):
 
     def _on_eof(self) -> None:
         self.stream.close("bpftrace output ended (process exited)")
+
+    def rulepack(self) -> dict[str, Any]:
+        """The program's sha256 and ``shadowtest-rulepack`` header version."""
+        pack = files_pack([self.program])
+        if self.attach_output is not None:
+            pack["reason"] = ("attached to a running bpftrace: the program digested is the "
+                              "configured one, which that bpftrace may not run")
+        return pack
 
     def normalise(self, raw: Any) -> Detection | None:
         """Pure: a decoded ``{"kind": "detection", ...}`` payload to a Detection."""
