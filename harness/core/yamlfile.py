@@ -56,6 +56,9 @@ _CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, KeyError, TypeError, OverflowEr
                      AttributeError, IndexError)
 
 
+_PLAIN_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def clip(value: object, limit: int = 80) -> str:
     """``repr(value)`` (a string as it is), at most ``limit`` characters: errors quote a
     short prefix of a bad value, never the whole of it."""
@@ -127,6 +130,10 @@ class _Converter:
             raise self.error(node, key, f"nested deeper than {MAX_DEPTH} levels (an alias that "
                                         "refers to itself?): not a scenario file")
         self.lines.setdefault(key, node.start_mark.line + 1)
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_COLLECTIONS:
+            raise self.error(node, key, f"the tag {clip(node.tag)} is not supported here: a "
+                                        "scenario file holds plain mappings, lists and values; "
+                                        "remove the tag")
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k_node, v_node in node.value:
