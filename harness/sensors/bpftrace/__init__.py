@@ -1,5 +1,8 @@
 """The reference eBPF sensor shipped with shadowtest: ``sensor.bt`` run by bpftrace.
 
+``sensor.bt`` and its modules are generated from the rule table ``rules.py`` by
+``python -m harness.sensors.bpftrace.generate`` (RULES.md lists the rules).
+
 One JSON detection per matching event (pid, ppid, ancestors, comm, cgroup id,
 technique); ``lost_events`` lines are counted so a lossy window is SENSOR_DOWN,
 never MISSED. Sync markers: ``getpgid(0x5ad00000 + token)`` on every CPU.

@@ -1,0 +1,588 @@
+"""Compile the rule table (``harness.sensors.bpftrace.rules``) to the bundled bpftrace 0.17
+programs and their docs.
+
+    python -m harness.sensors.bpftrace.generate          # rewrite sensor.bt, sensor-kprobes.bt, RULES.md
+    python -m harness.sensors.bpftrace.generate --check  # exit 1 if any of them is stale
+
+One probe per hook holds every rule of that hook: each rule's condition sets one bit of
+``$hit``; the hook's shared work (the path's 8-byte words, the basename scan, the caller's
+pid namespace) is done once, and the ancestor walk and the printfs only when a bit is set.
+bpftrace 0.17 has no functions or macros, so the walk is written out once per probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path as FilePath
+
+from harness.sensors.bpftrace.rules import (
+    HOOKS,
+    INIT_PIDNS,
+    RULES,
+    VERSION,
+    ArgCmp,
+    ArgIn,
+    ArgNotIn,
+    CommNotIn,
+    Field,
+    FlagsAny,
+    FlagsNone,
+    Hook,
+    InContainer,
+    NotCaller,
+    ParentIs,
+    Path,
+    PathMatch,
+    Predicate,
+    Raw,
+    Rule,
+    hook,
+    module_rules,
+)
+
+HERE = FilePath(__file__).resolve().parent
+COMMAND = "python -m harness.sensors.bpftrace.generate"
+BASENAME_SCAN = 64  # bytes of the path searched for its last '/' (BPFTRACE_STRLEN)
+_BANNER_WIDTH = 77
+
+HEADER_FIELDS = ('\\"kind\\":\\"detection\\",\\"rule\\":\\"{rule}\\",\\"technique\\":\\"{technique}\\",'
+                 '\\"severity\\":\\"{severity}\\",\\"pid\\":%d,\\"tid\\":%d,\\"ppid\\":%d,'
+                 '\\"ancestors\\":[%d,%d,%d,%d,%d,%d],\\"comm\\":\\"%s\\",\\"cgroup\\":%llu,'
+                 '\\"pidns\\":%u,\\"mntns\\":%u,\\"uid\\":%u,\\"ts_ns\\":%llu,\\"wall_ns\\":%s000')
+HEADER_ARGS = ("pid, tid, $p1->tgid,",
+               "$a1->tgid, $a2->tgid, $a3->tgid, $a4->tgid, $a5->tgid, $a6->tgid,",
+               "comm, cgroup, $up->ns->ns.inum, $t->nsproxy->mnt_ns->ns.inum,",
+               'uid, $ts, strftime("%s%f", $ts)')
+WALK = ("$ts = nsecs;",
+        "$t = curtask;",
+        "$p1 = $t->real_parent;",
+        "$a1 = $p1->real_parent;",
+        "$a2 = $a1->real_parent;",
+        "$a3 = $a2->real_parent;",
+        "$a4 = $a3->real_parent;",
+        "$a5 = $a4->real_parent;",
+        "$a6 = $a5->real_parent;",
+        "$tp = $t->thread_pid;",
+        "$up = (struct upid *)((uint64)$tp + sizeof(struct pid) +",
+        "                      $tp->level * sizeof(struct upid));")
+PIDNS = ("$tp0 = curtask->thread_pid;",
+         "$up0 = (struct upid *)((uint64)$tp0 + sizeof(struct pid) +",
+         "                       $tp0->level * sizeof(struct upid));")
+#: the struct type a pointer argument of a tracepoint points to
+_POINTS_TO = {"how": "open_how"}
+_FORMAT = {"int": "%d", "long": "%ld", "uint": "%u", "str": '\\"%s\\"'}
+
+
+# ------------------------------------------------------------------ expressions
+def _int(value: int) -> str:
+    return str(value) if value < 256 else hex(value)
+
+
+def _arg(hook: Hook, name: str) -> str:
+    """A logical argument of ``hook`` as a bpftrace expression."""
+    if hook.kind == "kprobe":
+        raise KeyError(f"kprobe hook {hook.name!r}: use a Raw predicate for its arguments")
+    actual = hook.arg(name)
+    if "." in actual:  # a member of a struct the argument points to (openat2's how.flags)
+        ptr, member = actual.split(".", 1)
+        return f"((struct {_POINTS_TO[ptr]} *)args->{ptr})->{member}"
+    return f"args->{actual}"
+
+
+def _term(cond: str) -> str:
+    """``cond`` as one operand of ``&&``."""
+    bare = cond[1:] if cond.startswith("!") else cond
+    return f"({cond})" if " || " in cond and not _enclosed(bare) else cond
+
+
+def _enclosed(cond: str) -> bool:
+    """Whether ``cond`` is one parenthesised expression."""
+    depth = 0
+    for i, c in enumerate(cond):
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth == 0:
+            return i == len(cond) - 1
+    return False
+
+
+def words(literal: str) -> list[tuple[int, int, int]]:
+    """(byte offset, mask, value) of each little-endian 8-byte word of ``literal``; the
+    mask is all-ones for a full word (compared without a mask)."""
+    data = literal.encode()
+    out = []
+    for off in range(0, len(data), 8):
+        chunk = data[off:off + 8]
+        mask = (1 << (8 * len(chunk))) - 1
+        out.append((off, mask, int.from_bytes(chunk, "little")))
+    return out
+
+
+def _word_cmp(var: str, mask: int, value: int) -> str:
+    if mask == (1 << 64) - 1:
+        return f"{var} == {hex(value)}"
+    return f"({var} & {hex(mask)}) == {hex(value)}"
+
+
+def _match(arg: str, match: PathMatch) -> str:
+    """One path match on the word variables of ``arg`` (``$<arg>_w<i>``) or the basename
+    words (``$b<i>``)."""
+    if match.kind == "basename":
+        lit, var = match.value + "\0", "$b{}"
+    else:
+        lit = match.value + ("\0" if match.kind == "exact" else "")
+        var = "$" + arg + "_w{}"
+    parts = [_word_cmp(var.format(off // 8), mask, value) for off, mask, value in words(lit)]
+    return "(" + " && ".join(parts) + ")" if len(parts) > 1 else parts[0]
+
+
+def _strncmp(var: str, match: PathMatch) -> str:
+    if match.kind != "prefix":
+        raise ValueError(f"path match {match}: read='string' supports prefix matches only")
+    return f'strncmp({var}, "{match.value}", {len(match.value.encode())}) == 0'
+
+
+def _any(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else "(" + " || ".join(parts) + ")"
+
+
+def _static(hook: Hook, pred: Predicate) -> bool | None:
+    """A flags predicate on an argument the hook implies, decided now (else None)."""
+    if isinstance(pred, (FlagsAny, FlagsNone)):
+        value = hook.const(pred.arg)
+        if value is not None:
+            return (value & pred.mask != 0) == isinstance(pred, FlagsAny)
+    return None
+
+
+def _cond(hook: Hook, pred: Predicate) -> str:
+    """``pred`` as a bpftrace expression ("" when it always holds on ``hook``)."""
+    static = _static(hook, pred)
+    if static is not None:
+        if not static:
+            raise ValueError(f"hook {hook.name!r}: {pred} never holds: drop the hook")
+        return ""
+    return _expr(hook, pred)
+
+
+def _expr(hook: Hook, pred: Predicate) -> str:
+    match pred:
+        case Path():
+            return _path_cond(pred)
+        case Raw(_, cond, _):
+            return cond
+        case CommNotIn(names):
+            return " && ".join(f'comm != "{n}"' for n in names)
+        case InContainer():
+            return f"$up0->ns->ns.inum != {INIT_PIDNS}"
+        case ParentIs(tgid):
+            return f"curtask->real_parent->tgid == {tgid}"
+    return _arg_cond(hook, pred)
+
+
+def _path_cond(pred: Path) -> str:
+    if pred.read == "string":
+        got = _any([_strncmp("$" + pred.arg, m) for m in pred.any_of])
+    else:
+        got = _any([_match(pred.arg, m) for m in pred.any_of])
+    if pred.negate:
+        return f"!{got}" if _enclosed(got) else f"!({got})"
+    return got
+
+
+def _arg_cond(hook: Hook, pred: Predicate) -> str:
+    """A predicate on one numeric argument."""
+    match pred:
+        case FlagsAny(arg, mask):
+            return f"({_arg(hook, arg)} & {hex(mask)}) != 0"
+        case FlagsNone(arg, mask):
+            return f"({_arg(hook, arg)} & {hex(mask)}) == 0"
+        case ArgIn(arg, values):
+            return _any([f"{_arg(hook, arg)} == {_int(v)}" for v in values])
+        case ArgNotIn(arg, values):
+            return " && ".join(f"{_arg(hook, arg)} != {_int(v)}" for v in values)
+        case ArgCmp(arg, op, value):
+            return f"{_arg(hook, arg)} {op} {_int(value)}"
+        case NotCaller(arg):
+            return f"{_arg(hook, arg)} != pid"
+    raise TypeError(f"unknown predicate {pred!r}")
+
+
+def _local_setup(hook: Hook, pred: Predicate) -> tuple[str, ...]:
+    """Statements a rule runs just before ``pred``'s condition (its own, not shared)."""
+    if isinstance(pred, Raw):
+        return pred.setup
+    if isinstance(pred, Path) and pred.read == "string":
+        return (f"${pred.arg} = str({_arg(hook, pred.arg)});",)
+    return ()
+
+
+def _basename(pred: Predicate) -> bool:
+    return isinstance(pred, Path) and any(m.kind == "basename" for m in pred.any_of)
+
+
+# ------------------------------------------------------------------ one probe
+def _probe_name(hook: Hook) -> str:
+    if hook.kind == "syscall":
+        return f"tracepoint:syscalls:sys_enter_{hook.event}"
+    return f"{hook.kind}:{hook.event}"
+
+
+def _indent(lines: Sequence[str], depth: int) -> list[str]:
+    return ["\t" * depth + line if line else line for line in lines]
+
+
+def _shared(hook: Hook, rules: Sequence[Rule]) -> list[str]:
+    """The hook's shared work: word reads of each path argument matched by words, the
+    caller's pid namespace, the basename scan (guarded by the rules that need it)."""
+    preds = [p for r in rules for p in r.when]
+    out: list[str] = []
+    width: dict[str, int] = {}
+    for p in preds:
+        if isinstance(p, Path) and p.read == "words":
+            for m in p.any_of:
+                if m.kind != "basename":
+                    n = len(words(m.value + ("\0" if m.kind == "exact" else "")))
+                    width[p.arg] = max(width.get(p.arg, 0), n)
+    for arg, n in width.items():
+        base = f"(uint64){_arg(hook, arg)}"
+        out += [f"${arg}_w{i} = *(uint64 *)uptr({base} + {8 * i});" for i in range(n)]
+    if any(isinstance(p, InContainer) for p in preds):
+        out += PIDNS
+    return out + _basename_scan(hook, rules)
+
+
+def _basename_scan(hook: Hook, rules: Sequence[Rule]) -> list[str]:
+    """``$b0``/``$b1``: the first 16 bytes after the path's last '/', read only when a
+    basename rule's other conditions (those before its basename match) hold."""
+    out: list[str] = []
+    scans = [r for r in rules if any(_basename(p) for p in r.when)]
+    if scans:
+        guards: list[list[str]] = []
+        args = {p.arg for r in scans for p in r.when if isinstance(p, Path) and _basename(p)}
+        if len(args) != 1:
+            raise ValueError(f"hook {hook.name!r}: basename matches on several arguments {args}")
+        for rule in scans:
+            conds: list[str] = []
+            for p in rule.when:
+                if _basename(p) or _local_setup(hook, p):
+                    break
+                if _cond(hook, p):
+                    conds.append(_cond(hook, p))
+            guards.append([_term(c) for c in conds])
+        # a guard that holds only where a weaker one does adds nothing
+        guards = [g for i, g in enumerate(guards)
+                  if not any(set(h) <= set(g) and (set(h) < set(g) or j < i)
+                             for j, h in enumerate(guards) if j != i)]
+        either = [" && ".join(g) or "1" for g in guards]
+        if len(either) > 1:
+            either = [f"({g})" if " && " in g else _term(g) for g in either]
+        out += ["$b0 = (uint64)0;", "$b1 = (uint64)0;",
+                f"if ({' || '.join(either)}) {{",
+                f"\t$p = (uint64){_arg(hook, args.pop())};",
+                "\t$i = (uint64)0;",
+                "\t$slash = (uint64)0;",
+                f"\twhile ($i < {BASENAME_SCAN}) {{",
+                "\t\t$c = *(uint8 *)uptr($p + $i);",
+                "\t\tif ($c == 0) { break; }",
+                "\t\tif ($c == 47) { $slash = $i + 1; }",
+                "\t\t$i++;",
+                "\t}",
+                "\t$b0 = *(uint64 *)uptr($p + $slash);",
+                "\t$b1 = *(uint64 *)uptr($p + $slash + 8);",
+                "}"]
+    return out
+
+
+def _rule_block(hook: Hook, rule: Rule, then: Sequence[str]) -> list[str]:
+    """``then`` (statements) under ``rule``'s conditions, in order: a predicate with setup
+    statements opens a nested block after the conditions before it."""
+    out = [f"/* {rule.name} ({rule.technique}): {rule.summary} */"]
+    depth, conds = 0, list[str]()
+    for pred in rule.when:
+        setup = _local_setup(hook, pred)
+        if setup and conds:
+            out += _indent([f"if ({' && '.join(conds)}) {{"], depth)
+            depth, conds = depth + 1, []
+        if isinstance(pred, Raw):
+            out += _indent([f"/* RAW (not table data): {pred.describe} */"], depth)
+        out += _indent(list(setup), depth)
+        cond = _cond(hook, pred)
+        if cond:
+            conds.append(_term(cond))
+    if conds:
+        out += _indent([f"if ({' && '.join(conds)}) {{", *_indent(then, 1), "}"], depth)
+    else:
+        out += _indent(then, depth)
+    return out + ["\t" * d + "}" for d in range(depth - 1, -1, -1)]
+
+
+def _value(hook: Hook, rule: Rule, f: Field) -> str:
+    if f.raw:
+        return f.value
+    if f.type == "str":
+        # read again even when a condition read it (``$path``): a string variable and a
+        # printf argument both on the 512-byte BPF stack overflow the openat probe
+        return f"str({_arg(hook, f.value)})"
+    return _arg(hook, f.value)
+
+
+def printf(hook: Hook, rule: Rule) -> list[str]:
+    """The detection printf: the shared header, then the rule's fields."""
+    fmt = "{" + HEADER_FIELDS.format(rule=rule.name, technique=rule.technique,
+                                     severity=rule.severity)
+    fmt += "".join(f',\\"{f.name}\\":{_FORMAT[f.type]}' for f in rule.emits) + "}\\n"
+    args = [*HEADER_ARGS[:-1], HEADER_ARGS[-1] + ("," if rule.emits else "")]
+    values = [_value(hook, rule, f) for f in rule.emits]
+    args += [v + ("," if i < len(values) - 1 else "") for i, v in enumerate(values)]
+    return [f'printf("{fmt}",', *("       " + a for a in args[:-1]), f"       {args[-1]});"]
+
+
+def probe(hook: Hook, rules: Sequence[Rule]) -> list[str]:
+    """One probe on ``hook`` holding all of ``rules``."""
+    out = _wrap(f"/* {hook.name}: " + ", ".join(r.name for r in rules) + " */", 88)
+    out += [_probe_name(hook), "{"]
+    body = _shared(hook, rules)
+    if len(rules) == 1:
+        body += _rule_block(hook, rules[0], [*WALK, *printf(hook, rules[0])])
+    else:
+        body += ["$hit = (uint64)0;"]
+        for bit, rule in enumerate(rules):
+            body += _rule_block(hook, rule, [f"$hit = $hit | {hex(1 << bit)};"])
+        body += ["if ($hit != 0) {", *_indent(WALK, 1)]
+        for bit, rule in enumerate(rules):
+            body += _indent([f"if (($hit & {hex(1 << bit)}) != 0) {{"], 1)
+            body += [*_indent(printf(hook, rule), 2), "\t}"]
+        body += ["}"]
+    return out + _indent(body, 1) + ["}"]
+
+
+def _wrap(text: str, width: int, indent: str = " * ") -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = indent + word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line]
+
+
+# ------------------------------------------------------------------ programs
+def banner(title: str) -> str:
+    return "/* " + "-" * max(3, _BANNER_WIDTH - 7 - len(title)) + " " + title + " */"
+
+
+def _probes(rules: Sequence[Rule]) -> Iterator[str]:
+    section = ""
+    for h in HOOKS:
+        mine = [r for r in rules if h.name in r.hooks]
+        if not mine:
+            continue
+        if h.section != section:
+            section = h.section
+            yield from ["", banner(section)]
+        yield from ["", *probe(h, mine)]
+
+
+def rule_table(rules: Sequence[Rule]) -> list[str]:
+    """The header table: rule, technique, severity, what it matches (+ its fields)."""
+    out = [f"{'rule':<26}{'technique':<11}{'sev':<8}trigger (+ fields)"]
+    for r in rules:
+        hooks = ",".join(r.hooks)
+        text = f"{r.summary} [{hooks}] (+{','.join(f.name for f in r.emits)})"
+        lines, line = [], ""
+        for word in text.split():
+            if line and len(line) + 1 + len(word) > 46:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+        out.append(f"{r.name:<26}{r.technique:<11}{r.severity:<8}{lines[0]}")
+        out += [" " * 45 + rest for rest in lines[1:]]
+    return out
+
+
+PREAMBLE = """\
+shadowtest-rulepack: {version}
+
+GENERATED from harness/sensors/bpftrace/rules.py by
+  {command}
+Edit the table, not this file (a unit test fails when this file is stale).
+
+shadowtest reference eBPF sensor (bpftrace 0.17, tracepoints + BTF/CO-RE
+reads of curtask only: no kprobes, fentry, lsm or rawtracepoint probes).
+Every detection printf has the same header (the fields below) followed by
+its rule's fields.  One probe per hook: each rule's condition sets a bit of
+$hit, and the ancestor walk and the printfs run only when a bit is set.
+
+Invocation (fixed):
+  bpftrace -B none -f json harness/sensors/bpftrace/sensor.bt
+Every printf emits exactly ONE JSON object followed by "\\n"; with -f json
+bpftrace wraps it as {{"type": "printf", "data": "<object>\\n"}}.  Perf-buffer
+loss appears as {{"type": "lost_events", "data": {{"events": N}}}}.
+
+Payloads:
+  {{"kind":"ready","version":"{version}","ts_ns":N}}             (BEGIN; version = rule pack)
+  {{"kind":"heartbeat","ts_ns":N}}                       (every 1 s)
+  {{"kind":"marker","token":N,"cpu":N,"ts_ns":N}}       (getpgid(0x5ad00000+token))
+  {{"kind":"detection","rule":R,"technique":T,"severity":S,"pid":N,"tid":N,
+   "ppid":N,"ancestors":[6 x N],"comm":"...","cgroup":N,"pidns":N,"mntns":N,
+   "uid":N,"ts_ns":N,"wall_ns":N, <rule fields>}}
+
+Rules (rule pack {version}; "container" = the caller is outside the initial pid
+namespace, inum {init_pidns} = PROC_PID_INIT_INO):
+"""
+
+NOTES = """\
+
+Field notes:
+  - pid/tid/ppid/ancestors are host (initial pid namespace) ids.  ancestors
+    = [grandparent, great-grandparent, ...] exactly 6 entries; past init the
+    chain reaches swapper (tgid 0), so trailing entries are 0.
+  - pidns is the task's ACTIVE pid namespace inum
+    (task->thread_pid->numbers[level].ns->ns.inum).  bpftrace 0.17 refuses to
+    index the flexible array numbers[], so the upid is addressed as
+    thread_pid + sizeof(struct pid) + level * sizeof(struct upid)
+    (numbers[] is the last member and both structs are 8-byte aligned).
+  - mntns = curtask->nsproxy->mnt_ns->ns.inum; cgroup = cgroup v2 id builtin.
+  - ts_ns = nsecs (CLOCK_MONOTONIC, bpf_ktime_get_ns).
+  - wall_ns: 0.17 has no wall-clock builtin; strftime("%s%f", ts) is
+    resolved in user space from the captured ts plus the boot-time offset
+    bpftrace measured at start, so wall_ns has MICROSECOND precision (the
+    last three digits are always 000) and drifts if the machine suspends
+    while bpftrace runs.
+  - path matches compare the caller's memory as little-endian 8-byte words
+    (string literals and str() cost 64 bytes of the 512-byte BPF stack
+    each); basename matches (release_agent, core_pattern, ld.so.preload, mem,
+    environ) first scan the user string for its last '/' (at most 64 bytes,
+    BPFTRACE_STRLEN), once per probe.
+
+LIMITATIONS (accepted; the harness counts undecodable lines as malformed):
+  - bpftrace printf does NOT JSON-escape %s arguments.  A comm or path
+    containing '"', '\\' or control characters yields an invalid inner JSON
+    object.  Normal names are fine.
+  - Strings are capped at BPFTRACE_STRLEN (64 bytes by default in 0.17, so
+    paths longer than 63 bytes are truncated; a truncation may split a
+    multi-byte UTF-8 character).  Path matches are on the literal argument:
+    relative paths (openat with a dirfd or cwd), non-canonical spellings
+    ("//etc/x", "/./etc/x", symlinks) are missed.  The sensitive-path and
+    basename rules watch openat only (what glibc uses); open, openat2 and
+    creat feed etc-file-create only.  fchmod (by fd) and fchmodat2 are not
+    watched.
+  - Syscall-entry tracepoints: a detection means the call was attempted, not
+    that it succeeded (e.g. O_CREAT of a non-existent directory still fires).
+  - The package-manager exclusion of etc-file-create is by comm (dpkg, apt,
+    apt-get, rpm, dnf, yum), which any process can take: it mirrors Falco's
+    "Write below etc" exceptions and is as spoofable.
+"""
+
+FIXED = """\
+BEGIN
+{{
+\tprintf("{{\\"kind\\":\\"ready\\",\\"version\\":\\"{version}\\",\\"ts_ns\\":%llu}}\\n", nsecs);
+}}
+
+interval:s:1
+{{
+\tprintf("{{\\"kind\\":\\"heartbeat\\",\\"ts_ns\\":%llu}}\\n", nsecs);
+}}
+
+/* Sync markers: getpgid(pid) with pid in [0x5ad00000, 0x5adfffff]. */
+tracepoint:syscalls:sys_enter_getpgid
+/ args->pid >= 0x5ad00000 && args->pid <= 0x5adfffff /
+{{
+\tprintf("{{\\"kind\\":\\"marker\\",\\"token\\":%d,\\"cpu\\":%d,\\"ts_ns\\":%llu}}\\n",
+\t       args->pid - 0x5ad00000, cpu, nsecs);
+}}"""
+
+
+def _comment(lines: Sequence[str]) -> str:
+    return "/*\n" + "".join(f" * {line}".rstrip() + "\n" for line in lines) + " */\n"
+
+
+def sensor_program() -> str:
+    """sensor.bt: the base rule pack (no optional module's rules)."""
+    rules = module_rules("")
+    head = PREAMBLE.format(version=VERSION, command=COMMAND, init_pidns=INIT_PIDNS)
+    lines = [*head.splitlines(), *("  " + x for x in rule_table(rules)), *NOTES.splitlines()]
+    return (_comment(lines) + "\n" + FIXED.format(version=VERSION) + "\n"
+            + "\n".join(_probes(rules)) + "\n")
+
+
+def module_program(module: str) -> str:
+    """An optional module (appended to sensor.bt on nodes whose kernel has the feature)."""
+    rules = module_rules(module)
+    lines = [f"shadowtest reference sensor: {module} module, loaded with sensor.bt only on",
+             "nodes whose kernel has the feature (MODULES in harness.sensors.bpftrace).",
+             "Same line format as sensor.bt.",
+             "",
+             "GENERATED from harness/sensors/bpftrace/rules.py by",
+             f"  {COMMAND}",
+             "", *rule_table(rules)]
+    return _comment(lines) + "\n".join(_probes(rules)) + "\n"
+
+
+def rules_markdown() -> str:
+    """RULES.md: the rule table for the docs."""
+    out = ["# Rules of the bundled bpftrace sensor", "",
+           f"Rule pack {VERSION}. Generated by `{COMMAND}` from",
+           "`harness/sensors/bpftrace/rules.py` (do not edit by hand).", "",
+           "| rule | technique | severity | hook | matches | fields | program |",
+           "|---|---|---|---|---|---|---|"]
+    for r in RULES:
+        hooks = ", ".join(_hook_doc(hook(h)) for h in r.hooks)
+        fields = ", ".join(f"`{f.name}`" for f in r.emits)
+        where = f"sensor-{r.module}.bt" if r.module else "sensor.bt"
+        out.append(f"| `{r.name}` | {r.technique} | {r.severity} | {hooks} | "
+                   f"{_cell(r.summary)} | {fields} | {where} |")
+    raws = [(r.name, p.describe) for r in RULES for p in r.when if isinstance(p, Raw)]
+    out += ["", "Conditions that are not table data (raw bpftrace in the table):", ""]
+    out += [f"- `{name}`: {text}" for name, text in raws]
+    return "\n".join(out) + "\n"
+
+
+def _hook_doc(h: Hook) -> str:
+    if h.kind == "syscall":
+        return f"`{h.event}()`"
+    return f"`{h.event}` ({h.kind})"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def outputs() -> dict[FilePath, str]:
+    """Every generated file, by path."""
+    out = {HERE / "sensor.bt": sensor_program(), HERE / "RULES.md": rules_markdown()}
+    for module in sorted({r.module for r in RULES} - {""}):
+        out[HERE / f"sensor-{module}.bt"] = module_program(module)
+    return out
+
+
+def stale() -> list[FilePath]:
+    """Generated files whose committed text differs from the table's."""
+    return [p for p, text in outputs().items()
+            if not p.exists() or p.read_text(encoding="utf-8") != text]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write: exit 1 if a generated file is stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        old = stale()
+        for path in old:
+            print(f"stale: {path} (regenerate: {COMMAND})", file=sys.stderr)
+        return 1 if old else 0
+    for path, text in outputs().items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
