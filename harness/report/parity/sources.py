@@ -20,7 +20,8 @@ from typing import Any
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError
-from harness.engine.config import KEYS, Settings, find_config, load_settings
+from harness.engine.config import Settings, find_config, load_settings
+from harness.report.parity.options import DEFAULTS
 from harness.report.results import read_rows
 from harness.sensors.base import known_sensors
 
@@ -37,8 +38,6 @@ PARITY_KEYS = {
 def configured(explicit: Path | None) -> tuple[dict[str, Any], Settings | None]:
     """``[tool.shadowtest.parity]`` over the defaults, and the settings (None without a
     config file)."""
-    from harness.report.parity import DEFAULTS
-
     source, table = find_config(Path.cwd(), explicit)
     conf = dict(DEFAULTS)
     parity = table.get("parity", {}) if isinstance(table, dict) else {}
@@ -52,10 +51,6 @@ def configured(explicit: Path | None) -> tuple[dict[str, Any], Settings | None]:
     if conf["engine"] not in ("duckdb", "spark"):
         raise ConfigError(f"{source}: [tool.shadowtest.parity] engine = {conf['engine']!r}: "
                           "expected 'duckdb' or 'spark'")
-    # config.KEYS must know [tool.shadowtest.parity] for `shadowtest run` too; registered
-    # here as well so that parity works with a config.py that does not list it yet
-    KEYS.setdefault("parity", "[tool.shadowtest.parity]: " + "; ".join(
-        f"{k} = {v}" for k, v in PARITY_KEYS.items()))
     return conf, (load_settings(Path.cwd(), explicit) if source is not None else None)
 
 
