@@ -46,25 +46,36 @@ def _wrap(owner: Any, attr: str, key: str | Callable[..., str]) -> None:
     setattr(owner, attr, timed)
 
 
-def _instrument() -> None:
+def instrumented() -> list[tuple[Any, str, str | Callable[..., str]]]:
+    """(owner, attribute, event key) of every harness step the traced runs time."""
     from harness.pytest import session as hs
     from harness.sensors.auditd import AuditdSensor
     from harness.sensors.base import Subscription
     from harness.sensors.bpftrace import BpftraceSensor
     from harness.targets import base, local
 
-    _wrap(local.LocalTarget, "open", lambda self, context, *a, **k: f"open:{context}")
-    _wrap(base.Session, "stage", lambda self, name, *a, **k: f"stage:{name}")
-    _wrap(base.Session, "arm_cleanup", "arm_cleanup")
-    _wrap(base.Session, "close", "close")
+    steps: list[tuple[Any, str, str | Callable[..., str]]] = [
+        (local.LocalTarget, "open", lambda self, context, *a, **k: f"open:{context}"),
+        (base.Session, "stage", lambda self, name, *a, **k: f"stage:{name}"),
+        (base.Session, "arm_cleanup", "arm_cleanup"),
+        (base.Session, "close", "close"),
+    ]
     for cls in (AuditdSensor, BpftraceSensor):
         for meth in ("start", "stop", "sync", "health"):
-            _wrap(cls, meth, lambda self, *a, _m=meth, **k: f"{_m}:{self.name}")
-    _wrap(AuditdSensor, "_start_daemon", "auditd_register")
-    _wrap(AuditdSensor, "_load_rules", "auditd_rules")
-    _wrap(Subscription, "wait", lambda self, *a, **k: f"wait:{self.stream.sensor}")
-    _wrap(hs.ShadowtestSession, "facts", "facts")
-    _wrap(hs, "execute", "execute")
+            steps.append((cls, meth, lambda self, *a, _m=meth, **k: f"{_m}:{self.name}"))
+    steps += [
+        (AuditdSensor, "_start_daemon", "auditd_register"),
+        (AuditdSensor, "_load_rules", "auditd_rules"),
+        (Subscription, "wait", lambda self, *a, **k: f"wait:{self.stream.sensor}"),
+        (hs.ShadowtestSession, "facts", "facts"),
+        (hs, "execute", "execute"),
+    ]
+    return steps
+
+
+def _instrument() -> None:
+    for owner, attr, key in instrumented():
+        _wrap(owner, attr, key)
 
 
 def pytest_configure(config: pytest.Config) -> None:
