@@ -8,6 +8,8 @@ bash ci/setup.sh
 bash ci/vm-image.sh          # the kernel-matrix VM image (cached: a no-op once built)
 .venv/bin/ruff check harness tests benchmarks conftest.py
 .venv/bin/mypy
+# the architecture (ARCHITECTURE.md): layers, cycles, private names, sizes; fails in seconds
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_architecture.py
 # the ssh:// host-key test's sshd (ci/setup.sh unpacks it when the machine has none)
 [ -x /usr/sbin/sshd ] || export SHADOWTEST_SSHD=/var/cache/shadowtest/sshd/usr/sbin/sshd
 run() {  # pytest, failing on "no test collected" (exit 5) too
