@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val.add_argument("--config", type=Path)
     from harness.report import cli as report_cli
     from harness.report import diff, enforcement, parity
-    from harness.targets.vm import add_vm_parser, run_vm
+    from harness.targets.vmcli import add_vm_parser, run_vm
     from harness.tools import art, catalogue, coverage, expectations_check, scaffold
 
     report_cli.add_report_arguments(sub.add_parser(
@@ -124,8 +124,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _rejudge(args: argparse.Namespace) -> int:
+    from harness.core.policy import row_failed
     from harness.core.scenario import check_scenario, load_atomics, scenario_files
-    from harness.core.verdict import row_failed
     from harness.report.rejudge import rejudge
     from harness.report.results import append_rows, read_rows
     from harness.report.summary import render

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core import expectation as reader
 from harness.core.atomic import Atomic, check_atomic
 from harness.core.errors import ScenarioError
 from harness.core.mitre import check_technique
-from harness.core.node import kernel_satisfies
 from harness.core.schema import parse_duration, validate
 from harness.core.verdict import Expectation
 from harness.core.yamlfile import LinedDocument, load_lined
@@ -36,40 +36,16 @@ class Scenario:
     #: per-kernel expectations: (kernel requirement, required features, expect blocks)
     overrides: tuple[tuple[str | None, tuple[str, ...], Mapping[str, Mapping[str, Any]]], ...] = ()
 
-    def expect_block(self, sensor: str, facts: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
-        """``sensor``'s expect block on a node with ``facts`` (NodeFacts.as_row()): the first
-        override whose kernel requirement and features the node meets replaces it."""
-        for kernel, features, expect in self.overrides if facts else ():
-            assert facts is not None
-            release = str(facts.get("kernel") or "")
-            if sensor in expect and (not kernel or (release and kernel_satisfies(release, kernel))) \
-                    and all(facts.get(f) for f in features):
-                return expect[sensor]
-        return self.expect.get(sensor, {})
-
     def expectation(self, sensor: str, facts: Mapping[str, Any] | None = None) -> Expectation:
-        """What ``sensor`` must report (on a node with ``facts``, per-kernel ``overrides``
-        apply); a sensor without an ``expect`` block must report the scenario's technique
-        (benign: nothing); ``{gap: reason}`` declares a known gap (a miss that does not
-        fail; a detection of the scenario's technique still counts)."""
-        if self.benign:
-            return Expectation(technique=None)
-        block = self.expect_block(sensor, facts)
-        if "gap" in block:
-            return Expectation(technique=self.technique, gap=str(block["gap"]))
-        return Expectation(
-            technique=block.get("technique", self.technique),
-            rule=block.get("rule"),
-            severity=block.get("severity"),
-            fields=dict(block.get("fields", {})),
-            enforce=(block.get("enforce") or {}).get("action"),
-        )
+        """What ``sensor`` must report on a node with ``facts`` (``NodeFacts.as_row()``;
+        per-kernel ``overrides`` apply): ``harness.core.expectation.resolve``, the one
+        reader of ``expect:`` blocks."""
+        return reader.resolve(self, sensor, facts)
 
     @property
     def enforced(self) -> bool:
         """Some sensor's expect block (or an override's) expects enforcement."""
-        blocks = [*self.expect.values(), *(b for _, _, e in self.overrides for b in e.values())]
-        return any("enforce" in b for b in blocks)
+        return reader.enforced(self)
 
 
 def _scenario_doc_errors(doc: LinedDocument, atomics: Mapping[str, Atomic]) -> list[ScenarioError]:

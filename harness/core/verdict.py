@@ -16,7 +16,8 @@ from harness.core.run import Run
 
 
 class Verdict(enum.StrEnum):
-    """The outcome for one (run, sensor), exactly as DESIGN.md defines it."""
+    """The outcome for one (run, sensor), exactly as DESIGN.md defines it. Which verdicts
+    fail, and what a change between two is: ``harness.core.policy``."""
 
     DETECTED = "DETECTED"
     MISSED = "MISSED"
@@ -29,12 +30,6 @@ class Verdict(enum.StrEnum):
     #: seven, which name no verdict for a quiet control; added so a grid never says
     #: DETECTED for a control)
     CLEAN = "CLEAN"
-
-    @property
-    def failed(self) -> bool:
-        """MISSED, UNEXPECTED and RACED fail a test (RACED: the detection passed, the
-        enforcement did not land before the side effect); the others do not."""
-        return self in (Verdict.MISSED, Verdict.UNEXPECTED, Verdict.RACED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +87,6 @@ class Judgement:
     #: enforcement runs: {expected, reported, observed, side_effect} (the results row's
     #: ``enforcement``); None when the run was not judged for enforcement
     enforcement: Mapping[str, Any] | None = None
-
-    @property
-    def failed(self) -> bool:
-        """The verdict fails the test: MISSED, UNEXPECTED or RACED, except a known gap's
-        MISSED."""
-        return self.verdict.failed and not (self.gap and self.verdict is Verdict.MISSED)
 
 
 def matches(expected: Any, got: Any) -> bool:
@@ -480,14 +469,6 @@ def _enforcement_unclaimed(run: Run, detections: Sequence[Detection],
                   "is unproven")
     return Judgement(sensor, Verdict.MISSED, reason, near_misses=nearest,
                      enforcement=enforcement)
-
-
-def row_failed(row: Mapping[str, Any]) -> bool:
-    """A results row whose verdict fails (MISSED, UNEXPECTED, SENSOR_DOWN), a known gap's
-    MISSED excepted."""
-    if row.get("known_gap") and row.get("verdict") == Verdict.MISSED.value:
-        return False
-    return row.get("verdict") in ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED")
 
 
 def _healthy_or_down(sensor: str, health: Health, verdict: Verdict, reason: str) -> Judgement:

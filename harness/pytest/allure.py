@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.core.expectation import resolve
 from harness.core.mitre import techniques
 from harness.core.secrets import redact
 
@@ -68,7 +69,7 @@ def severity_of(scenario: Scenario, sensors: list[str]) -> str | None:
     an operator such as ``{prefix: ...}`` names no single level)."""
     found = []
     for sensor in sensors:
-        expected = scenario.expectation(sensor).severity
+        expected = resolve(scenario, sensor).severity
         if isinstance(expected, str) and expected.lower() in SEVERITY:
             found.append(SEVERITY[expected.lower()])
     return min(found, key=_RANK.index) if found else None

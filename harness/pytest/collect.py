@@ -10,7 +10,7 @@ import pytest
 
 from harness.core.errors import ScenarioError
 from harness.core.scenario import Scenario, check_scenario, is_atomic_file
-from harness.pytest.session import ShadowtestSession, session_of
+from harness.pytest.session import ScenarioRunner, runner_of
 
 
 class ScenarioCollectionError(Exception):
@@ -21,7 +21,7 @@ class ScenarioFile(pytest.File):
     """``scenarios/<tactic>/<id>.yaml``: yields a test per context and node, in order."""
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        st = session_of(self.config)
+        st = runner_of(self.config)
         atomics, atomic_errors = st.atomics()
         errors, scenario = check_scenario(self.path, atomics)
         if errors or scenario is None:
@@ -38,7 +38,7 @@ class ScenarioFile(pytest.File):
         return str(super().repr_failure(excinfo))
 
 
-def _items(parent: ScenarioFile, scenario: Scenario, st: ShadowtestSession) -> Iterator[pytest.Function]:
+def _items(parent: ScenarioFile, scenario: Scenario, st: ScenarioRunner) -> Iterator[pytest.Function]:
     for context in scenario.contexts:
         for node in st.settings.nodes:
             fn = _make_test(scenario, context, node)
@@ -71,7 +71,7 @@ SCENARIO = pytest.StashKey[tuple[Scenario, str, str]]()
 
 def _make_test(scenario: Scenario, context: str, node: str) -> Callable[..., None]:
     def test_scenario(request: pytest.FixtureRequest, shadowtest_sensors: Any) -> None:
-        session_of(request.config).run_item(request.node, scenario, context, node)
+        runner_of(request.config).run_item(request.node, scenario, context, node)
 
     test_scenario.__doc__ = scenario.name
     return test_scenario

@@ -20,17 +20,18 @@ from harness.core.errors import ShadowtestError
 from harness.engine.config import load_settings
 from harness.engine.safety import check_nodes_allowed
 from harness.pytest import allure as allure_report
+from harness.pytest.baseline import apply_baseline, load_baseline
 from harness.pytest.collect import SCENARIO, ScenarioFile, is_scenario_file
 from harness.pytest.session import (
     ROWS_PROPERTY,
-    SESSION,
-    ShadowtestSession,
+    RUNNER,
+    ScenarioRunner,
     check_markers,
     rows_of,
-    session_of,
+    runner_of,
 )
 from harness.report import summary
-from harness.report.diff import Entry, Key, apply_baseline, load_baseline
+from harness.report.diff import Entry, Key
 from harness.report.results import append_rows
 from harness.sensors.base import Sensor
 
@@ -96,7 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
         sensors = config.getoption("--shadowtest-sensors")
         if sensors:
             settings = settings.with_sensors(tuple(s for s in sensors.split(",") if s))
-        session = ShadowtestSession(settings, config)
+        session = ScenarioRunner(settings, config)
         session.build()  # every node and sensor, not started: a bad one stops here
         session.scenario_paths = _scenario_paths(config, settings.scenarios)
     except ShadowtestError as exc:
@@ -105,7 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "xdist_group(name): pytest-xdist --dist loadgroup runs a group on one worker")
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # honour the per-node xdist_group of scenario items
-    config.stash[SESSION] = session
+    config.stash[RUNNER] = session
     config.stash[ROWS] = []
     baseline = config.getoption("--shadowtest-baseline")
     if baseline:
@@ -151,9 +152,9 @@ def _install_sigterm() -> Callable[[int, FrameType | None], None] | None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if SESSION not in parent.config.stash:
+    if RUNNER not in parent.config.stash:
         return None
-    if is_scenario_file(file_path, session_of(parent.config).scenario_paths):
+    if is_scenario_file(file_path, runner_of(parent.config).scenario_paths):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
@@ -161,11 +162,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Refuse, before any atomic runs, every node that is not explicitly allowed."""
-    if SESSION not in config.stash:
+    if RUNNER not in config.stash:
         return
     nodes = {item.stash[SCENARIO][2] for item in items if SCENARIO in item.stash}
     try:
-        check_nodes_allowed(nodes, session_of(config).settings)
+        check_nodes_allowed(nodes, runner_of(config).settings)
     except ShadowtestError as exc:
         raise pytest.UsageError(str(exc)) from exc
 
@@ -180,10 +181,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     if SCENARIO in item.stash:
         return  # scenario items: run_item records NOT_EXECUTED rows with the reason
-    if SESSION not in item.config.stash:
+    if RUNNER not in item.config.stash:
         pytest.skip("shadowtest markers need --shadowtest (node facts are read only when "
                     "shadowtest is asked for)")
-    st = session_of(item.config)
+    st = runner_of(item.config)
     check_markers(item, st.facts(next(iter(st.settings.nodes))))
 
 
@@ -191,10 +192,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def shadowtest_sensors(pytestconfig: pytest.Config) -> Iterator[Callable[[str], dict[str, Sensor]]]:
     """``shadowtest_sensors(node)``: that node's configured sensors, started (live) on first
     use, once per process; every sensor, context and target is stopped at the end."""
-    if SESSION not in pytestconfig.stash:
+    if RUNNER not in pytestconfig.stash:
         pytest.skip("shadowtest_sensors needs --shadowtest: sensors start only when shadowtest "
                     "is asked for")
-    st = session_of(pytestconfig)
+    st = runner_of(pytestconfig)
     try:
         yield st.sensors_for
     finally:
@@ -205,7 +206,7 @@ def shadowtest_sensors(pytestconfig: pytest.Config) -> Iterator[Callable[[str], 
 def pytest_runtest_makereport(item: pytest.Item,
                                call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """``--shadowtest-baseline``: a test passes or fails on regressions against the baseline
-    (harness.report.diff.against_baseline says which)."""
+    (harness.pytest.baseline, through harness.core.policy.change)."""
     outcome = yield
     if call.when != "call" or BASELINE not in item.config.stash:
         return
@@ -226,7 +227,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "call":
         return
     config.stash[ROWS].extend(rows)
-    path = config.getoption("--shadowtest-results") or session_of(config).settings.results
+    path = config.getoption("--shadowtest-results") or runner_of(config).settings.results
     if path:
         append_rows(Path(path), rows)
 
@@ -247,7 +248,8 @@ def _on_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
     rows = config.stash.get(ROWS, [])
     if not rows:
         return

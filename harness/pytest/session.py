@@ -1,4 +1,8 @@
-"""Per-process shadowtest state: settings, atomics, targets, node facts, sensors, results."""
+"""The per-process scenario runner (``ScenarioRunner``, in the config's stash): settings,
+atomics, the nodes' targets and facts, the sensors watching them (built, started, stopped),
+and one scenario item's run: its rows, its JUnit properties and its test outcome, decided
+by ``harness.core.policy`` (a failing verdict fails the test; only NOT_EXECUTED skips it).
+Not a ``pytest.Session`` nor a ``targets.base.Session``."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from harness.core import policy
 from harness.core.atomic import Atomic
 from harness.core.errors import ConfigError, ScenarioError, SensorError, TargetError
 from harness.core.node import NodeFacts, kernel_satisfies
@@ -28,11 +33,13 @@ from harness.sensors.base import OnNode, Sensor, build_sensor
 from harness.sensors.rulepack import rulepacks_of
 from harness.targets.base import Target, build_target
 
-SESSION = pytest.StashKey["ShadowtestSession"]()
+RUNNER = pytest.StashKey["ScenarioRunner"]()
 ROWS_PROPERTY = "shadowtest_rows"
 
 
-class ShadowtestSession:
+class ScenarioRunner:
+    """Runs scenario items on the configured nodes, once per pytest process."""
+
     def __init__(self, settings: Settings, config: pytest.Config | None = None) -> None:
         self.settings = settings
         self.config = config
@@ -59,7 +66,7 @@ class ShadowtestSession:
                 try:
                     sensors[name] = build_sensor(name, options)
                 except (ConfigError, SensorError, TypeError, ValueError) as exc:
-                    key = getattr(exc, "key", None) or "type"
+                    key = (exc.key if isinstance(exc, ConfigError) else None) or "type"
                     raise ConfigError(f"{self.settings.where(f'sensors.{name}', key)}: "
                                       f"sensors.{name}: {exc}") from exc
             self._built[node] = sensors
@@ -196,17 +203,27 @@ class ShadowtestSession:
         item.user_properties.extend(junit_properties(rows))  # --junitxml <properties>
         message = explain(scenario.id, context, node, facts.kernel, outcome.run.run_id,
                           outcome.judgements)
-        verdicts = {j.verdict for j in outcome.judgements}
+        decided = scenario_outcome(outcome.judgements)
         if target_error:
             pytest.fail(f"{message}\n  target error: {target_error}", pytrace=False)
-        if any(j.failed for j in outcome.judgements) or Verdict.SENSOR_DOWN in verdicts:
+        if decided == "failed":
             pytest.fail(message, pytrace=False)
-        if verdicts == {Verdict.NOT_EXECUTED}:
+        if decided == "skipped":
             raise pytest.skip.Exception(f"NOT_EXECUTED: {outcome.run.reason}",
                                         _use_item_location=True)
 
 
-def _window(scenario: Scenario, st: ShadowtestSession) -> float:
+def scenario_outcome(judgements: Sequence[Judgement]) -> str:
+    """A scenario test's outcome from its sensors' judgements (``harness.core.policy``):
+    ``failed`` when one fails, ``skipped`` when nothing ran (every one NOT_EXECUTED), else
+    ``passed``."""
+    outcomes = [policy.outcome_of(j) for j in judgements]
+    if policy.session_fails(outcomes):
+        return "failed"
+    return "skipped" if policy.session_skips(outcomes) else "passed"
+
+
+def _window(scenario: Scenario, st: ScenarioRunner) -> float:
     return scenario.window if scenario.window is not None else st.settings.window
 
 
@@ -245,8 +262,8 @@ def not_runnable(scenario: Scenario, context: str, node: str, facts: NodeFacts,
     return Outcome(run, judgements, {})
 
 
-def session_of(config: pytest.Config) -> ShadowtestSession:
-    return config.stash[SESSION]
+def runner_of(config: pytest.Config) -> ScenarioRunner:
+    return config.stash[RUNNER]
 
 
 def rows_of(report: pytest.TestReport) -> list[dict[str, Any]]:

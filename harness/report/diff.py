@@ -3,22 +3,24 @@ baseline rule of ``--shadowtest-baseline``.
 
 Rows are compared per key (scenario, context, kernel, sensor). A key with several rows
 (repeated runs, several nodes on one kernel) is represented by its worst verdict (order
-``WORST``; the last such row in file order), and its latency by the median over its
-DETECTED rows.
+``harness.core.policy.WORST``; the last such row in file order), and its latency by the
+median over its DETECTED rows.
 
-A verdict change from baseline ``b`` to current ``c`` (``classify``) is:
+A change from baseline ``b`` to current ``c`` (``classify``) is decided by
+``harness.core.policy.change`` (the one policy table, which also reads ``known_gap``):
 
-- a **regression** when ``c`` is MISSED or UNEXPECTED (a failing verdict the baseline did
-  not have: DETECTED->MISSED, CLEAN->UNEXPECTED, NOT_EXECUTED->MISSED, ...) or BLOCKED->RACED;
-  a key only in CURRENT whose verdict is MISSED or UNEXPECTED is a regression too (nothing
-  excuses it);
+- a **regression** when ``c`` fails as a rule (MISSED without a declared known gap,
+  UNEXPECTED, RACED) and ``b`` differs: DETECTED->MISSED, CLEAN->UNEXPECTED,
+  NOT_EXECUTED->MISSED, BLOCKED->RACED, ...; a key only in CURRENT with such a verdict is a
+  regression too (nothing excuses it); MISSED/UNEXPECTED->RACED is an improvement (the
+  detection now passes);
 - **sensor down** when ``c`` is SENSOR_DOWN and ``b`` was not: not a regression of the
   rules, reported on its own (a regression cannot be ruled out);
-- an **improvement** when ``b`` was MISSED or UNEXPECTED and ``c`` is DETECTED, CLEAN,
-  BLOCKED or RACED, or RACED->BLOCKED;
+- **new** for a key only in CURRENT that does not fail: a pass, NOT_EXECUTED, or a MISSED
+  with a declared known gap (e.g. a kernel added to the matrix);
+- an **improvement** when ``b`` failed (or was a known gap's MISSED) and ``c`` passes;
 - **other** for any other change (e.g. DETECTED->NOT_EXECUTED, SENSOR_DOWN->DETECTED);
-- **known** when ``b == c`` and ``c`` is failing (MISSED, UNEXPECTED, SENSOR_DOWN, RACED):
-  reported, never failing.
+- **known** when ``b == c`` and ``c`` fails: reported, never failing.
 
 Exit codes (``run_diff``): 0 no regression and no new SENSOR_DOWN; 1 at least one
 regression; 3 no regression but a sensor went down (SENSOR_DOWN where the baseline had
@@ -37,15 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core import policy
+from harness.core.policy import Outcome
+from harness.core.verdict import Verdict
 from harness.report.results import read_rows
 from harness.sensors.rulepack import describe, identity
 
 Key = tuple[str, str, str, str]  # scenario, context, kernel, sensor
-FAILING = frozenset({"MISSED", "UNEXPECTED"})
-#: worst first: the verdict that represents a key with several rows
-WORST = ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED", "NOT_EXECUTED", "BLOCKED", "DETECTED",
-         "CLEAN")
-PASSING = frozenset({"DETECTED", "CLEAN", "BLOCKED", "RACED"})
 DEFAULT_THRESHOLDS = ("50%", "10ms")
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_SENSOR_DOWN = 0, 1, 2, 3
 
@@ -55,21 +55,13 @@ def key_of(row: Mapping[str, Any]) -> Key:
             str(row.get("sensor")))
 
 
-def classify(baseline: str | None, current: str) -> str:
-    """regression | sensor_down | improvement | other | known | same | new (see module doc)."""
-    if baseline == current:
-        kind = "known" if current in (*FAILING, "SENSOR_DOWN", "RACED") else "same"
-    elif current in FAILING or (baseline == "BLOCKED" and current == "RACED"):
-        kind = "regression"
-    elif current == "SENSOR_DOWN":
-        kind = "sensor_down"
-    elif baseline is None:
-        kind = "new"
-    elif (baseline in FAILING and current in PASSING) or (baseline, current) == ("RACED", "BLOCKED"):
-        kind = "improvement"
-    else:
-        kind = "other"
-    return kind
+def classify(baseline: Outcome | str | None, current: Outcome | str) -> str:
+    """regression | sensor_down | improvement | other | known | same | new (see module doc);
+    a verdict given as a string has no known gap."""
+    def outcome(o: Outcome | str) -> Outcome:
+        return o if isinstance(o, Outcome) else Outcome(Verdict(o))
+
+    return policy.change(None if baseline is None else outcome(baseline), outcome(current)).value
 
 
 @dataclass
@@ -80,13 +72,17 @@ class Entry:
 
     @property
     def row(self) -> dict[str, Any]:
-        rank = {v: i for i, v in enumerate(WORST)}
-        best = min(rank.get(str(r.get("verdict")), len(WORST)) for r in self.rows)
-        return [r for r in self.rows if rank.get(str(r.get("verdict")), len(WORST)) == best][-1]
+        """The row that represents the key: the worst verdict (``policy.WORST``)."""
+        return policy.worst(self.rows)
 
     @property
     def verdict(self) -> str:
         return str(self.row.get("verdict"))
+
+    @property
+    def outcome(self) -> Outcome:
+        """The representing row's verdict and known-gap flag."""
+        return policy.outcome_of_row(self.row)
 
     @property
     def latency(self) -> float | None:
@@ -99,6 +95,7 @@ def index(rows: Iterable[Mapping[str, Any]]) -> dict[Key, Entry]:
     out: dict[Key, Entry] = defaultdict(Entry)
     for row in rows:
         if isinstance(row, Mapping) and "verdict" in row:
+            policy.verdict_of(row["verdict"])  # an unknown verdict is an error, not a pass
             out[key_of(row)].rows.append(dict(row))
     return dict(out)
 
@@ -183,7 +180,7 @@ def diff(baseline: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, A
             assert b is not None
             out["only_baseline"].append(_change(key, b, None, "only-baseline"))
             continue
-        kind = classify(b.verdict if b else None, c.verdict)
+        kind = classify(b.outcome if b else None, c.outcome)
         if b is None:
             out["only_current"].append(_change(key, None, c, "only-current"))
         bucket = {"regression": "regressions", "sensor_down": "sensor_down",
@@ -305,43 +302,18 @@ def render_text(result: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------- --shadowtest-baseline
-def load_baseline(path: Path) -> dict[Key, Entry]:
-    """A baseline results file, indexed; errors say how to fix."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--shadowtest-baseline {path}: no such results file; pass a results.jsonl written "
-            "by an earlier run (shadowtest run --results FILE)")
-    return index(read_rows(path))
-
-
 def against_baseline(rows: Iterable[Mapping[str, Any]],
                      baseline: Mapping[Key, Entry]) -> list[tuple[dict[str, Any], str]]:
-    """(row, classification) for a test's rows. A row fails the test when it is a
-    ``regression`` or ``sensor_down``; ``known`` failures (the same verdict as the baseline's)
-    do not; a key absent from the baseline is judged as without a baseline."""
+    """(row, classification) for a test's rows (``harness.pytest.baseline`` fails a test on
+    a ``regression`` or ``sensor_down``; ``known`` failures, the same verdict as the
+    baseline's, do not). A key absent from the baseline is classified as new: it fails as
+    it would without a baseline, except SENSOR_DOWN (``sensor_down``, fails too)."""
     out = []
     for row in rows:
         entry = baseline.get(key_of(row))
-        out.append((dict(row), classify(entry.verdict if entry else None, str(row.get("verdict")))))
+        out.append((dict(row), classify(entry.outcome if entry else None,
+                                        policy.outcome_of_row(row))))
     return out
-
-
-def baseline_message(decisions: Sequence[tuple[Mapping[str, Any], str]]) -> tuple[bool, str]:
-    """(fails, message) for one test under ``--shadowtest-baseline``."""
-    lines = []
-    fails = False
-    for row, kind in decisions:
-        bad = kind in ("regression", "sensor_down")
-        fails = fails or bad
-        if kind in ("same", "new") and row.get("verdict") not in (*FAILING, "SENSOR_DOWN"):
-            continue
-        word = {"regression": "REGRESSION against the baseline",
-                "sensor_down": "sensor down (not in the baseline): a regression cannot be ruled out",
-                "known": "same verdict in the baseline: known, not failed",
-                "improvement": "improved on the baseline", "other": "changed from the baseline"}
-        lines.append(f"  {row.get('sensor')!s:<10} {row.get('verdict')!s:<13} "
-                     f"{word.get(kind, kind)}")
-    return fails, "shadowtest baseline:\n" + "\n".join(lines) if lines else ""
 
 
 # ----------------------------------------------------------------- CLI
@@ -371,7 +343,12 @@ def run_diff(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"shadowtest diff: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result = diff(read_rows(Path(args.baseline)), read_rows(Path(args.current)), threshold)
+    try:
+        result = diff(read_rows(Path(args.baseline)), read_rows(Path(args.current)), threshold)
+    except ValueError as exc:  # a row with a verdict shadowtest never writes
+        print(f"shadowtest diff: error: {exc} (expected a results file written by shadowtest "
+              "run --results)", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", "utf-8")
     if args.markdown:
@@ -379,28 +356,3 @@ def run_diff(args: argparse.Namespace) -> int:
                                                        str(args.current)), "utf-8")
     print(render_text(result), end="")
     return int(result["exit_code"])
-
-
-def apply_baseline(report: Any, verdict_failure: bool, baseline: Mapping[Key, Entry]) -> None:
-    """Make a test's call report pass or fail on regressions against ``baseline``.
-
-    ``verdict_failure``: the test failed because of its verdicts (``pytest.fail`` from the
-    session), not because of an error in the harness, which is never excused."""
-    from harness.pytest.session import rows_of
-
-    rows = rows_of(report)
-    if not rows:
-        return
-    decisions = against_baseline(rows, baseline)
-    for row, kind in decisions:
-        report.user_properties.append((f"shadowtest.{row.get('sensor')}.baseline", kind))
-    fails, message = baseline_message(decisions)
-    if fails and report.passed:
-        report.outcome = "failed"
-        report.longrepr = message
-    elif fails and report.failed and verdict_failure:
-        report.longrepr = f"{report.longrepr}\n{message}"
-    elif not fails and report.failed and verdict_failure:
-        report.outcome = "passed"
-        report.longrepr = None
-        report.sections.append(("shadowtest baseline", message))

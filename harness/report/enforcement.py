@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.report.summary import natural_key
+from harness.report.sortkey import natural_key
 
 NOT_RUNNABLE = ("NOT_EXECUTED", "SENSOR_DOWN")
 COLUMNS = ("BLOCKED", "RACED", "MISSED", "not runnable", "benign stopped")

@@ -13,6 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from harness.core import policy
 from harness.core.secrets import redact
 from harness.report.summary import ORDER, Grid, build_grid, latency_text
 
@@ -142,6 +143,7 @@ def _run_button(row: dict[str, Any], i: int, several: bool) -> str:
     search = " ".join(str(row.get(k) or "") for k in ("run_id", "rule", "node", "sensor")).lower()
     return (f'<button type="button" class="run v-{_e(verdict)}" data-row="{i}" '
             f'data-run-id="{_e(row.get("run_id"))}" data-verdict="{_e(verdict)}" '
+            f'data-failing="{1 if policy.row_failed(row) else 0}" '
             f'data-node="{_e(row.get("node"))}" data-search="{_e(search)}" '
             f'title="{_e(row.get("reason") or verdict)}">'
             f'<span class="verdict">{_e(verdict)}</span>'

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from harness.core.expectation import of_row, resolve
 from harness.core.health import Health
 from harness.core.scenario import Scenario
-from harness.core.verdict import Expectation, enforcement_claims, judge, with_claims
+from harness.core.verdict import Verdict, enforcement_claims, judge, with_claims
 from harness.engine.execute import Outcome, exit_records
 from harness.report.results import rows_for, run_of
 from harness.sensors.base import Quiet, Sensor
@@ -19,7 +20,8 @@ DEFAULT_WINDOW = 5.0
 def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
             scenarios: Mapping[str, Scenario]) -> list[dict[str, Any]]:
     """One new row per (recorded run, sensor). Expectations come from the scenario files
-    when found by id, else from the row's ``expected``."""
+    when found by id (on the recorded node's facts, as the live judge), else from the row's
+    ``expected``."""
     runs: dict[str, dict[str, Any]] = {}
     for row in rows:
         runs.setdefault(row["run_id"], row)
@@ -36,7 +38,8 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
             run = with_claims(run, enforcement_claims(run, detections, until, records))
         judgements = []
         for name, sensor in sensors.items():
-            expectation = scenario.expectation(name) if scenario else _expected(row)
+            expectation = (resolve(scenario, name, run.facts) if scenario
+                           else of_row(row))
             health = Health(sensor.health().up, sensor.health().reason, synced=True)
             if health.up and isinstance(sensor, Quiet):  # no sign of life: never MISSED
                 why = sensor.silence(run.started_at,
@@ -45,19 +48,11 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
                     health = Health(False, why)
             judgements.append(judge(run, detections[name], expectation, health, name))
         outcome = Outcome(run, tuple(judgements), {n: s.health() for n, s in sensors.items()})
-        out += rows_for(outcome, scenario) if scenario else _rows(outcome, row)
+        out += rows_for(outcome, scenario) if scenario else recorded_rows(outcome, row)
     return out
 
 
-def _expected(row: dict[str, Any]) -> Expectation:
-    exp = row.get("expected") or {}
-    if row.get("benign"):
-        return Expectation(technique=None)
-    return Expectation(technique=exp.get("technique") or row.get("technique"), rule=exp.get("rule"),
-                       gap=exp.get("gap"))
-
-
-def _rows(outcome: Outcome, row: dict[str, Any]) -> list[dict[str, Any]]:
+def recorded_rows(outcome: Outcome, row: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows for a run whose scenario file is not at hand: the recorded row's identity with
     the new verdicts."""
     out = []
@@ -66,6 +61,7 @@ def _rows(outcome: Outcome, row: dict[str, Any]) -> list[dict[str, Any]]:
         new.update(sensor=j.sensor, verdict=j.verdict.value, latency_ms=j.latency_ms,
                    rule=j.detection.rule if j.detection else None, reason=j.reason,
                    correlated_by=j.correlated_by,
-                   detection=j.detection.summary() if j.detection else None, near_misses=[])
+                   detection=j.detection.summary() if j.detection else None, near_misses=[],
+                   known_gap=j.gap if j.verdict is Verdict.MISSED else None)
         out.append(new)
     return out

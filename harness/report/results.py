@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.detection import Detection
+from harness.core.expectation import resolve
 from harness.core.run import Run
 from harness.core.scenario import Scenario
 from harness.core.secrets import redact
@@ -72,7 +73,7 @@ def rows_for(outcome: Outcome, scenario: Scenario,
     out = []
     for j in outcome.judgements:
         health = outcome.health.get(j.sensor)
-        exp = scenario.expectation(j.sensor, facts)
+        exp = resolve(scenario, j.sensor, facts)
         out.append({
             "schema": SCHEMA,
             "run_id": run.run_id,

@@ -4,7 +4,6 @@ kernel x sensor grid (also the model the HTML report draws)."""
 from __future__ import annotations
 
 import io
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,10 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from harness.core import policy
 from harness.core.verdict import Verdict
+from harness.report import enforcement
+from harness.report.sortkey import natural_key
 
 ORDER = [v.value for v in Verdict]
 STYLE = {"DETECTED": "green", "CLEAN": "green", "BLOCKED": "green", "MISSED": "bold red",
@@ -24,13 +26,6 @@ STYLE = {"DETECTED": "green", "CLEAN": "green", "BLOCKED": "green", "MISSED": "b
 #: short forms for grid cells (a grid with a few kernels x sensors must fit a terminal)
 SHORT = {"DETECTED": "DET", "MISSED": "MISS", "BLOCKED": "BLOCK", "RACED": "RACED",
          "NOT_EXECUTED": "N/E", "SENSOR_DOWN": "DOWN", "UNEXPECTED": "UNEXP", "CLEAN": "CLEAN"}
-FAILING = ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED")
-
-
-def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key: 5.10.0 after 5.4.0, 6.1 before 6.12 (kernel releases, node names)."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p)
-                 for p in re.split(r"(\d+)", text) if p)
 
 
 @dataclass(frozen=True)
@@ -160,8 +155,7 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
     """Counts per (kernel, sensor) and verdict, the scenario x kernel x sensor grid, sensor
     health, then every row that is not a pass."""
     all_rows = list(rows)
-    problems = [r for r in all_rows
-                if r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED", "NOT_EXECUTED")]
+    problems = [r for r in all_rows if not policy.clean_pass(policy.outcome_of_row(r))]
     buf = io.StringIO()
     console = Console(file=buf, width=max(width, 132), force_terminal=color,
                       color_system="standard" if color else None)
@@ -179,13 +173,11 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
             console.print(f"{sensor}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
                           highlight=False, markup=False)
     for r in problems:
-        verdict = "KNOWN GAP" if r.get("known_gap") and r["verdict"] == "MISSED" else r["verdict"]
+        verdict = "KNOWN GAP" if policy.outcome_of_row(r).known_gap else r["verdict"]
         console.print(
             f"{verdict:<13} {r['scenario']}[{r['context']}-{r['node']}] {r['sensor']} "
             f"on {r['kernel']}: {r['reason']}", highlight=False, markup=False,
         )
-    from harness.report import enforcement  # imports this module: import when used
-
     if enforcement.has_enforcement(all_rows) and (section := enforcement.render(all_rows)):
         console.print(section, end="", highlight=False, markup=False, soft_wrap=True)
     return buf.getvalue()
@@ -193,7 +185,5 @@ def render(rows: Iterable[dict[str, Any]], width: int = 100, color: bool = False
 
 def failing(rows: Iterable[dict[str, Any]]) -> bool:
     """At least one verdict that fails a test (report's exit code 1); a known gap's MISSED
-    does not."""
-    from harness.core.verdict import row_failed
-
-    return any(row_failed(r) for r in rows)
+    does not (``harness.core.policy``)."""
+    return policy.any_failed(rows)

@@ -16,8 +16,11 @@ from typing import Any
 import yaml
 
 from harness.core.errors import ScenarioError, ShadowtestError
+from harness.core.expectation import explicit, resolve, sources
+from harness.core.expectation import sensors as expect_sensors
 from harness.core.mitre import attack_version, full_name, techniques
 from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
+from harness.core.verdict import Expectation
 from harness.engine.config import load_settings
 
 DEFAULT_OUT = Path("docs/catalogue.md")
@@ -27,32 +30,45 @@ REGENERATE = "run `shadowtest catalogue` to regenerate it"
 @dataclass(frozen=True, slots=True)
 class Cell:
     """The expected verdict of one (scenario, sensor)."""
-    verdict: str          # DETECTED | GAP | CLEAN
-    text: str             # for people: rule, technique, fields or the gap's reason
+    verdict: str          # DETECTED | BLOCKED | GAP | CLEAN
+    text: str             # for people: rule, technique, fields, enforcement or the gap's reason
 
     def short(self) -> str:
-        return {"DETECTED": "DETECTED", "GAP": "known gap", "CLEAN": "CLEAN"}[self.verdict]
+        return {"DETECTED": "DETECTED", "BLOCKED": "BLOCKED", "GAP": "known gap",
+                "CLEAN": "CLEAN"}[self.verdict]
+
+    def accepts(self, verdict: str) -> bool:
+        """A run's verdict is the one the cell documents (a known gap: MISSED; a gap that
+        closed, DETECTED, passes a run but means the catalogue is out of date). NOT_EXECUTED
+        and SENSOR_DOWN prove nothing either way and are the caller's to judge."""
+        return verdict == {"GAP": "MISSED"}.get(self.verdict, self.verdict)
 
 
-def expected_cell(scenario: Scenario, sensor: str) -> Cell:
-    """What ``sensor`` must report for ``scenario`` (a sensor without an ``expect`` block
-    must report the scenario's technique; a benign control expects nothing)."""
-    if scenario.benign:
+def expected_cell(scenario: Scenario, sensor: str,
+                  facts: Mapping[str, Any] | None = None) -> Cell:
+    """What ``sensor`` must report for ``scenario`` on a node with ``facts`` (None: the
+    scenario's own expectations, no override), read by ``harness.core.expectation``."""
+    return _cell_of(scenario, sensor, resolve(scenario, sensor, facts))
+
+
+def _cell_of(scenario: Scenario, sensor: str, exp: Expectation) -> Cell:
+    if exp.benign:
         return Cell("CLEAN", "none expected (benign control)")
-    block: Mapping[str, Any] = scenario.expect.get(sensor, {})
-    if "gap" in block:
-        return Cell("GAP", str(block["gap"]))
-    parts = [f"technique {block.get('technique', scenario.technique)}"]
-    if "rule" in block:
-        parts.insert(0, f"rule {_matcher(block['rule'])}")
-    if "severity" in block:
-        parts.append(f"severity {_matcher(block['severity'])}")
-    fields = block.get("fields", {})
-    if fields:
-        parts.append("fields " + ", ".join(f"{k} {_matcher(v)}" for k, v in sorted(fields.items())))
-    if not block:
+    if exp.gap is not None:
+        return Cell("GAP", exp.gap)
+    parts = [f"technique {exp.technique}"]
+    if exp.rule is not None:
+        parts.insert(0, f"rule {_matcher(exp.rule)}")
+    if exp.severity is not None:
+        parts.append(f"severity {_matcher(exp.severity)}")
+    if exp.fields:
+        parts.append("fields " + ", ".join(f"{k} {_matcher(v)}"
+                                           for k, v in sorted(exp.fields.items())))
+    if exp.enforce:
+        parts.append(f"enforce {exp.enforce} before the side effect")
+    if not explicit(scenario, sensor):
         parts.append("(no expect block: the scenario's technique)")
-    return Cell("DETECTED", "; ".join(parts))
+    return Cell("BLOCKED" if exp.enforce else "DETECTED", "; ".join(parts))
 
 
 def _matcher(value: Any) -> str:
@@ -87,7 +103,7 @@ def load_catalogue(root: Path, config: Path | None = None) -> Catalogue:
             scenarios.append(scenario)
     if errors:
         raise errors[0]
-    sensors = set(settings.sensors) | {s for sc in scenarios for s in sc.expect}
+    sensors = set(settings.sensors) | {s for sc in scenarios for s in expect_sensors(sc)}
     sources = {}
     for a in atomics.values():
         raw = yaml.safe_load(a.path.read_text(encoding="utf-8"))
@@ -114,7 +130,8 @@ def render(cat: Catalogue) -> str:
         f"v{attack_version()} (`harness/schemas/techniques.json`).",
         "",
         "Expected verdicts: **DETECTED** — the sensor must report the technique (and the rule "
-        "and fields named); **known gap** — the sensor is known not to see this action, for the "
+        "and fields named); **BLOCKED** — the sensor must stop the action (its enforce "
+        "action) before the side effect; **known gap** — the sensor is known not to see this action, for the "
         "reason given (a miss is expected and reported as such); **CLEAN** — a benign control: "
         "the sensor must report nothing. A sensor without an `expect` block must report the "
         "scenario's technique.",
@@ -181,6 +198,17 @@ def _scenario(cat: Catalogue, s: Scenario) -> list[str]:
         cell = expected_cell(s, sensor)
         lines.append(f"| {sensor} | {cell.short()} | {_cell(cell.text)} |")
     lines.append("")
+    for i, (kernel, features, expect) in enumerate(s.overrides):
+        on = [f"kernel {kernel}"] if kernel else []
+        on += [f"feature {f}" for f in features]
+        lines += [f"On a node with {', '.join(on) or 'any kernel'} (the first override that "
+                  "applies replaces the sensor's expectation):", "",
+                  "| sensor | expected | what |", "|---|---|---|"]
+        for sensor in sorted(expect):
+            found = next(x for x in sources(s, sensor) if x.key[:2] == ("overrides", i))
+            cell = _cell_of(s, sensor, found.expectation)
+            lines.append(f"| {sensor} | {cell.short()} | {_cell(cell.text)} |")
+        lines.append("")
     return lines
 
 

@@ -1,27 +1,16 @@
 """``shadowtest coverage POLICY_DIR...``: which Tetragon enforcement actions no scenario
 exercises, before a policy is promoted to enforcement.
 
-**Policies.** Every ``*.yaml``/``*.yml`` file under each POLICY_DIR (or the file itself) is
-read, all of its YAML documents. Documents of kind ``TracingPolicy`` and
-``TracingPolicyNamespaced`` (apiVersion ``cilium.io/v1alpha1``) are validated against
-``schemas/tracingpolicy.schema.json`` (Tetragon's CRD field names and action enum); a
-document of any other kind (a ConfigMap, a CiliumNetworkPolicy) is skipped with a note,
-unless its kind looks like a misspelt tracing-policy kind, which is an error. An
-**enforcement action** is one ``matchActions``/``matchReturnActions`` entry of a hook
-selector (``spec.kprobes`` / ``tracepoints`` / ``lsmhooks`` / ``uprobes`` / ``usdts``) whose
-action is ``Sigkill``, ``Override``, ``Signal`` with ``argSig: 9`` (a kill), or
-``NotifyEnforcer`` (the policy's ``enforcers`` act on it). It is identified by (policy
-name, hook kind, call/event/hook/symbol, selector index, action index).
-
-A document without a ``kind`` (an agent configuration, a compose file) is skipped with a
-note, unless it looks like a tracing policy (a ``cilium.io`` apiVersion or hooks under
-``spec``), which is an error.
+**Policies** are read by ``harness.tools.tracingpolicy`` (every TracingPolicy document
+under each POLICY_DIR, validated; its **enforcement actions**: Sigkill, Override, Signal 9,
+NotifyEnforcer entries of a hook selector).
 
 **Scenarios.** The configured scenario directories (``[tool.shadowtest] scenarios``, the
 bundled ones) plus ``--scenarios DIR...``, loaded by the harness's own loader
 (``check_scenario``, with the configured atomics and any atomic beside the scenarios; a file
-that does not load is an error): each block's expectation is ``Scenario.expectation`` of
-``expect`` and of every ``overrides[].expect`` (any kernel counts).
+that does not load is an error): each block's expectation is read by
+``harness.core.expectation.sources``, for ``expect`` and every ``overrides[].expect`` (any
+kernel counts).
 
 **Tetragon sensors.** Every ``[tool.shadowtest.sensors.<name>]`` with ``type =
 "tetragon"``, plus the literal name ``tetragon``. A Tetragon detection's ``rule`` is the
@@ -67,7 +56,6 @@ configuration); 3 a policy or scenario file is malformed (``file:line: key.path:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import shutil
@@ -77,62 +65,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.builtin import ATOMICS
 from harness.core.errors import ConfigError, ScenarioError, ShadowtestError
+from harness.core.expectation import sensors as expect_sensors
+from harness.core.expectation import sources
 from harness.core.scenario import check_scenario, is_atomic_file, load_atomics, scenario_files
-from harness.core.schema import validate
 from harness.core.verdict import Expectation, matches, technique_matches
-from harness.core.yamlfile import LinedDocument, convert_node, dotted, load_lined
+from harness.core.yamlfile import load_lined
 from harness.engine.config import find_config, load_settings
 from harness.sensors.tetragon import tag_technique
+from harness.tools.tracingpolicy import Action, policy_files, read_policies
 
-KINDS = ("TracingPolicy", "TracingPolicyNamespaced")
-#: spec key -> (hook kind, the key naming what it is attached to, event kind in Tetragon's export)
-HOOKS = {"kprobes": ("kprobe", "call", "process_kprobe"),
-         "tracepoints": ("tracepoint", "event", "process_tracepoint"),
-         "lsmhooks": ("lsmhook", "hook", "process_lsm"),
-         "uprobes": ("uprobe", "symbols", "process_uprobe"),
-         "usdts": ("usdt", "name", "process_usdt")}
 #: scenario ``enforce.action`` -> the effects it fits
 ENFORCE_FITS = {"sigkill": {"kill"}, "deny": {"override"}, "override": {"override"}}
 COVERAGE_KEYS = {"threshold": "minimum share of enforcement actions exercised (0.0-1.0), default 1.0"}
-_HINTS = {"selectors": "write the selectors as a list: 'selectors:' then '- matchArgs: ...'",
-          "matchActions": "write the actions as a list: 'matchActions:' then '- action: Sigkill'",
-          "action": "use an action name spelt as in Tetragon's CRD, e.g. Sigkill, Override, Signal",
-          "kind": "fix the spelling, or drop the document if it is not a tracing policy"}
-_SYSCALL_PREFIXES = ("__x64_", "__arm64_", "__ia32_")
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One enforcement action of one hook selector of one policy."""
-
-    policy: str
-    namespace: str | None
-    kind: str                      # kprobe | tracepoint | lsmhook | uprobe | usdt
-    hook: str                      # call / subsystem:event / hook / path:symbol / provider:name
-    functions: tuple[str, ...]     # what Tetragon reports as the hook's function
-    event: str                     # process_kprobe ...
-    selector: int
-    index: int
-    action: str                    # Sigkill | Override | Signal | NotifyEnforcer
-    args: Mapping[str, Any]
-    effects: frozenset[str]        # {"kill"} | {"override"} | both (NotifyEnforcer unspecified)
-    tags: tuple[str, ...]
-    path: Path
-    line: int | None
-    key: str                       # key path in the document, e.g. spec.kprobes[0].selectors[1]...
-    mode: str | None = None        # spec.options policy-mode (monitor: enforcement elided)
-
-    @property
-    def name(self) -> str:
-        return f"{self.namespace}/{self.policy}" if self.namespace else self.policy
-
-    def describe(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.args.items())
-        return f"{self.action}({args})" if args else self.action
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,138 +128,6 @@ class Report:
         return f"coverage: {self.covered}/{len(self.actions)} {what} ({pct}%)"
 
 
-# ---------------------------------------------------------------- policies
-def load_documents(path: Path) -> list[LinedDocument]:
-    """Every YAML document of ``path``, lines counted from the top of the file (``load_lined``
-    reads one document; this reads a ``---``-separated stream)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(str(path), None, "", f"cannot read file: {exc}") from exc
-    docs: list[LinedDocument] = []
-    try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
-            if node is None:
-                continue
-            lines: dict[tuple[str | int, ...], int] = {(): node.start_mark.line + 1}
-            data = convert_node(node, (), lines, path)
-            if data is not None:  # an empty document (a trailing ---)
-                docs.append(LinedDocument(path, data, lines))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ScenarioError(str(path), mark.line + 1 if mark else None, "",
-                            f"invalid YAML: {exc.problem or exc}; fix the syntax "
-                            "(indentation, a missing ':' or '-')") from exc
-    return docs
-
-
-def policy_files(roots: Iterable[Path]) -> list[Path]:
-    out: list[Path] = []
-    for root in roots:
-        out += [root] if root.is_file() else sorted(
-            p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-    return out
-
-
-def read_policies(roots: Iterable[Path]) -> tuple[list[Action], list[ScenarioError], list[str]]:
-    """(enforcement actions, errors, notes) of every policy document under ``roots``."""
-    actions: list[Action] = []
-    errors: list[ScenarioError] = []
-    notes: list[str] = []
-    for path in policy_files(roots):
-        try:
-            docs = load_documents(path)
-        except ScenarioError as exc:
-            errors.append(exc)
-            continue
-        for doc in docs:
-            kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
-            if kind is None and not _looks_like_policy(doc.data):
-                notes.append(f"{path}:{doc.line(())}: note: a document without a kind (an agent "
-                             "configuration, a compose file?) is not a tracing policy; skipped")
-                continue
-            if isinstance(kind, str) and kind not in KINDS and "tracingpolic" not in kind.lower():
-                notes.append(f"{path}:{doc.line(())}: note: kind {kind!r} is not a tracing "
-                             "policy; skipped")
-                continue
-            errs = [_hinted(e) for e in validate(doc, "tracingpolicy")]
-            if errs:
-                errors += errs
-                continue
-            actions += _actions(doc)
-    return actions, errors, notes
-
-
-def _looks_like_policy(data: Any) -> bool:
-    """A kind-less document that is still meant as a tracing policy (a missing ``kind``)."""
-    if not isinstance(data, dict):
-        return False
-    spec = data.get("spec")
-    return str(data.get("apiVersion", "")).startswith("cilium.io") or (
-        isinstance(spec, dict) and any(k in spec for k in HOOKS))
-
-
-def _hinted(err: ScenarioError) -> ScenarioError:
-    last = err.key.rsplit(".", 1)[-1].split("[", 1)[0]
-    hint = _HINTS.get(last)
-    if hint is None or "how to fix" in err.message or "add it" in err.message:
-        return err
-    return ScenarioError(err.path, err.line, err.key, f"{err.message}; {hint}")
-
-
-def _actions(doc: LinedDocument) -> list[Action]:
-    d: dict[str, Any] = doc.data
-    spec = d["spec"]
-    name = d["metadata"]["name"]
-    namespace = d["metadata"].get("namespace") if d["kind"] == "TracingPolicyNamespaced" else None
-    mode = next((str(o.get("value")) for o in spec.get("options", ())
-                 if o.get("name") == "policy-mode"), None)
-    out: list[Action] = []
-    for spec_key, (kind, attr, event) in HOOKS.items():
-        for h, hook in enumerate(spec.get(spec_key, ())):
-            label, functions = _hook_name(kind, attr, hook)
-            tags = tuple(str(t) for t in hook.get("tags", ()))
-            for s, selector in enumerate(hook.get("selectors") or ()):
-                for list_key in ("matchActions", "matchReturnActions"):
-                    for i, act in enumerate(selector.get(list_key, ())):
-                        effects = _effects(act)
-                        if not effects:
-                            continue
-                        key = ("spec", spec_key, h, "selectors", s, list_key, i)
-                        out.append(Action(
-                            name, namespace, kind, label, functions, event, s, i, act["action"],
-                            {k: v for k, v in act.items() if k != "action"}, effects, tags,
-                            doc.path, doc.line(key), dotted(key), mode))
-    return out
-
-
-def _hook_name(kind: str, attr: str, hook: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
-    if kind == "tracepoint":
-        return f"{hook['subsystem']}:{hook['event']}", (hook["event"],)
-    if kind == "uprobe":
-        symbols = [*hook.get("symbols", ()), *([hook["symbol"]] if "symbol" in hook else [])]
-        return f"{hook['path']}:{','.join(symbols)}", tuple(symbols)
-    if kind == "usdt":
-        return f"{hook['provider']}:{hook['name']}", (hook["name"],)
-    call = str(hook[attr])
-    functions = [call]
-    if kind == "kprobe" and (hook.get("syscall", True) or call.startswith("sys_")):
-        functions += [p + call for p in _SYSCALL_PREFIXES if not call.startswith("__")]
-    return call, tuple(functions)
-
-
-def _effects(act: Mapping[str, Any]) -> frozenset[str]:
-    name = act["action"]
-    if name == "Sigkill" or (name == "Signal" and act.get("argSig") == 9):
-        return frozenset({"kill"})
-    if name == "Override":
-        return frozenset({"override"})
-    if name == "NotifyEnforcer":
-        found = ({"kill"} if act.get("argSig") == 9 else set()) | (
-            {"override"} if "argError" in act else set())
-        return frozenset(found or {"kill", "override"})
-    return frozenset()
-
 
 # ---------------------------------------------------------------- scenarios
 def read_scenarios(roots: Iterable[Path], atomic_dirs: Iterable[Path] = (),
@@ -337,14 +151,13 @@ def read_scenarios(roots: Iterable[Path], atomic_dirs: Iterable[Path] = (),
             errors += errs
             continue
         line = load_lined(path).line
-        blocks: list[tuple[str, Mapping[str, Any], int | None]] = []
-        sources = [(("expect",), scenario.expect)] + [
-            (("overrides", i, "expect"), expect) for i, (_, _, expect) in enumerate(scenario.overrides)]
-        for key, expect in sources:
-            for sensor in sorted(set(expect) if wanted is None else set(expect) & wanted):
-                alone = dataclasses.replace(scenario, expect={**scenario.expect, sensor: expect[sensor]},
-                                            overrides=())
-                blocks.append((sensor, _block(alone.expectation(sensor)), line((*key, sensor))))
+        found = [src for sensor in expect_sensors(scenario)
+                 if wanted is None or sensor in wanted
+                 for src in sources(scenario, sensor) if src.explicit]
+        # the scenario's own blocks first, then each override's, sensors sorted within
+        found.sort(key=lambda src: (-1 if src.key[0] == "expect" else int(src.key[1]),
+                                    str(src.key[-1])))
+        blocks = [(str(src.key[-1]), _block(src.expectation), line(src.key)) for src in found]
         out.append(ScenarioView(scenario.id, path, scenario.benign, scenario.technique, tuple(blocks)))
     return out, errors
 

@@ -14,7 +14,7 @@ by a pure ``parse_*`` function into :class:`Rule` rows: the name a detection rep
 a namespaced policy or a ``matchNamespaces`` selector).
 
 **Expectations** are read by the harness's loader (``check_scenario`` and
-``Scenario.expectation``), per sensor (the product's name and every configured sensor of
+``harness.core.expectation``), per sensor (the product's name and every configured sensor of
 that ``type``), for the scenario and for each ``overrides[]`` entry. Contexts: ``host`` is a
 host process; every other context (``namespace`` runs in a cgroup named by a 64-hex
 container id, ``container-*``, ``pod*``) is a container.
@@ -46,13 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import ScenarioError, ShadowtestError
+from harness.core.expectation import sources
 from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
 from harness.core.schema import validate
 from harness.core.verdict import Expectation, matches, technique_matches
 from harness.core.yamlfile import LinedDocument, load_lined
 from harness.engine.config import load_settings
 from harness.sensors.tetragon import tag_technique
-from harness.tools.coverage import KINDS, load_documents, policy_files, read_config, tetragon_sensors
+from harness.tools.coverage import read_config, tetragon_sensors
+from harness.tools.tracingpolicy import KINDS, load_documents, policy_files
 
 PRODUCTS = ("falco", "tetragon", "tracee")
 MATURITIES = ("stable", "incubating", "sandbox", "deprecated")
@@ -254,15 +256,8 @@ def contexts_scope(contexts: Iterable[str]) -> set[str]:
 
 def expectations(scenario: Scenario, sensor: str) -> list[tuple[tuple[str | int, ...], Expectation, bool]]:
     """(key path, expectation, explicit) of ``sensor`` for the scenario and each override
-    that has a block for it, through ``Scenario.expectation``."""
-    out: list[tuple[tuple[str | int, ...], Expectation, bool]] = [
-        (("expect", sensor), scenario.expectation(sensor), sensor in scenario.expect)]
-    for i, (_, _, expect) in enumerate(scenario.overrides):
-        if sensor in expect:
-            alone = dataclasses.replace(scenario, expect={**scenario.expect, sensor: expect[sensor]},
-                                        overrides=())
-            out.append((("overrides", i, "expect", sensor), alone.expectation(sensor), True))
-    return out
+    that has a block for it (``harness.core.expectation.sources``)."""
+    return [(src.key, src.expectation, src.explicit) for src in sources(scenario, sensor)]
 
 
 def check(scenario: Scenario, sensor: str, product: str, rules: Sequence[Rule],

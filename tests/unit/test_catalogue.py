@@ -101,6 +101,8 @@ def _scenario(expect: dict[str, dict[str, object]], benign: bool = False) -> Sce
     ({"bpftrace": {"rule": {"prefix": "container-"}, "technique": "T1611"}}, "bpftrace", "DETECTED",
      "rule prefix `container-`; technique T1611"),
     ({}, "tetragon", "DETECTED", "technique T1611; (no expect block: the scenario's technique)"),
+    ({"lsm": {"rule": "r", "enforce": {"action": "deny"}}}, "lsm", "BLOCKED",
+     "rule `r`; technique T1611; enforce deny before the side effect"),
 ])
 def test_expected_cell(expect: dict[str, dict[str, object]], sensor: str, verdict: str, text: str) -> None:
     cell = expected_cell(_scenario(expect), sensor)
@@ -109,3 +111,29 @@ def test_expected_cell(expect: dict[str, dict[str, object]], sensor: str, verdic
 
 def test_expected_cell_benign_is_clean() -> None:
     assert expected_cell(_scenario({}, benign=True), "auditd").short() == "CLEAN"
+
+
+def test_expected_cell_reads_overrides_for_a_node() -> None:
+    """The catalogue reads expectations through harness.core.expectation: an override
+    applies on a node that meets it, never without facts."""
+    atomic = Atomic(id="a", name="a", technique="T1611", path=Path("atomic/a.yaml"), command="true")
+    scenario = Scenario(id="s", name="s", path=Path("scenarios/x/s.yaml"), atomic=atomic,
+                        contexts=("host",), technique="T1611", tactic="x",
+                        expect={"auditd": {"rule": "new"}},
+                        overrides=((">=6.0", (), {"auditd": {"gap": "old rule pack"}}),))
+    assert expected_cell(scenario, "auditd").verdict == "DETECTED"
+    assert expected_cell(scenario, "auditd", {"kernel": "6.1.0"}).verdict == "GAP"
+    assert expected_cell(scenario, "auditd", {"kernel": "5.4.0"}).verdict == "DETECTED"
+    gap = expected_cell(scenario, "auditd", {"kernel": "6.1.0"})
+    assert gap.accepts("MISSED")
+    assert not gap.accepts("DETECTED")
+    assert expected_cell(scenario, "auditd").accepts("DETECTED")
+
+
+def test_overrides_are_rendered(repo: Path) -> None:
+    path = repo / "scenarios" / "persistence" / "etc-write.yaml"
+    path.write_text(path.read_text() + "overrides:\n  - kernel: '<5.8'\n    expect:\n"
+                    "      auditd: {gap: no rule before 5.8}\n")
+    text = render(load_catalogue(repo))
+    assert "On a node with kernel <5.8 (the first override that applies" in text
+    assert "| auditd | known gap | no rule before 5.8 |" in text

@@ -8,15 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness.tools.coverage import (
-    Action,
-    cover,
-    load_documents,
-    main,
-    match_block,
-    read_policies,
-    read_scenarios,
-)
+from harness.tools.coverage import cover, main, match_block, read_scenarios
+from harness.tools.tracingpolicy import Action, load_documents, read_policies
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tetragon-policies"
 VALID = DATA / "valid"

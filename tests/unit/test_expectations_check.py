@@ -15,7 +15,6 @@ from harness.core.errors import ScenarioError
 from harness.core.scenario import Scenario, check_scenario, load_atomics
 from harness.core.yamlfile import load_lined
 from harness.sensors.rulepack import HEADER
-from harness.tools.coverage import load_documents
 from harness.tools.expectations_check import (
     Rule,
     check,
@@ -24,6 +23,7 @@ from harness.tools.expectations_check import (
     parse_tetragon,
     parse_tracee,
 )
+from harness.tools.tracingpolicy import load_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = ROOT.parent / "shared" / "upstream"   # CI has ../shared beside the clone (read-only)

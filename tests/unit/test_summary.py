@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.results import read_rows
-from harness.report.summary import build_grid, failing, natural_key, render
+from harness.report.sortkey import natural_key
+from harness.report.summary import build_grid, failing, render
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results" / "matrix.jsonl"
 

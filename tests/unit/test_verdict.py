@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from harness.core.detection import Detection
 from harness.core.health import Health
+from harness.core.policy import judgement_failed, row_failed
 from harness.core.run import Run, StageResult
 from harness.core.verdict import (
     Expectation,
@@ -20,7 +21,6 @@ from harness.core.verdict import (
     enforcement_action,
     judge,
     matches,
-    row_failed,
 )
 
 # Epoch seconds with binary-exact offsets (.25, .5, .75), so latencies are exact.
@@ -292,16 +292,7 @@ def test_judge_unexpected_carries_the_false_positive() -> None:
     assert judgement.verdict is Verdict.UNEXPECTED
     assert (judgement.detection, judgement.correlated_by, judgement.latency_ms) == (
         HIT, "process_tree", 125.0)
-    assert judgement.verdict.failed
-
-
-@pytest.mark.parametrize(
-    ("verdict", "failed"),
-    [(v, v in (Verdict.MISSED, Verdict.UNEXPECTED, Verdict.RACED)) for v in Verdict],
-)
-def test_verdict_failed_only_for_missed_unexpected_and_raced(verdict: Verdict,
-                                                             failed: bool) -> None:
-    assert verdict.failed is failed
+    assert judgement_failed(judgement)
 
 
 # ---------------------------------------------------------------- judge: property
@@ -364,15 +355,16 @@ GAP = Expectation(technique="T1055.008", gap="no default rule for PTRACE_SEIZE")
         pytest.param([], UP, Verdict.MISSED, False, id="gap-missed-passes"),
         pytest.param([STRAY], UP, Verdict.MISSED, False, id="gap-uncorrelated-passes"),
         pytest.param([HIT], UP, Verdict.DETECTED, False, id="gap-closed-detected"),
-        pytest.param([], DOWN, Verdict.SENSOR_DOWN, False, id="gap-sensor-down"),
-        pytest.param([], LOSSY, Verdict.SENSOR_DOWN, False, id="gap-lossy"),
+        # a gap excuses a MISSED only: a sensor down fails (a miss cannot be ruled out)
+        pytest.param([], DOWN, Verdict.SENSOR_DOWN, True, id="gap-sensor-down"),
+        pytest.param([], LOSSY, Verdict.SENSOR_DOWN, True, id="gap-lossy"),
     ],
 )
 def test_judge_known_gap_table(
     detections: list[Detection], health: Health, verdict: Verdict, failed: bool
 ) -> None:
     judgement = judge(_run(), detections, GAP, health, "falco")
-    assert (judgement.verdict, judgement.failed) == (verdict, failed)
+    assert (judgement.verdict, judgement_failed(judgement)) == (verdict, failed)
 
 
 def test_judge_known_gap_missed_carries_the_reason_and_does_not_fail() -> None:
@@ -380,8 +372,7 @@ def test_judge_known_gap_missed_carries_the_reason_and_does_not_fail() -> None:
     assert judgement.verdict is Verdict.MISSED
     assert judgement.gap == "no default rule for PTRACE_SEIZE"
     assert judgement.reason.startswith("known gap: no default rule for PTRACE_SEIZE (no T1055.008")
-    assert judgement.verdict.failed
-    assert not judgement.failed
+    assert not judgement_failed(judgement)
 
 
 def test_judge_known_gap_detected_is_reported_as_closed() -> None:
@@ -393,13 +384,13 @@ def test_judge_known_gap_detected_is_reported_as_closed() -> None:
 
 def test_judge_gap_not_executed_is_not_executed() -> None:
     judgement = judge(_run(executed=False, reason="no proof"), [], GAP, UP, "falco")
-    assert (judgement.verdict, judgement.reason, judgement.failed) == (
+    assert (judgement.verdict, judgement.reason, judgement_failed(judgement)) == (
         Verdict.NOT_EXECUTED, "no proof", False)
 
 
 def test_judgement_failed_without_gap_follows_the_verdict() -> None:
     missed = judge(_run(), [], PTRACE, UP, "bpftrace")
-    assert (missed.verdict, missed.gap, missed.failed) == (Verdict.MISSED, None, True)
+    assert (missed.verdict, missed.gap, judgement_failed(missed)) == (Verdict.MISSED, None, True)
 
 
 @pytest.mark.parametrize(
@@ -410,6 +401,8 @@ def test_judgement_failed_without_gap_follows_the_verdict() -> None:
         ({"verdict": "MISSED", "known_gap": "no rule"}, False),
         ({"verdict": "UNEXPECTED", "known_gap": "no rule"}, True),
         ({"verdict": "SENSOR_DOWN"}, True),
+        ({"verdict": "RACED"}, True),
+        ({"verdict": "BLOCKED"}, False),
         ({"verdict": "DETECTED", "known_gap": "no rule"}, False),
         ({"verdict": "NOT_EXECUTED"}, False),
         ({"verdict": "CLEAN"}, False),
@@ -520,7 +513,7 @@ def test_judge_enforcement_table(run: Run, detections: list[Detection],
     assert judgement.enforcement is not None
     assert tuple(judgement.enforcement[k] for k in
                  ("expected", "reported", "observed", "side_effect")) == enforcement
-    assert judgement.failed is (verdict in (Verdict.MISSED, Verdict.RACED))
+    assert judgement_failed(judgement) is (verdict in (Verdict.MISSED, Verdict.RACED))
 
 
 def test_judge_enforcement_sensor_down_is_never_missed() -> None:
@@ -613,7 +606,7 @@ def test_judge_enforcement_property(observed: str, side_effect: bool | None, cla
         assert observed != "completed"
         assert side_effect is (judgement.verdict is Verdict.RACED)
     if judgement.verdict is Verdict.BLOCKED:
-        assert not judgement.failed
+        assert not judgement_failed(judgement)
     if judgement.verdict is Verdict.SENSOR_DOWN:
         assert not up
 
