@@ -26,8 +26,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """0: no failing verdict; 1: at least one (MISSED but a known gap, UNEXPECTED,
-    SENSOR_DOWN, RACED); 2: usage."""
+    """0: no failing verdict; 1: at least one (``harness.core.policy``: MISSED but a known
+    gap's, UNEXPECTED, SENSOR_DOWN, RACED); 2: usage (also a row with an unknown verdict)."""
     from harness.report.results import read_rows
     from harness.report.summary import failing, render
 
@@ -55,8 +55,13 @@ def run_report(args: argparse.Namespace) -> int:
         extra[kind] = doc
     rows = list(read_rows(args.results))
     width = shutil.get_terminal_size((132, 24)).columns
-    print(render(rows, width=width, color=sys.stdout.isatty(), grid=getattr(args, "grid", True)),
-          end="")
+    try:
+        text = render(rows, width=width, color=sys.stdout.isatty(), grid=getattr(args, "grid", True))
+    except (KeyError, ValueError) as exc:  # a row shadowtest did not write
+        print(f"shadowtest: error: {args.results}: {exc}: expected a results file written by "
+              "shadowtest run --results", file=sys.stderr)
+        return 2
+    print(text, end="")
     if getattr(args, "html", None) is not None:
         from harness.report.html import write_html
 

@@ -18,12 +18,14 @@ type = "bpftrace"
 TESTS = """
 import pytest
 
-def _run(request, scenario, verdict):
-    row = {"scenario": scenario, "context": "host", "kernel": "6.1", "sensor": "bpftrace",
+from harness.core.policy import row_failed
+
+def _run(request, scenario, verdict, kernel="6.1", known_gap=None):
+    row = {"scenario": scenario, "context": "host", "kernel": kernel, "sensor": "bpftrace",
            "verdict": verdict, "rule": None, "reason": "r", "node": "local", "run_id": "st0",
-           "latency_ms": None, "technique": "T1098", "benign": False}
+           "latency_ms": None, "technique": "T1098", "benign": False, "known_gap": known_gap}
     request.node.user_properties.append(("shadowtest_rows", [row]))
-    if verdict in ("MISSED", "UNEXPECTED", "SENSOR_DOWN"):
+    if row_failed(row):
         pytest.fail(f"{scenario}: bpftrace {verdict}", pytrace=False)
 
 def test_known_miss(request):
@@ -40,6 +42,9 @@ def test_still_detected(request):
 
 def test_new_scenario_missed(request):
     _run(request, "brand-new", "MISSED")
+
+def test_new_kernel_with_a_known_gap(request):
+    _run(request, "known", "MISSED", kernel="6.12", known_gap="no rule")
 
 def test_sensor_went_down(request):
     _run(request, "down", "SENSOR_DOWN")
@@ -65,12 +70,13 @@ def test_baseline_fails_only_regressions(pytester: pytest.Pytester) -> None:
     _baseline(pytester)
     pytester.makepyfile(test_runs=TESTS)
     result = pytester.runpytest("--shadowtest-baseline", "baseline.jsonl", "-rA", *QUIET)
-    result.assert_outcomes(passed=2, failed=5)
+    result.assert_outcomes(passed=3, failed=5)
     outcomes = {r.nodeid.split("::")[-1]: r.outcome
                 for r in result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
                 if r.when == "call"}
     assert outcomes == {
         "test_known_miss": "passed", "test_still_detected": "passed",
+        "test_new_kernel_with_a_known_gap": "passed",
         "test_regression": "failed", "test_enforcement_regression": "failed",
         "test_new_scenario_missed": "failed", "test_sensor_went_down": "failed",
         "test_harness_error_is_never_excused": "failed",
@@ -90,4 +96,4 @@ def test_baseline_missing_file_is_a_usage_error(pytester: pytest.Pytester) -> No
 def test_without_baseline_verdicts_fail_as_usual(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", shadowtest=CONFIG)
     pytester.makepyfile(test_runs=TESTS)
-    pytester.runpytest(*QUIET).assert_outcomes(passed=2, failed=5)
+    pytester.runpytest(*QUIET).assert_outcomes(passed=2, failed=6)  # RACED fails too

@@ -42,6 +42,9 @@ def row(scenario: str, verdict: str, sensor: str = "bpftrace", context: str = "h
     ("RACED", "BLOCKED", "improvement"), ("DETECTED", "NOT_EXECUTED", "other"),
     ("SENSOR_DOWN", "DETECTED", "other"), ("MISSED", "MISSED", "known"),
     ("SENSOR_DOWN", "SENSOR_DOWN", "known"), ("DETECTED", "DETECTED", "same"), (None, "DETECTED", "new"),
+    # RACED fails for enforcement, passes for detection (harness.core.policy)
+    (None, "RACED", "regression"), ("DETECTED", "RACED", "regression"),
+    ("MISSED", "RACED", "improvement"), ("RACED", "RACED", "known"),
 ])
 def test_classify_transitions(base: str | None, cur: str, want: str) -> None:
     assert classify(base, cur) == want
@@ -67,6 +70,16 @@ def test_diff_reports_each_kind_of_change() -> None:
     assert [r["scenario"] for r in out["only_baseline"]] == ["gone"]
     assert [r["scenario"] for r in out["only_current"]] == ["fresh"]
     assert out["exit_code"] == EXIT_REGRESSION
+
+
+def test_diff_reads_known_gap() -> None:
+    """A key only in CURRENT whose MISSED is a declared known gap (a kernel added to the
+    matrix) is new, not a regression; removing the gap makes the same MISSED one."""
+    gap = {**row("a", "MISSED", kernel="6.12"), "known_gap": "no rule"}
+    out = diff([row("a", "MISSED", kernel="6.1")], [row("a", "MISSED", kernel="6.1"), gap])
+    assert (out["regressions"], out["exit_code"]) == ([], EXIT_OK)
+    out = diff([{**row("a", "MISSED"), "known_gap": "no rule"}], [row("a", "MISSED")])
+    assert [r["kind"] for r in out["regressions"]] == ["MISSED->MISSED"]
 
 
 def test_diff_worst_verdict_represents_repeated_runs() -> None:

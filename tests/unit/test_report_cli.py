@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,15 @@ def test_report_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 
 def test_report_missing_results_file(tmp_path: Path) -> None:
     assert report(str(tmp_path / "nope.jsonl")) == 2
+
+
+def test_report_refuses_a_row_with_an_unknown_verdict(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The policy knows every verdict; a row with another one is not a shadowtest row."""
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"scenario": "s", "context": "host", "kernel": "6.1",
+                                "sensor": "x", "verdict": "FINE", "node": "n",
+                                "reason": "r"}) + "\n")
+    args = argparse.Namespace(results=path, html=None, diff=None, parity=None, grid=False)
+    assert run_report(args) == 2
+    assert "verdict 'FINE': expected one of DETECTED" in capsys.readouterr().err
