@@ -54,3 +54,19 @@ def test_diff_and_parity_views_render_any_json_object() -> None:
 def test_view_of_unexpected_kind_is_shown_with_a_warning() -> None:
     page = render_html([], parity={"kind": "diff", "x": 1})
     assert "kind is diff, shown as given" in page
+
+
+def test_failing_only_filter_follows_the_policy() -> None:
+    """Each run button says whether it fails (harness.core.policy): RACED does, a known
+    gap's MISSED does not; the template's "failing only" filter reads that, not a list."""
+    base = {"scenario": "s", "context": "host", "kernel": "6.1", "node": "n", "run_id": "st1",
+            "reason": "r"}
+    rows = [{**base, "sensor": "a", "verdict": "RACED"},
+            {**base, "sensor": "b", "verdict": "MISSED", "known_gap": "no rule"},
+            {**base, "sensor": "c", "verdict": "SENSOR_DOWN"},
+            {**base, "sensor": "d", "verdict": "DETECTED"}]
+    page = render_html(rows)
+    got = dict(re.findall(r'data-verdict="(\w+)" data-failing="(\d)"', page))
+    assert got == {"RACED": "1", "MISSED": "0", "SENSOR_DOWN": "1", "DETECTED": "0"}
+    assert "var FAILING" not in page
+    assert 'b.dataset.failing === "1"' in page
