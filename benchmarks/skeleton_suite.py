@@ -121,7 +121,8 @@ def runner_env_path() -> str:
     """PATH as the harness's stage runner sees it (so ``python3`` in an atomic resolves to the
     same interpreter in the bare floor as in a run: a pyenv shim re-execs with its version's
     bin dir first on PATH)."""
-    from harness.targets.base import Session, stage_runner_argv, start_runner
+    from harness.nodes.runner import RunnerSession as Session
+    from harness.nodes.runner import stage_runner_argv, start_runner
 
     proc, hello = start_runner(stage_runner_argv(), "host")
     session = Session("host", proc, frozenset({proc.pid}), hello)
@@ -135,7 +136,8 @@ def runner_env_path() -> str:
 def bench_runner_start(reps: int) -> dict[str, Any]:
     """Opening a host context = starting the stage runner: with the harness's argv
     (``shutil.which("python3")``, a pyenv shim on some machines) vs the resolved interpreter."""
-    from harness.targets.base import Session, stage_runner_argv, start_runner
+    from harness.nodes.runner import RunnerSession as Session
+    from harness.nodes.runner import stage_runner_argv, start_runner
 
     argv = stage_runner_argv()
     real = subprocess.run([argv[0], "-c", "import sys; print(sys.executable)"],

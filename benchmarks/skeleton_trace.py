@@ -48,17 +48,18 @@ def _wrap(owner: Any, attr: str, key: str | Callable[..., str]) -> None:
 
 def instrumented() -> list[tuple[Any, str, str | Callable[..., str]]]:
     """(owner, attribute, event key) of every harness step the traced runs time."""
+    from harness.nodes.runner import RunnerSession
     from harness.pytest import session as hs
     from harness.sensors.auditd import AuditdSensor
     from harness.sensors.base import Subscription
     from harness.sensors.bpftrace import BpftraceSensor
-    from harness.targets import base, local
+    from harness.targets import local
 
     steps: list[tuple[Any, str, str | Callable[..., str]]] = [
         (local.LocalTarget, "open", lambda self, context, *a, **k: f"open:{context}"),
-        (base.Session, "stage", lambda self, name, *a, **k: f"stage:{name}"),
-        (base.Session, "arm_cleanup", "arm_cleanup"),
-        (base.Session, "close", "close"),
+        (RunnerSession, "stage", lambda self, name, *a, **k: f"stage:{name}"),
+        (RunnerSession, "arm_cleanup", "arm_cleanup"),
+        (RunnerSession, "close", "close"),
     ]
     for cls in (AuditdSensor, BpftraceSensor):
         for meth in ("start", "stop", "sync", "health"):

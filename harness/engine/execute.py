@@ -27,8 +27,9 @@ from harness.core.verdict import (
     judge,
     with_claims,
 )
+from harness.nodes.runner import RunnerSession
 from harness.sensors.base import Quiet, Sensor, Subscription
-from harness.targets.base import Session, Target
+from harness.targets.base import Target
 
 
 def new_run_id() -> str:
@@ -118,7 +119,7 @@ def _signame(num: int) -> str:
         return f"signal {num}"
 
 
-def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session: Session,
+def _act(scenario: Scenario, context: str, node: str, facts: NodeFacts, session: RunnerSession,
          values: dict[str, Any], env: dict[str, str], run_id: str,
          enforcing: bool = False) -> Run:
     atomic = scenario.atomic

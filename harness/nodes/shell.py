@@ -1,10 +1,12 @@
-"""How the embedded sensors run their daemons on a node: a small shell protocol.
+"""The one way to run a command on a node: the :class:`NodeShell` protocol.
 
-The bundled sensors (auditd, bpftrace) watch the kernel of the node under test, so they
-run *on* that node: this machine (``LocalShell``) or a VM / remote host over SSH
-(``harness.targets.ssh.SshShell``). A target hands its node's shell to the sensors; a
-target whose node cannot run them (a remote Kubernetes node) has none, and the embedded
-sensors are then reported SENSOR_DOWN there with the reason.
+Targets start their contexts' stage runners through it (``harness.nodes.runner.start_runner``)
+and run their node commands with it; the bundled sensors (auditd, bpftrace, the BPF-LSM
+loader) watch the kernel of the node under test, so they run their daemons *on* that node
+through it too: this machine (:class:`LocalShell`) or a VM / remote host over SSH
+(``harness.nodes.ssh.SshShell``). A target hands its node's shell to the sensors; a target
+whose node has none (a remote Kubernetes node, reached only through the API server) gives
+None, and the embedded sensors are then reported SENSOR_DOWN there with the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
-from harness.nodes.process import pid_alive, spawn, stop
+from harness.nodes.process import getpgid_every_cpu, pid_alive, spawn, stop
 
 
 class NodeProcess(Protocol):
@@ -59,6 +61,12 @@ class NodeShell(Protocol):
               stop_signal: signal.Signals = signal.SIGTERM) -> NodeProcess:
         """Start a daemon on the node; its output streams back."""
 
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              pass_fds: Sequence[int] = ()) -> subprocess.Popen[str]:
+        """Start ``argv`` on the node in a session of its own with stdin, stdout and stderr
+        piped here (text): what carries a stage runner's JSON lines. ``pass_fds``: this
+        machine's fds the command inherits (a local node only)."""
+
     def which(self, name: str) -> str | None:
         """The daemon's path on the node, or None."""
 
@@ -73,6 +81,9 @@ class NodeShell(Protocol):
 
     def clock_offset(self) -> float:
         """The node's wall clock minus this machine's, in seconds (0 here)."""
+
+    def getpgid_every_cpu(self, pid: int) -> None:
+        """A sync marker on the node: ``getpgid(pid)`` once on every CPU of the node."""
 
 
 class LocalProcess:
@@ -121,6 +132,14 @@ class LocalShell:
               stop_signal: signal.Signals = signal.SIGTERM) -> LocalProcess:
         return LocalProcess(spawn(argv, env), stop_signal)
 
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              pass_fds: Sequence[int] = ()) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, pass_fds=tuple(pass_fds), env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C on the terminal reaches the harness, not the context
+        )
+
     def which(self, name: str) -> str | None:
         return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
 
@@ -137,6 +156,9 @@ class LocalShell:
 
     def clock_offset(self) -> float:
         return 0.0
+
+    def getpgid_every_cpu(self, pid: int) -> None:
+        getpgid_every_cpu(pid)
 
 
 #: run on the node around a daemon started over SSH: forwards its output, and when the

@@ -29,9 +29,10 @@ from harness.core.node import NodeFacts
 from harness.nodes.cgroups import container_id, process_cgroup
 from harness.nodes.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
 from harness.nodes.reaper import arm, disarm, start_time
+from harness.nodes.runner import RunnerSession, start_runner
 from harness.nodes.shell import LocalShell
 from harness.nodes.url import parse_node_url
-from harness.targets.base import Session, TargetBase, start_runner
+from harness.targets.base import TargetBase
 from harness.targets.local import PDEATHSIG, read_local_facts
 
 DEFAULT_SOCKET = str(STATE_DIR / "docker.sock")
@@ -222,7 +223,7 @@ class DockerTarget(TargetBase):
             ensure_base_image(client, self.config.image)
         return self._client
 
-    def open(self, context: str, run_id: str) -> Session:
+    def open(self, context: str, run_id: str) -> RunnerSession:
         if context not in CONTEXTS:
             raise TargetError(f"node {self.node!r}: context {context!r} is not provided by "
                               f"docker://: expected one of {', '.join(CONTEXTS)}")
@@ -242,7 +243,7 @@ class DockerTarget(TargetBase):
             # by SIGKILL makes it SIGTERM the stage runner, which kills the running stage,
             # runs the armed cleanup and exits
             proc, hello = start_runner([*PDEATHSIG, docker_cli, "-H", self.config.base_url, "start",
-                                        "-a", "-i", cid], context)
+                                        "-a", "-i", cid], context, shell=self.shell())
             state = client.api.inspect_container(cid)["State"]
             init_pid = int(state["Pid"])
         except BaseException:
@@ -254,7 +255,7 @@ class DockerTarget(TargetBase):
         on_close = [lambda: self._remove(cid)]
         if anchor is not None:
             on_close.insert(0, lambda: stop_anchor(anchor))  # popped last: after the container
-        return Session(
+        return RunnerSession(
             context=context, proc=proc, pids=frozenset({init_pid}), hello=hello,
             cgroup_id=cgroup_inode(init_pid, cid, self.facts().cgroup2_root), container_id=cid,
             variables={**context_variables(context, anchor.pid if anchor else None),

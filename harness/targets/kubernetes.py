@@ -19,9 +19,7 @@ writable at ``/host/etc``).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -35,14 +33,28 @@ from urllib.parse import unquote
 
 from harness.core.errors import TargetError
 from harness.core.node import NodeFacts
+from harness.nodes.runner import RunnerSession
 from harness.nodes.shell import LocalShell
 from harness.nodes.url import parse_node_url
-from harness.targets.base import Session, TargetBase
+from harness.targets.base import TargetBase
+from harness.targets.kubepod import (
+    BIN_DIR,
+    CONTAINER,
+    CONTEXTS,
+    DEFAULT_IMAGE,
+    MANAGED,
+    NODE,
+    PULL_POLICIES,
+    bin_files,
+    container_id_of,
+    describe_pod,
+    label_value,
+    pod_manifest,
+    pod_running,
+    pod_terminated,
+)
 from harness.targets.kubestream import AttachProcess, close_stream
 
-CONTEXTS = ("pod", "pod-hostpid", "pod-privileged")
-DEFAULT_IMAGE = "shadowtest/base:bookworm"
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 #: the query keys a kubernetes:// url may have
 URL_KEYS = {
     "kubeconfig": "the kubeconfig file (default $KUBECONFIG, ~/.kube/config, else in-cluster)",
@@ -54,27 +66,7 @@ URL_KEYS = {
     "timeout": "seconds to wait for a pod to run or go (default 120)",
 }
 USAGE = "kubernetes://<node-name>?kubeconfig=PATH&context=CTX&namespace=NS&image=IMG&pull=POLICY"
-MANAGED = "shadowtest.io/managed"
-RUN_ID = "shadowtest.io/run-id"
-NODE = "shadowtest.io/node"
-CONTEXT = "shadowtest.io/context"
-CONTAINER = "runner"
-BIN_DIR = "/shadowtest/bin"
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _T = TypeVar("_T")
-
-#: the container's main process: write the atomic helpers, wait for the harness to attach
-#: (one line on stdin), then run the stage runner in this very process (PID 1 of the pod)
-BOOTSTRAP = (
-    "import base64,json,os,sys\n"
-    "for n,d in json.loads(base64.b64decode(sys.argv[2])).items():\n"
-    " p=os.path.join('/shadowtest/bin',n);os.makedirs(os.path.dirname(p),exist_ok=True)\n"
-    " open(p,'wb').write(base64.b64decode(d));os.chmod(p,0o755)\n"
-    "sys.stdin.readline()\n"
-    "src=base64.b64decode(sys.argv[1]).decode()\n"
-    "exec(compile(src,'/shadowtest/stagerunner.py','exec'),"
-    "{'__name__':'__main__','__file__':'/shadowtest/stagerunner.py'})\n"
-)
 
 #: read inside a pod-privileged pod, through the node's / at /host: ``key=value`` lines;
 #: $1 is the node probe's source (its cgroup2_root() decides the node's cgroup2 root)
@@ -152,7 +144,7 @@ class KubernetesTarget(TargetBase):
             self._same_kernel = bool(here) and node.status.node_info.boot_id == here
         return LocalShell(self.node) if self._same_kernel else None
 
-    def open(self, context: str, run_id: str) -> Session:
+    def open(self, context: str, run_id: str) -> RunnerSession:
         if context not in CONTEXTS:
             raise TargetError(
                 f"node {self.node!r}: context {context!r} is not provided by kubernetes://: "
@@ -166,7 +158,7 @@ class KubernetesTarget(TargetBase):
         self._call("create pod", lambda: self.api.create_namespaced_pod(ns, manifest))
         self._created.add(name)
         try:
-            pod = self._wait_pod(name, _running, f"pod {ns}/{name} to be Running")
+            pod = self._wait_pod(name, pod_running, f"pod {ns}/{name} to be Running")
             container_id = container_id_of(pod)
             proc = AttachProcess(
                 self._attach(name), exit_code=lambda wait: self._exit_code(name, wait),
@@ -184,7 +176,7 @@ class KubernetesTarget(TargetBase):
         pid = int(hello.get("pid") or 0)
         proc.signal_runner = lambda: self._signal(name, pid)
         host_pids = frozenset({pid}) if context == "pod-hostpid" and pid else frozenset()
-        return Session(
+        return RunnerSession(
             context=context, proc=proc, pids=host_pids, hello=hello,
             container_id=container_id, variables=self._variables(context, hello),
             on_close=[lambda: self._delete(name)], interrupt=proc.signal_runner,
@@ -280,7 +272,9 @@ class KubernetesTarget(TargetBase):
                                   f"({exc}); check the kubeconfig's server") from exc
 
     def _explain(self, what: str, exc: Any) -> str:
-        status, reason = getattr(exc, "status", 0), str(getattr(exc, "reason", ""))
+        """What to say about ``exc``, a ``kubernetes.client.exceptions.ApiException`` (its
+        status, reason, body and headers are always set, maybe None)."""
+        status, reason = exc.status or 0, str(exc.reason or "")
         if status == 0 and (m := re.search(r"Handshake status (\d{3})", reason)):
             status = int(m.group(1))  # the stream's upgrade was refused with this status
         message = reason
@@ -314,7 +308,7 @@ class KubernetesTarget(TargetBase):
                 return pod
             if verdict is not None and verdict.startswith("error:"):
                 raise TargetError(f"node {self.node!r}: waiting for {what}: {verdict[6:]}")
-            last = verdict or _describe(pod)
+            last = verdict or describe_pod(pod)
             if time.monotonic() > deadline:
                 raise TargetError(
                     f"node {self.node!r}: {what} did not happen within {self.timeout:g} s "
@@ -363,7 +357,7 @@ class KubernetesTarget(TargetBase):
                 pod = self.api.read_namespaced_pod(name, self._ns())
             except Exception:  # gone or unreachable: the runner's code cannot be known
                 return -1
-            term = _terminated(pod)
+            term = pod_terminated(pod)
             if term is not None:
                 return int(term.exit_code)
             if time.monotonic() >= deadline:
@@ -501,21 +495,6 @@ def parse_url(url: str, node: str = "kubernetes") -> dict[str, str]:
     return out
 
 
-def label_value(text: str) -> str:
-    """``text`` when it is a valid label value, else a stable 16-hex digest of it."""
-    if len(text) <= 63 and _LABEL_VALUE.match(text):
-        return text
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def pod_name(run_id: str) -> str:
-    return f"shadowtest-{run_id}".lower()
-
-
-def runner_source() -> str:
-    return files("harness.nodes.remote").joinpath("stagerunner.py").read_text("utf-8")
-
-
 def _default_bin() -> Path | None:
     """The built-in catalogue's ``atomic/bin`` (``bin=`` points at a project's own)."""
     from harness.builtin import ATOMICS
@@ -523,119 +502,9 @@ def _default_bin() -> Path | None:
     return ATOMICS / "bin"
 
 
-def bin_files(directory: Path | None) -> dict[str, bytes]:
-    """The atomic helper files shipped into the pod at ``/shadowtest/bin``."""
-    if directory is None:
-        return {}
-    if not directory.is_dir():
-        raise TargetError(f"bin={directory}: not a directory: point it at the atomics' bin/")
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
-
-
-def pod_manifest(context: str, run_id: str, node: str, image: str = DEFAULT_IMAGE,
-                 pull: str = "IfNotPresent", helpers: Mapping[str, bytes] | None = None) -> dict[str, Any]:
-    """The pod for one run in ``context``, pinned to ``node`` (a plain dict, as the API takes)."""
-    if context not in CONTEXTS:
-        raise TargetError(f"context {context!r}: expected one of {', '.join(CONTEXTS)}")
-    encoded = {k: base64.b64encode(v).decode() for k, v in (helpers or {}).items()}
-    container: dict[str, Any] = {
-        "name": CONTAINER, "image": image, "imagePullPolicy": pull,
-        "command": ["python3", "-u", "-c", BOOTSTRAP,
-                    base64.b64encode(runner_source().encode()).decode(),
-                    base64.b64encode(json.dumps(encoded).encode()).decode()],
-        "stdin": True, "stdinOnce": True, "tty": False,
-        "env": [{"name": "SHADOWTEST_RUN_ID", "value": run_id}],
-    }
-    spec: dict[str, Any] = {
-        "nodeName": node, "restartPolicy": "Never", "automountServiceAccountToken": False,
-        "enableServiceLinks": False, "terminationGracePeriodSeconds": 5,
-        "tolerations": [{"operator": "Exists"}],  # a tainted node under test still runs it
-        "containers": [container],
-    }
-    if context == "pod-hostpid":
-        spec["hostPID"] = True
-        container["securityContext"] = {"capabilities": {"add": ["SYS_ADMIN", "SYS_PTRACE"]}}
-    elif context == "pod-privileged":
-        container["securityContext"] = {"privileged": True}
-        spec["volumes"] = [
-            {"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}},
-            {"name": "host-etc", "hostPath": {"path": "/etc", "type": "Directory"}},
-        ]
-        container["volumeMounts"] = [
-            {"name": "host-root", "mountPath": "/host", "readOnly": True},
-            {"name": "host-etc", "mountPath": "/host/etc"},
-        ]
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name(run_id), "labels": {
-            RUN_ID: label_value(run_id), MANAGED: "true", NODE: label_value(node),
-            CONTEXT: context}},
-        "spec": spec,
-    }
-
-
-def container_id_of(pod: Any) -> str:
-    """The runner container's id from ``status.containerStatuses[].containerID``
-    (``containerd://<id>``, ``docker://<id>``, ``cri-o://<id>``) without the scheme."""
-    for status in (pod.status.container_statuses or ()) if pod.status else ():
-        if status.name == CONTAINER and status.container_id:
-            return parse_container_id(status.container_id)
-    raise TargetError(f"pod {pod.metadata.name}: no containerID for container {CONTAINER!r} "
-                      f"in status.containerStatuses")
-
-
-def parse_container_id(text: str) -> str:
-    scheme, sep, cid = text.partition("://")
-    cid = cid if sep else scheme
-    if not re.fullmatch(r"[0-9a-fA-F]{12,}", cid):
-        raise TargetError(f"containerID {text!r}: expected <runtime>://<hex id>")
-    return cid.lower()
-
-
-def _running(pod: Any) -> str | None:
-    phase = pod.status.phase if pod.status else None
-    if phase == "Running":
-        for st in pod.status.container_statuses or ():
-            if st.name == CONTAINER and st.state and st.state.running and st.container_id:
-                return "ok"
-        return "Running, container not started yet"
-    if phase in ("Succeeded", "Failed"):
-        return f"error:the pod ended ({phase}) before the harness attached: {_describe(pod)}"
-    for st in (pod.status.container_statuses or ()) if pod.status else ():
-        waiting = st.state.waiting if st.state else None
-        if waiting and waiting.reason in ("ErrImageNeverPull", "InvalidImageName",
-                                          "CreateContainerConfigError", "CreateContainerError"):
-            return f"error:container {st.name}: {waiting.reason}: {waiting.message or ''}"
-    return None
-
-
-def _terminated(pod: Any) -> Any:
-    for st in (pod.status.container_statuses or ()) if pod.status else ():
-        if st.name == CONTAINER and st.state and st.state.terminated:
-            return st.state.terminated
-    return None
-
-
-def _describe(pod: Any) -> str:
-    status = pod.status
-    if status is None:
-        return "no status"
-    bits = [f"phase {status.phase}"]
-    for st in status.container_statuses or ():
-        state = st.state
-        if state and state.waiting:
-            bits.append(f"{st.name} waiting: {state.waiting.reason} {state.waiting.message or ''}".strip())
-        elif state and state.terminated:
-            bits.append(f"{st.name} terminated: exit {state.terminated.exit_code} "
-                        f"{state.terminated.reason or ''}".strip())
-    for cond in status.conditions or ():
-        if cond.status != "True" and cond.message:
-            bits.append(f"{cond.type}: {cond.message}")
-    return "; ".join(bits)
-
-
 def _retry_after(exc: Any) -> float:
-    headers = getattr(exc, "headers", None) or {}
+    """The Retry-After of an ApiException (1 s when it gives none), at most 30 s."""
+    headers = exc.headers or {}
     try:
         return min(30.0, max(0.0, float(headers.get("Retry-After", 1))))
     except (TypeError, ValueError):

@@ -2,7 +2,7 @@
 
 The official client's ``WSClient`` (binary mode) carries the channel protocol: 0 stdin,
 1 stdout, 2 stderr, 3 the v1 Status, v5's 255 CLOSE. :class:`AttachProcess` pumps
-channels 1 and 2 into real pipes from one thread, so :class:`harness.targets.base.Session`
+channels 1 and 2 into real pipes from one thread, so :class:`harness.nodes.runner.RunnerSession`
 reads lines and waits with the same code as for a local runner.
 """
 
@@ -15,16 +15,37 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from harness.core.errors import TargetError
+
+
+class KubeStream(Protocol):
+    """What the adapter uses of the official client's ``WSClient`` (binary mode)."""
+
+    #: the negotiated channel protocol (``v5.channel.k8s.io`` can half-close stdin)
+    subprotocol: str | None
+    #: websocket-client's ``WebSocket`` (its ``sock``: the socket), None once closed
+    sock: Any
+
+    def is_open(self) -> bool: ...
+
+    def update(self, timeout: float | None = 0) -> None: ...
+
+    def read_channel(self, channel: int, timeout: float = 0) -> bytes: ...
+
+    def write_stdin(self, data: bytes) -> None: ...
+
+    def close_channel(self, channel: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _StdinChannel:
     """``stdin`` of the runner: channel 0 of the stream; ``close`` is EOF for the runner
     (v5: a CLOSE frame for channel 0; v4 cannot half-close, so the stream is closed)."""
 
-    def __init__(self, ws: Any, on_close: Callable[[], None]) -> None:
+    def __init__(self, ws: KubeStream, on_close: Callable[[], None]) -> None:
         self._ws = ws
         self._on_close = on_close
         self.closed = False
@@ -46,7 +67,7 @@ class _StdinChannel:
             return
         self.closed = True
         try:
-            if getattr(self._ws, "subprotocol", None) == "v5.channel.k8s.io":
+            if self._ws.subprotocol == "v5.channel.k8s.io":
                 self._ws.close_channel(0)
                 return
         except Exception:  # noqa: S110 - falls back to closing the whole stream
@@ -56,12 +77,13 @@ class _StdinChannel:
 
 class AttachProcess:
     """A Kubernetes attach/exec stream (the client's WSClient, binary mode) that looks
-    like a ``subprocess.Popen[str]`` to :class:`Session`: ``stdout``/``stderr`` are pipes a
+    like a ``subprocess.Popen[str]`` to :class:`RunnerSession`: ``stdout``/``stderr`` are pipes a
     pump thread fills from channels 1 and 2, ``stdin`` writes channel 0. ``exit_code(wait)``
     gives the runner's exit status once the stream ended (the pod's terminated state, or
     channel 3's Status for an exec)."""
 
-    def __init__(self, ws: Any, exit_code: Callable[[float], int | None] | None = None) -> None:
+    def __init__(self, ws: KubeStream,
+                 exit_code: Callable[[float], int | None] | None = None) -> None:
         self._ws = ws
         self._exit_code = exit_code
         out_r, self._out_w = os.pipe()
@@ -177,7 +199,7 @@ class AttachProcess:
         self.kill()
 
     def close(self) -> None:
-        """Drop the stream and close our ends of the pipes (Session.close does the same)."""
+        """Drop the stream and close our ends of the pipes (RunnerSession.close does the same)."""
         self.kill()
         for pipe in (self._stdout, self._stderr):
             with contextlib.suppress(OSError):
@@ -186,22 +208,21 @@ class AttachProcess:
     def kill(self) -> None:
         """Drop the stream: the pump ends (readers see EOF); the kubelet closes the
         runner's stdin (stdinOnce), so it runs its armed cleanup and exits."""
-        sock = getattr(getattr(self._ws, "sock", None), "sock", None)
+        sock = self._ws.sock.sock if self._ws.sock is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         close_stream(self._ws)
 
 
-def close_stream(ws: Any) -> None:
+def close_stream(ws: KubeStream) -> None:
     """Close the client's stream *and* its socket: after a close frame from the server,
     websocket-client's ``close()`` returns without closing the socket."""
     with contextlib.suppress(Exception):
         ws.close()
-    shutdown = getattr(getattr(ws, "sock", None), "shutdown", None)
-    if callable(shutdown):
+    if ws.sock is not None:
         with contextlib.suppress(Exception):
-            shutdown()
+            ws.sock.shutdown()
 
 
 def _write_all(fd: int, data: bytes) -> None:

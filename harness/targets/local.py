@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,9 +13,10 @@ from harness.core.errors import TargetError
 from harness.core.node import NodeFacts
 from harness.nodes import reaper
 from harness.nodes.remote.nodeprobe import cgroup2_root, probe
+from harness.nodes.runner import RunnerSession, stage_runner_argv, start_runner
 from harness.nodes.shell import LocalShell
 from harness.nodes.url import parse_node_url
-from harness.targets.base import Session, TargetBase, stage_runner_argv, start_runner
+from harness.targets.base import TargetBase
 
 CGROUP_PARENT = "shadowtest"
 
@@ -28,10 +28,11 @@ class LocalTarget(TargetBase):
     PARALLEL_SAFE: ClassVar[bool] = True
 
     def __init__(self, node: str, url: str = "local://") -> None:
-        parsed = parse_node_url(node, url, "local", self.URL_KEYS, "local://")
+        scheme = self.NAME  # a target's scheme is its registry name (a subclass's its own)
+        parsed = parse_node_url(node, url, scheme, self.URL_KEYS, f"{scheme}://")
         if parsed.netloc or parsed.path:
-            raise parsed.error("local:// names this machine", "local://",
-                               repr(url), "drop what follows local://")
+            raise parsed.error(f"{scheme}:// names this machine", f"{scheme}://",
+                               repr(url), f"drop what follows {scheme}://")
         self.node = node
         self.url = url
         self._facts: NodeFacts | None = None
@@ -53,11 +54,11 @@ class LocalTarget(TargetBase):
         """The embedded sensors run on this machine."""
         return LocalShell(self.node)
 
-    def open(self, context: str, run_id: str) -> Session:
+    def open(self, context: str, run_id: str) -> RunnerSession:
         if context == "host":
-            return _open_host(run_id)
+            return _open_host(self.shell(), run_id)
         if context == "namespace":
-            return _open_namespace(run_id, self.cgroup2_root())
+            return _open_namespace(self.shell(), run_id, self.cgroup2_root())
         raise TargetError(
             f"node {self.node!r}: context {context!r} is not provided by local://: "
             f"expected one of {', '.join(self.contexts())}"
@@ -81,9 +82,10 @@ def _host_variables() -> dict[str, str]:
 PDEATHSIG = ["setpriv", "--pdeathsig", "TERM", "--"]
 
 
-def _open_host(run_id: str) -> Session:
-    proc, hello = start_runner([*PDEATHSIG, *stage_runner_argv()], "host", env=_base_env(run_id))
-    return Session(context="host", proc=proc, pids=frozenset({proc.pid}), hello=hello,
+def _open_host(shell: LocalShell, run_id: str) -> RunnerSession:
+    proc, hello = start_runner([*PDEATHSIG, *stage_runner_argv()], "host",
+                               env=_base_env(run_id), shell=shell)
+    return RunnerSession(context="host", proc=proc, pids=frozenset({proc.pid}), hello=hello,
                    variables=_host_variables())
 
 
@@ -103,7 +105,7 @@ def cgroup2_root_of(facts: NodeFacts) -> Path:
     return Path(facts.cgroup2_root)
 
 
-def _open_namespace(run_id: str, root: Path) -> Session:
+def _open_namespace(shell: LocalShell, run_id: str, root: Path) -> RunnerSession:
     """unshare pid/mnt/uts/ipc/net + a cgroup named like a container; the stage runner is
     PID 1 of the new PID namespace. unshare blocks SIGTERM while it waits, so its
     parent-death signal is SIGKILL; its --kill-child SIGTERM then reaches the runner, which
@@ -127,13 +129,14 @@ def _open_namespace(run_id: str, root: Path) -> Session:
     )
     argv = ["bash", "-c", script, "ns", str(cg), hostname, *stage_runner_argv()]
     try:
-        proc, hello = start_runner(argv, "namespace", pass_fds=(host_mnt,), env=_base_env(run_id))
+        proc, hello = start_runner(argv, "namespace", pass_fds=(host_mnt,),
+                                   env=_base_env(run_id), shell=shell)
     except BaseException:
         os.close(host_mnt)
         remove_cgroup(cg)
         raise
     inner = _children(proc.pid)
-    return Session(
+    return RunnerSession(
         context="namespace", proc=proc, pids=frozenset({proc.pid, *inner}), hello=hello,
         cgroup_id=os.stat(cg).st_ino, container_id=cid,
         variables={**_host_variables(), "host_mntns_fd": host_mnt,
@@ -203,8 +206,8 @@ def sweep_named_hierarchies() -> list[str]:
     names = named_hierarchies()
     if not names:
         return []
-    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _SWEEP_NAMED,
-                    "sh", *names], capture_output=True, timeout=120, check=False)
+    LocalShell().run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _SWEEP_NAMED,
+                      "sh", *names], timeout=120)
     left = set(named_hierarchies())
     return [n for n in names if n not in left]
 

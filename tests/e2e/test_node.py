@@ -13,7 +13,7 @@ import pytest
 
 from harness.builtin import BUILTIN
 from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
-from harness.targets.base import Session, stage_runner_argv, start_runner
+from harness.nodes.runner import RunnerSession, stage_runner_argv, start_runner
 from tests.e2e.conftest import NOTHING_LEFT, Catalog, verdicts
 
 pytestmark = pytest.mark.node
@@ -375,7 +375,7 @@ def test_stage_runner_cleanup_survives_a_second_sigterm(tmp_path: Path) -> None:
     second must not re-enter its exit path and kill the armed cleanup the first started."""
     done = tmp_path / "cleaned"
     proc, hello = start_runner(stage_runner_argv(), "host")
-    session = Session(context="host", proc=proc, pids=frozenset({proc.pid}), hello=hello)
+    session = RunnerSession(context="host", proc=proc, pids=frozenset({proc.pid}), hello=hello)
     session.arm_cleanup(["sh", "-c", f"sleep 1; touch {done}"], {})
     try:
         proc.send_signal(signal.SIGTERM)

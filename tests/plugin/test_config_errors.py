@@ -40,7 +40,7 @@ def _run(root: Path, config: str) -> subprocess.CompletedProcess[str]:
     (('url = "local://"', 'url = "lcoal://"'), 6,
      "nodes.local.url = 'lcoal://': node 'local': unknown target scheme 'lcoal'"),
     (('url = "local://"', 'url = "vm://6.12?memroy=4096"'), 6,
-     "nodes.local.url = 'vm://6.12?memroy=4096': node 'local': 'vm://6.12?memroy=4096': "
+     "nodes.local.url = 'vm://6.12?memroy=4096': node 'local': url 'vm://6.12?memroy=4096': "
      "unknown query key 'memroy'"),
     (('url = "local://"', 'url = "ssh://root@127.0.0.1:2222?kye=/k"'), 6,
      "unknown query key 'kye'"),

@@ -9,15 +9,9 @@ import threading
 import pytest
 
 from harness.core.errors import ConfigError, TargetError
-from harness.targets.base import Session
-from harness.targets.kubernetes import (
-    CONTEXTS,
-    KubernetesTarget,
-    label_value,
-    parse_container_id,
-    parse_url,
-    pod_manifest,
-)
+from harness.nodes.runner import RunnerSession
+from harness.targets.kubepod import CONTEXTS, label_value, parse_container_id, pod_manifest
+from harness.targets.kubernetes import KubernetesTarget, parse_url
 from harness.targets.kubestream import AttachProcess
 
 
@@ -112,6 +106,7 @@ class FakeWS:
     """The WSClient surface the adapter uses, with a stage runner answering on stdin."""
 
     subprotocol = "v5.channel.k8s.io"
+    sock = None  # no websocket under it
 
     def __init__(self) -> None:
         self.frames: queue.Queue[tuple[int, bytes] | None] = queue.Queue()
@@ -156,7 +151,7 @@ def test_attach_process_carries_the_session_line_protocol() -> None:
     ws = FakeWS()
     proc = AttachProcess(ws, exit_code=lambda wait: 9)
     assert proc.read_hello(5, "fake") == {"ready": True, "pid": 1}
-    session = Session(context="pod", proc=proc, pids=frozenset(), hello={})
+    session = RunnerSession(context="pod", proc=proc, pids=frozenset(), hello={})
     res = session.stage("command", ["echo", "hi"], {}, 5)
     assert (res.exit_code, res.stdout, res.pid) == (0, "echo hi", 7)
     session.close()  # stdin close = v5 CLOSE of channel 0; the Status says Success

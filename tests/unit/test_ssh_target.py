@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from harness.core.errors import ConfigError, TargetError
+from harness.nodes.ssh import NO_HOST_KEY_CHECK, SshShell
 from harness.targets import vm
-from harness.targets.ssh import NO_HOST_KEY_CHECK, SshShell, SshTarget, VmTarget
+from harness.targets.ssh import SshTarget, VmTarget
 
 
 def _argv(url: str) -> list[str]:
@@ -162,7 +163,8 @@ SSHD = os.environ.get("SHADOWTEST_SSHD") or shutil.which("sshd", path="/usr/sbin
 NODE_SCRIPT = r'''
 import json, os, subprocess, sys, time
 from harness.core.errors import TargetError
-from harness.targets.ssh import SshShell, SshTarget
+from harness.nodes.ssh import SshShell
+from harness.targets.ssh import SshTarget
 
 d, sshd = sys.argv[1], sys.argv[2]
 sh = lambda cmd: subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True)

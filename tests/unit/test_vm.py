@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.targets import vm
+from harness.targets import vm, vmcli
 from harness.targets.ssh import SshTarget
 from harness.targets.vm import KERNELS, VirtualMachine, VmEndpoint, VmError
 
@@ -291,7 +291,7 @@ def test_read_state_rejects_malformed(tmp_path: Path) -> None:
 def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="shadowtest")
     sub = parser.add_subparsers(dest="command", required=True)
-    vm.add_vm_parser(sub)
+    vmcli.add_vm_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -309,9 +309,9 @@ def test_cli_parses_the_vm_commands() -> None:
 
 def test_cli_down_and_status_with_nothing_running(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert vm.run_vm(_parse("vm", "down", "--all", "--state", str(tmp_path))) == 0
-    assert vm.run_vm(_parse("vm", "down", "--kernel", "6.1", "--state", str(tmp_path))) == 0
-    assert vm.run_vm(_parse("vm", "status", "--cache", str(tmp_path), "--state",
+    assert vmcli.run_vm(_parse("vm", "down", "--all", "--state", str(tmp_path))) == 0
+    assert vmcli.run_vm(_parse("vm", "down", "--kernel", "6.1", "--state", str(tmp_path))) == 0
+    assert vmcli.run_vm(_parse("vm", "status", "--cache", str(tmp_path), "--state",
                             str(tmp_path))) == 0
     out = capsys.readouterr().out
     assert "nothing running" in out
@@ -323,7 +323,7 @@ def test_cli_up_without_image_fails_with_the_fix(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = _parse("vm", "up", "--kernel", "6.1", "--cache", str(tmp_path / "c"), "--state",
                   str(tmp_path / "s"))
-    assert vm.run_vm(args) == 1
+    assert vmcli.run_vm(args) == 1
     assert "bash ci/vm-image.sh" in capsys.readouterr().err
 
 
