@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError
 from harness.core.health import Health
+from harness.sensors.rulepack import empty
 
 
 @runtime_checkable

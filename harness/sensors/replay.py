@@ -18,7 +18,15 @@ from typing import Any, ClassVar
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
 from harness.core.health import Health
-from harness.sensors.base import DetectionStream, Sensor, SensorBase, sensor_class
+from harness.sensors.base import (
+    DetectionStream,
+    LineFed,
+    Recorded,
+    Sensor,
+    SensorBase,
+    sensor_class,
+)
+from harness.sensors.rulepack import rulepack_of
 
 _CONTAINERS = ("data", "resources", "events", "alerts", "detections")
 
@@ -49,15 +57,12 @@ class ReplaySensor(SensorBase):
     def start(self) -> None:
         if not self.path.is_file():
             raise SensorError(f"{self.name}: recorded file {self.path} does not exist")
-        on_line = getattr(self.adapter, "on_line", None)
+        adapter = self.adapter
         text = self.path.read_text("utf-8", errors="replace")
-        if on_line is not None and not _is_json_document(text):
+        if isinstance(adapter, LineFed) and not _is_json_document(text):
             for line in text.split("\n"):
-                on_line(line)
-            flush = getattr(getattr(self.adapter, "_parser", None), "flush", None)
-            if callable(flush):  # auditd: events still pending at the end of the file
-                for event in flush():
-                    self.adapter._on_event(event)  # type: ignore[attr-defined]
+                adapter.on_line(line)
+            adapter.end_of_input()  # auditd: events still pending at the end of the file
         else:
             for raw in records(text):
                 det = self.adapter.normalise(raw)
@@ -88,9 +93,8 @@ class ReplaySensor(SensorBase):
         times = [d.observed_at for d in self.stream.snapshot() if d.observed_at > 0]
         # every line the product wrote is a sign of life, not only detections (Tetragon's
         # exec/exit lines: the adapter keeps the span of their times)
-        times += [t for t in (getattr(self.adapter, "first_seen", 0.0),
-                              getattr(self.adapter, "last_seen", 0.0))
-                  if isinstance(t, float) and t > 0]
+        if isinstance(self.adapter, Recorded):
+            times += [t for t in (self.adapter.first_seen, self.adapter.last_seen) if t > 0]
         if not times:
             return (f"{self.name}: the recording {self.path} has no timestamped event: it "
                     "cannot show that the sensor was alive during the window")
@@ -101,11 +105,7 @@ class ReplaySensor(SensorBase):
         if first > until:
             return (f"{self.name}: the recording {self.path} starts {first - until:.1f} s after "
                     "the window (first event)")
-        loss = getattr(self.adapter, "loss_silence", None)  # the product said it lost events
-        if callable(loss):
-            why = loss(since, until)
-            return why if isinstance(why, str) and why else None
-        return None
+        return self.adapter.loss_silence(since, until) or None  # the product said it lost events
 
     def normalise(self, raw: Any) -> Detection | None:
         return self.adapter.normalise(raw)
@@ -114,6 +114,13 @@ class ReplaySensor(SensorBase):
         """The recorded product's own exit record of the detection's process (Tetragon's
         ``process_exit.signal``), when its adapter keeps one."""
         return self.adapter.exit_record(detection)
+
+    def rulepack(self) -> dict[str, Any]:
+        """The configured adapter's identity, with where the recording came from."""
+        pack = rulepack_of(self.adapter)
+        pack["reason"] = (f"replayed from {self.path}: "
+                          f"{pack.get('reason') or 'identity of the configured adapter'}")
+        return pack
 
 
 def _adapter(format: str, name: str, path: Path, node: str | None) -> Sensor:

@@ -14,18 +14,19 @@ A results row's ``rulepack`` is one object with always the same keys::
 The identity that ``shadowtest diff`` compares is ``(kind, name, version, sha256)``;
 ``seen`` depends on what fired in the run and is reported, never compared.
 
-Sensors may define their own ``rulepack() -> dict`` (third-party sensors); the built-ins
-are described here from their attributes so that the sensors need no code for it.
+Every sensor answers its own ``rulepack()`` (``Sensor.rulepack``; ``SensorBase``'s says
+"no rule-pack knowledge"), built with the helpers here (``files_pack``, ``oci_pack``,
+``reported_pack``); what a detection reports about its rules is the ``SEEN`` field its
+sensor's ``normalise`` fills.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.core.detection import Detection
 
@@ -34,6 +35,10 @@ from harness.core.detection import Detection
 HEADER = re.compile(r"^\s*(?:#|//|/\*|\*)\s*shadowtest-rulepack:\s*([^\s*]+)", re.MULTILINE)
 OCI_REF = re.compile(r"^(?P<repo>[^@\s]+?)(?::(?P<tag>[^@:/\s]+))?@sha256:(?P<digest>[0-9a-f]{64})$")
 _HEAD_LINES = 40
+#: the ``Detection.fields`` key where a sensor's ``normalise`` puts what the detection reports
+#: about the rules that produced it (``"policy:<name>"``, ``"signature:<rule>@<version>"``,
+#: ``"agent_version:<v>"``): a tuple of strings, left out when it reports nothing
+SEEN = "rulepack_seen"
 _cache: dict[tuple[str, int, int], tuple[str, str | None]] = {}
 
 
@@ -114,140 +119,41 @@ def oci_pack(ref: str) -> dict[str, Any]:
     return pack
 
 
-def policy_names(paths: Iterable[Path]) -> list[str]:
-    """``metadata.name`` of every TracingPolicy document in these YAML files."""
-    import yaml
-
-    names: list[str] = []
-    for path in paths:
-        try:
-            docs = list(yaml.safe_load_all(path.read_text("utf-8")))
-        except (OSError, yaml.YAMLError):
-            continue
-        for doc in docs:
-            meta = doc.get("metadata") if isinstance(doc, dict) else None
-            if isinstance(meta, dict) and meta.get("name"):
-                names.append(str(meta["name"]))
-    return names
+def reported_pack(product: str, version: str | None) -> dict[str, Any]:
+    """A product whose events carry no rule-pack identity: the version configured for it
+    (``version = ...`` under its ``[tool.shadowtest.sensors.<name>]``), else kind none."""
+    if version:
+        out = empty("reported")
+        out.update(name=product, version=str(version))
+        return out
+    return empty(reason=f"{product} reports no rule-pack version in its events and no "
+                        "version option is set under its [tool.shadowtest.sensors.<name>]")
 
 
-# ----------------------------------------------------------------- per product
-def _auditd(sensor: Any) -> dict[str, Any]:
-    path = getattr(sensor, "rules_file", None) or getattr(sensor, "rules_path", None)
-    if path is None and isinstance(getattr(sensor, "rules", None), str | os.PathLike):
-        path = sensor.rules
-    if path is None:
-        from harness.sensors.auditd import rules_path
+class Described(Protocol):
+    """What ``rulepack_of`` reads: a sensor's own ``rulepack()`` (``Sensor.rulepack``)."""
 
-        path = rules_path()
-    return files_pack([Path(path)])
+    def rulepack(self) -> Mapping[str, Any]: ...
 
 
-def _bpftrace(sensor: Any) -> dict[str, Any]:
-    program = getattr(sensor, "program", None)
-    if program is None:
-        from harness.sensors.bpftrace import program_path
-
-        program = program_path()
-    if getattr(sensor, "attach_output", None) is not None:
-        pack = files_pack([Path(program)])
-        pack["reason"] = ("attached to a running bpftrace: the program digested is the "
-                          "configured one, which that bpftrace may not run")
-        return pack
-    return files_pack([Path(program)])
+def rulepack_of(sensor: Described) -> dict[str, Any]:
+    """The rule-pack identity of a sensor, from its own ``rulepack()``, completed with the
+    keys it leaves out."""
+    return {**empty(), **dict(sensor.rulepack())}
 
 
-def _falco(sensor: Any) -> dict[str, Any]:
-    files = [Path(p) for p in getattr(sensor, "rules_files", None) or ()]
-    oci = getattr(sensor, "rules_oci", None)
-    if oci:
-        pack = oci_pack(str(oci))
-        pack["files"] = [file_entry(p) for p in files]
-        return pack
-    if files:
-        return files_pack(files)
-    return empty(reason="falco alerts carry no rule-pack version: set rules_files = [...] "
-                        "(the files falco loads) or rules_oci = 'repo:tag@sha256:...' "
-                        "(the falcoctl-pinned artifact)")
-
-
-def _tetragon(sensor: Any) -> dict[str, Any]:
-    files = [Path(p) for p in getattr(sensor, "policy_files", None) or ()]
-    if not files:
-        return empty("policies", reason="no policy_files configured: only the policy names "
-                                         "seen in events are known")
-    pack = files_pack(files, kind="policies")
-    pack["policies"] = sorted(set(policy_names(files)))
-    return pack
-
-
-def _versioned(product: str) -> Callable[[Any], dict[str, Any]]:
-    def pack(sensor: Any) -> dict[str, Any]:
-        version = getattr(sensor, "version", None)
-        if version:
-            out = empty("reported")
-            out.update(name=product, version=str(version))
-            return out
-        return empty(reason=f"{product} reports no rule-pack version in its events and no "
-                            "version option is set under its [tool.shadowtest.sensors.<name>]")
-    return pack
-
-
-PACKS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "auditd": _auditd,
-    "bpftrace": _bpftrace,
-    "falco": _falco,
-    "tetragon": _tetragon,
-    "tracee": _versioned("tracee"),
-    "sysdig": _versioned("sysdig"),
-    "crowdstrike": _versioned("crowdstrike"),
-}
-
-
-def rulepack_of(sensor: Any) -> dict[str, Any]:
-    """The rule-pack identity of a sensor (built-in, replay of one, or a third-party sensor
-    with a ``rulepack()`` method)."""
-    own = getattr(sensor, "rulepack", None)
-    if callable(own):
-        return {**empty(), **dict(own())}
-    kind = getattr(sensor, "NAME", None)
-    if kind == "replay":
-        pack = rulepack_of(sensor.adapter)
-        pack["reason"] = (f"replayed from {getattr(sensor, 'path', '?')}: "
-                          f"{pack.get('reason') or 'identity of the configured adapter'}")
-        return pack
-    fn = PACKS.get(str(kind))
-    if fn is None:
-        return empty(reason=f"no rule-pack identity known for sensor type {kind!r}: give it "
-                            "a rulepack() method returning this object")
-    return fn(sensor)
-
-
-def rulepacks_of(sensors: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def rulepacks_of(sensors: Mapping[str, Described]) -> dict[str, dict[str, Any]]:
     return {name: rulepack_of(s) for name, s in sensors.items()}
 
 
 # ----------------------------------------------------------------- seen in events
 def seen_in(detections: Iterable[Detection]) -> list[str]:
-    """What detections report about the rules that produced them: Tetragon policy names,
-    Tracee signature versions, Falcon sensor versions, Sysdig policy names."""
+    """What detections report about the rules that produced them: the ``SEEN`` field each
+    sensor's ``normalise`` fills from its product's payload (Tetragon and Sysdig policy
+    names, Tracee signature versions, Falcon sensor versions)."""
     out: set[str] = set()
     for d in detections:
-        fields = d.fields or {}
-        raw = d.raw if isinstance(d.raw, dict) else {}
-        if fields.get("policy_name"):
-            out.add(f"policy:{fields['policy_name']}")
-        if fields.get("policy"):
-            out.add(f"policy:{fields['policy']}")
-        meta = raw.get("metadata")
-        if isinstance(meta, dict) and meta.get("Version"):
-            out.add(f"signature:{d.rule}@{meta['Version']}")
-        for key in ("agent_version", "sensor_version"):
-            if raw.get(key):
-                out.add(f"{key}:{raw[key]}")
-        device = raw.get("device")
-        if isinstance(device, dict) and device.get("agent_version"):
-            out.add(f"agent_version:{device['agent_version']}")
+        out.update((d.fields or {}).get(SEEN) or ())
     return sorted(out)
 
 

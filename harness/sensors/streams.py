@@ -182,64 +182,48 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-# ---------------------------------------------------------------- HTTP receiver
-class HttpReceiver:
-    """An aiohttp server in a daemon thread with its own event loop.
+# ---------------------------------------------------------------- HTTP server thread
+def listen(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on ``host:port`` (port 0: a free one), bound in
+    the caller's thread so that a taken port is reported there (OSError)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.setblocking(False)
+    return sock
 
-    POST/PUT on any path: ``on_body(body) -> (accepted, malformed)``; 200 when nothing was
-    malformed, else 400 with the counts (the accepted records are on the stream either way).
-    ``GET /healthz``: 200 ``{"status": "ok"}`` (as Falcosidekick answers). Bodies up to
-    ``max_body`` bytes; a larger one is answered 413 and counted malformed.
-    """
 
-    def __init__(self, listen: str, on_body: Callable[[bytes], tuple[int, int]],
-                 on_malformed: Callable[[str], None], name: str = "http",
-                 max_body: int = MAX_BODY, shutdown_timeout: float = 5.0) -> None:
-        self.host, self.want_port = _split_listen(listen)
-        self.listen = listen
-        self.on_body = on_body
-        self.on_malformed = on_malformed
+class ServerThread:
+    """An aiohttp application served on a listening socket from a daemon thread with its
+    own event loop: the one lifecycle of the HTTP receiver and of the test suite's fake
+    product APIs (tests/servers). ``build_app`` is called in that thread, inside its loop.
+
+    ``start(sock)`` returns once the application serves (or raises SensorError with why it
+    could not); ``stop()`` stops accepting, finishes the requests in flight (at most
+    ``shutdown_timeout`` seconds), closes the connections and the socket, joins the thread."""
+
+    def __init__(self, name: str, build_app: Callable[[], web.Application],
+                 shutdown_timeout: float = 5.0, what: str = "HTTP server") -> None:
         self.name = name
-        self.max_body = max_body
+        self.what = what
+        self.build_app = build_app
         self.shutdown_timeout = shutdown_timeout
-        self.port: int | None = None
-        #: when the receiver started, and when the last request with a body came in (epoch
-        #: seconds; 0.0: none yet): the producer's sign of life
-        self.started_at = 0.0
-        self.last_post = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
     @property
-    def url(self) -> str | None:
-        if self.port is None:
-            return None
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+    def started(self) -> bool:
+        """``start`` ran and ``stop`` has not yet."""
+        return self._thread is not None
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
 
-    def start(self) -> None:
-        """Bind, start serving; return once the socket is listening."""
+    def start(self, sock: socket.socket) -> None:
         if self._thread is not None:
             raise SensorError(f"{self.name}: already started")
-        try:
-            import aiohttp  # noqa: F401 - fail here, in the caller's thread, when it is missing
-        except ImportError as exc:  # pragma: no cover - aiohttp ships with the test extra
-            raise SensorError(f"{self.name}: the HTTP receiver needs aiohttp "
-                              "(pip install aiohttp)") from exc
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        try:
-            sock = socket.create_server((self.host, self.want_port), family=family, backlog=1024)
-        except OSError as exc:
-            raise SensorError(f"{self.name}: cannot listen on {self.listen}: {exc}") from exc
-        sock.setblocking(False)
-        self.port = int(sock.getsockname()[1])
-        self.started_at = time.time()
         self._ready.clear()
         self._error = None
         self._loop = asyncio.new_event_loop()
@@ -253,11 +237,9 @@ class HttpReceiver:
             self._thread = None
             self._loop = None
             sock.close()
-            raise SensorError(f"{self.name}: HTTP receiver failed to start: {self._error!r}")
+            raise SensorError(f"{self.name}: {self.what} failed to start: {self._error!r}")
 
     def stop(self) -> None:
-        """Stop listening, finish the requests in flight (each one answered 200 was already
-        pushed), close the connections and the socket, join the thread."""
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
@@ -268,7 +250,6 @@ class HttpReceiver:
         self._loop = None
         self._ready.clear()
 
-    # ------------------------------------------------------------ server thread
     def _run(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         asyncio.set_event_loop(loop)
         try:
@@ -288,6 +269,75 @@ class HttpReceiver:
             loop.close()
 
     async def _setup(self, sock: socket.socket) -> web.AppRunner:
+        from aiohttp import web
+
+        runner = web.AppRunner(self.build_app(), access_log=None,
+                               shutdown_timeout=self.shutdown_timeout)
+        await runner.setup()
+        await web.SockSite(runner, sock, backlog=1024).start()
+        return runner
+
+
+# ---------------------------------------------------------------- HTTP receiver
+class HttpReceiver:
+    """An aiohttp server (``ServerThread``) for products that POST their alerts.
+
+    POST/PUT on any path: ``on_body(body) -> (accepted, malformed)``; 200 when nothing was
+    malformed, else 400 with the counts (the accepted records are on the stream either way).
+    ``GET /healthz``: 200 ``{"status": "ok"}`` (as Falcosidekick answers). Bodies up to
+    ``max_body`` bytes; a larger one is answered 413 and counted malformed.
+    """
+
+    def __init__(self, listen: str, on_body: Callable[[bytes], tuple[int, int]],
+                 on_malformed: Callable[[str], None], name: str = "http",
+                 max_body: int = MAX_BODY, shutdown_timeout: float = 5.0) -> None:
+        self.host, self.want_port = _split_listen(listen)
+        self.listen = listen
+        self.on_body = on_body
+        self.on_malformed = on_malformed
+        self.name = name
+        self.max_body = max_body
+        self.port: int | None = None
+        #: when the receiver started, and when the last request with a body came in (epoch
+        #: seconds; 0.0: none yet): the producer's sign of life
+        self.started_at = 0.0
+        self.last_post = 0.0
+        self._server = ServerThread(name, self._app, shutdown_timeout, "HTTP receiver")
+
+    @property
+    def url(self) -> str | None:
+        if self.port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def running(self) -> bool:
+        return self._server.running
+
+    def start(self) -> None:
+        """Bind, start serving; return once the socket is listening."""
+        if self._server.started:
+            raise SensorError(f"{self.name}: already started")
+        try:
+            import aiohttp  # noqa: F401 - fail here, in the caller's thread, when it is missing
+        except ImportError as exc:  # pragma: no cover - aiohttp ships with the test extra
+            raise SensorError(f"{self.name}: the HTTP receiver needs aiohttp "
+                              "(pip install aiohttp)") from exc
+        try:
+            sock = listen(self.host, self.want_port)
+        except OSError as exc:
+            raise SensorError(f"{self.name}: cannot listen on {self.listen}: {exc}") from exc
+        self.port = int(sock.getsockname()[1])
+        self.started_at = time.time()
+        self._server.start(sock)
+
+    def stop(self) -> None:
+        """Stop listening, finish the requests in flight (each one answered 200 was already
+        pushed), close the connections and the socket, join the thread."""
+        self._server.stop()
+
+    def _app(self) -> web.Application:
         from aiohttp import web
 
         on_body, on_malformed, max_body = self.on_body, self.on_malformed, self.max_body
@@ -314,7 +364,4 @@ class HttpReceiver:
         app.router.add_get("/healthz", healthz)
         app.router.add_route("POST", "/{tail:.*}", post)
         app.router.add_route("PUT", "/{tail:.*}", post)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
-        await runner.setup()
-        await web.SockSite(runner, sock, backlog=1024).start()
-        return runner
+        return app

@@ -30,7 +30,8 @@ from harness.core.health import Health
 from harness.core.schema import parse_duration
 from harness.core.secrets import Secret, redact, resolve_secret
 from harness.sensors.base import DetectionStream, SensorBase
-from harness.sensors.falco import ancestors_of
+from harness.sensors.falco_alerts import ancestors_of
+from harness.sensors.rulepack import SEEN, reported_pack
 
 EVENTS_PATH = "/secure/events/v1/events"
 #: the API refuses a ``from``/``to`` timeframe longer than two weeks
@@ -175,6 +176,11 @@ class SysdigSensor(SensorBase):
     def sync(self) -> str | None:
         """No marker can be sent through a SaaS backend: the watermark closes windows."""
         return None
+
+    def rulepack(self) -> dict[str, Any]:
+        """Sysdig's events name their policy (``seen``), not a rule-pack version: the
+        configured ``version``."""
+        return reported_pack("sysdig", self.version)
 
     # ------------------------------------------------------------ polling
     def _loop(self) -> None:
@@ -427,6 +433,8 @@ class SysdigSensor(SensorBase):
             "event_fields": cfields,
             "labels": labels,
         }
+        if raw.get("name"):  # what it reports about the rules that produced it
+            fields[SEEN] = (f"policy:{raw['name']}",)
         return Detection(
             sensor=self.name, rule=str(rule), technique=techniques,
             severity=_SEVERITY.get(severity_code) if severity_code is not None else None,

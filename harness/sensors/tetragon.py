@@ -25,37 +25,43 @@ event per CPU is read; marker events are no detections.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
 
-from harness.core.detection import Detection, make_detection
+from harness.core.detection import Detection
 from harness.core.errors import ConfigError
-from harness.sensors.fields import array as _list
 from harness.sensors.fields import integer as _int
 from harness.sensors.fields import obj as _dict
 from harness.sensors.fields import text as _str
 from harness.sensors.fields import unique as _unique
 from harness.sensors.jsonlines import JsonLinesSensor
 from harness.sensors.marker import getpgid_every_cpu
+from harness.sensors.rulepack import empty, files_pack
+from harness.sensors.tetragon_events import (
+    ANCESTRY_HINT,
+    HOOK_EVENTS,
+    TECHNIQUE,
+    ProcEvent,
+    StampSpan,
+    check_events,
+    check_techniques,
+    envelope,
+    hook_detection,
+    number,
+    parse_rfc3339,
+    tag_technique,
+)
+from harness.sensors.tetragon_tree import ProcessTree
 
-#: GetEventsResponse keys that are not the event itself
-ENVELOPE = frozenset({"node_name", "time", "aggregation_info", "cluster_name", "node_labels"})
-#: policy-hook event kinds (they carry policy_name, action, tags, message)
-HOOK_EVENTS = ("process_kprobe", "process_tracepoint", "process_uprobe", "process_lsm", "process_usdt")
-#: event keys copied to ``fields`` when present (tracepoint subsystem, uprobe path/symbol ...)
-_EXTRA_KEYS = ("subsys", "path", "symbol", "provider", "ima_hash")
-#: exit signals remembered (exec id -> signal), oldest forgotten first
-MAX_EXITS = 65536
-#: processes remembered for ancestry (exec id -> pid, parent exec id), oldest forgotten first
-MAX_PROCS = 65536
-#: exec images walked up from a hook event's process (the pyenv shim chain alone is 8)
-MAX_DEPTH = 64
+__all__ = ["ANCESTRY_HINT", "HOOK_EVENTS", "MARKER_PID", "SYNC_HINT", "SYNC_POLICY",
+           "SYNC_POLICY_FILE", "TECHNIQUE", "TetragonSensor", "parse_rfc3339", "policy_names",
+           "tag_technique"]
+
 #: the policy of ``harness/rulepacks/tetragon/shadowtest-sync.yaml``: one event per marker
 SYNC_POLICY = "shadowtest-sync"
 SYNC_POLICY_FILE = "shadowtest-sync.yaml"
@@ -69,55 +75,6 @@ SYNC_HINT = (
     "Tetragon not synced: the window was waited out; load "
     "harness/rulepacks/tetragon/shadowtest-sync.yaml and set sync = true for this sensor "
     "to close a miss within a second")
-#: what a near-miss says when the export cannot tie a process to its ancestors
-ANCESTRY_HINT = (
-    "Tetragon exported no ancestry above this process's parent: run the agent with "
-    "--enable-ancestors base,tracepoint (add kprobe, lsm, uprobe for the hook kinds your "
-    "policies use) and keep PROCESS_EXEC in the export allow-list, so the process tree "
-    "reaches the run's pid")
-
-TECHNIQUE = re.compile(r"T\d{4}(?:\.\d{3})?")
-_TAG_TECHNIQUE = re.compile(r"(?:^|[.:/_\-])(T\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
-_RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9})\d*)?([Zz]|[+-]\d{2}:\d{2})"
-)
-
-_NO_EVENT = msgspec.Raw()
-
-
-# ---------------------------------------------------------------- on_line's first look
-# Most export lines are process_exec / process_exit. ``on_line`` first decodes a line into
-# these Structs: undeclared fields are skipped in C and the hook events are kept as raw bytes
-# (``Raw``: absent = empty, ``null`` = b"null"), so an exec line costs a scan and an exit line
-# the two fields it needs. A line holding a hook event or ``rate_limit_info``, or one these
-# types do not fit, takes the generic path (``JsonLinesSensor.on_line``: decode to a dict,
-# ``on_record``), which decides exactly as before; test_ingest_equivalence.py checks both agree.
-class _Proc(msgspec.Struct, gc=False):
-    exec_id: str | None = None
-    pid: int | None = None
-    parent_exec_id: str | None = None
-
-
-class _ProcEvent(msgspec.Struct, gc=False):
-    process: _Proc | None = None
-    parent: _Proc | None = None
-    signal: str | None = None
-
-
-class _Envelope(msgspec.Struct, gc=False):
-    time: str | None = None
-    rate_limit_info: msgspec.Raw = _NO_EVENT
-    process_exec: _ProcEvent | None = None
-    process_clone: _ProcEvent | None = None
-    process_exit: _ProcEvent | None = None
-    process_kprobe: msgspec.Raw = _NO_EVENT
-    process_tracepoint: msgspec.Raw = _NO_EVENT
-    process_uprobe: msgspec.Raw = _NO_EVENT
-    process_lsm: msgspec.Raw = _NO_EVENT
-    process_usdt: msgspec.Raw = _NO_EVENT
-
-
-_envelope = msgspec.json.Decoder(_Envelope)
 
 
 class TetragonSensor(JsonLinesSensor):
@@ -154,27 +111,25 @@ class TetragonSensor(JsonLinesSensor):
         self._pending: dict[int, tuple[str, set[int], list[int], float]] = {}
         #: TracingPolicy YAML files deployed (rule-pack identity in results rows only)
         self.policy_files = list(policy_files or [])
-        self.techniques = _check_techniques(name, techniques or {})
-        self.events = _check_events(name, events) if events is not None else HOOK_EVENTS
-        self._exits: dict[str, str] = {}
-        #: exec id -> (pid, parent's exec id), every process object read (``ancestry``)
-        self._procs: dict[str, tuple[int | None, str | None]] = {}
-        #: the span of the export's ``time`` stamps read, as (second, nanoseconds) keys
-        self._first_key = _NO_KEY_FIRST
-        self._last_key = _NO_KEY_LAST
+        self.techniques = check_techniques(name, techniques or {})
+        self.events = check_events(name, events) if events is not None else HOOK_EVENTS
+        #: every process object read (``ancestry``) and exit signal (``exit_record``)
+        self.tree = ProcessTree()
+        #: the span of the export's ``time`` stamps read (a recording's sign of life)
+        self.span = StampSpan()
 
     # ------------------------------------------------------------ lines
     def on_line(self, line: str) -> None:
         """As ``JsonLinesSensor.on_line`` (decode, ``on_record``), with exec/clone/exit lines
         and other non-detections read through ``_Envelope`` instead of a whole dict."""
         try:
-            env = _envelope.decode(line)
+            env = envelope.decode(line)
         except (msgspec.DecodeError, ValueError):  # not JSON, not these types, not UTF-8
             # (msgspec <= 0.18: DecodeError is no ValueError, invalid UTF-8 a UnicodeError)
             super().on_line(line)
             return
         if env.time:
-            self._saw(env.time)
+            self.span.saw(env.time)
         if env.rate_limit_info:  # present (lost events): the generic path counts them
             super().on_line(line)
             return
@@ -191,7 +146,7 @@ class TetragonSensor(JsonLinesSensor):
     def on_record(self, raw: dict[str, Any]) -> None:
         stamp = raw.get("time")
         if isinstance(stamp, str) and self._line is None:  # on_line saw it already
-            self._saw(stamp)
+            self.span.saw(stamp)
         info = raw.get("rate_limit_info")
         if isinstance(info, dict):
             # the exporter's rate limit dropped events: a lossy window, never a miss
@@ -204,10 +159,10 @@ class TetragonSensor(JsonLinesSensor):
         for kind in ("process_exec", "process_clone", "process_exit"):
             event = raw.get(kind)
             if isinstance(event, dict):
-                self._learn(event.get("process"))
-                self._learn(event.get("parent"))
+                self.tree.learn(event.get("process"))
+                self.tree.learn(event.get("parent"))
                 if kind == "process_exit":
-                    self._remember_exit(event)
+                    self.tree.remember_exit(event)
                 return
         marker = raw.get("process_tracepoint")
         if isinstance(marker, dict) and marker.get("policy_name") == SYNC_POLICY:
@@ -216,52 +171,37 @@ class TetragonSensor(JsonLinesSensor):
         for kind in self.events:
             event = raw.get(kind)
             if isinstance(event, dict):  # the hook's own process tree, before normalise
-                self._learn(event.get("process"))
-                self._learn(event.get("parent"))
+                self.tree.learn(event.get("process"))
+                self.tree.learn(event.get("parent"))
                 for entry in event.get("ancestors") or ():
-                    self._learn(entry)
+                    self.tree.learn(entry)
                 break
         super().on_record(raw)
 
-    def _on_process_event(self, event: _ProcEvent, exit_: bool) -> None:
+    def _on_process_event(self, event: ProcEvent, exit_: bool) -> None:
         """An exec/exit/clone line read through ``_Envelope``: its processes linked, an
         exit's signal remembered."""
-        procs = self._procs
+        procs = self.tree.procs
         for proc in (event.process, event.parent):
             if proc is not None and proc.exec_id:
                 known = procs.get(proc.exec_id)
                 if known is None or known[0] is None or known[1] is None:
-                    self._link(proc.exec_id, proc.pid, proc.parent_exec_id)
+                    self.tree.link(proc.exec_id, proc.pid, proc.parent_exec_id)
         if exit_:
             process = event.process
             exec_id = process.exec_id if process is not None else None
             if exec_id and event.signal:
-                self._store_exit(exec_id, event.signal)
-
-    def _saw(self, stamp: str) -> None:
-        """A line's ``time``: the span of the export read so far (a recording's sign of
-        life, ``ReplaySensor.silence``). Kept as comparable keys (second, nanoseconds) and
-        parsed only when read: a line costs two string compares."""
-        if len(stamp) < 20 or stamp[-1] != "Z" or stamp[19] not in ".Z":
-            try:  # not protojson's UTC form: parse it once
-                stamp = _utc(parse_rfc3339(stamp))
-            except ValueError:
-                return
-        key = (stamp[:19], stamp[20:-1].ljust(9, "0"))
-        if key > self._last_key:  # noqa: PLR1730 (min()/max() cost a call each, every line)
-            self._last_key = key
-        if key < self._first_key:  # noqa: PLR1730
-            self._first_key = key
+                self.tree.store_exit(exec_id, event.signal)
 
     @property
     def first_seen(self) -> float:
         """The earliest ``time`` read (epoch seconds; 0.0: none yet)."""
-        return _epoch_of(self._first_key)
+        return self.span.first
 
     @property
     def last_seen(self) -> float:
         """The latest ``time`` read (epoch seconds; 0.0: none yet)."""
-        return _epoch_of(self._last_key)
+        return self.span.last
 
     # ------------------------------------------------------------ sync
     def sync(self) -> str | None:
@@ -316,7 +256,7 @@ class TetragonSensor(JsonLinesSensor):
     def _on_marker(self, event: dict[str, Any]) -> None:
         """One exported marker call: counted for the thread that made it (``process.tid``);
         another process's getpgid(MARKER_PID), or an expired marker, is ignored."""
-        tid = _number(_dict(event.get("process")).get("tid"))
+        tid = number(_dict(event.get("process")).get("tid"))
         if tid is None:
             return
         with self._sync_lock:
@@ -337,80 +277,21 @@ class TetragonSensor(JsonLinesSensor):
             self.stream.mark(token)
 
     # ------------------------------------------------------------ process tree
-    def _learn(self, proc: Any) -> None:
-        if not isinstance(proc, dict):
-            return
-        exec_id = proc.get("exec_id")
-        if not isinstance(exec_id, str) or not exec_id:
-            return
-        try:
-            pid = _number(proc.get("pid"))
-        except (TypeError, ValueError):
-            pid = None
-        parent = proc.get("parent_exec_id")
-        self._link(exec_id, pid, parent if isinstance(parent, str) and parent else None)
-
-    def _link(self, exec_id: str, pid: int | None, parent: str | None) -> None:
-        """Remember ``exec_id`` -> (pid, parent's exec_id): a bounded map (oldest first
-        out). Every process object Tetragon writes (exec, clone, exit, a hook's process,
-        parent and ancestors) carries its own ``parent_exec_id``, so a clone-only parent
-        (no exec line: it appears as a child's ``parent``) links upward too."""
-        known = self._procs.get(exec_id)
-        if known is not None and known[0] is not None and known[1] is not None:
-            return
-        if known is not None:
-            pid = pid if pid is not None else known[0]
-            parent = parent or known[1]
-        self._procs[exec_id] = (pid, parent)
-        if len(self._procs) > MAX_PROCS:
-            del self._procs[next(iter(self._procs))]
-
     def ancestry(self, exec_id: str | None) -> tuple[int, ...]:
-        """The pids above the process ``exec_id`` (parent first), by walking
-        ``parent_exec_id`` through the processes read so far; stops at an unknown or
-        repeated exec id or after ``MAX_DEPTH`` images. An exec without fork keeps its pid
-        (``parent.pid == pid``): the walk goes on through the previous image."""
-        out: list[int] = []
-        seen: set[str] = set()
-        current = self._procs.get(exec_id) if exec_id else None
-        parent = current[1] if current is not None else None
-        if exec_id:
-            seen.add(exec_id)
-        while parent and parent not in seen and len(seen) < MAX_DEPTH:
-            seen.add(parent)
-            entry = self._procs.get(parent)
-            if entry is None:
-                break
-            pid, parent = entry
-            if pid is not None and pid not in out:
-                out.append(pid)
-        return tuple(out)
-
-    def _remember_exit(self, event: dict[str, Any]) -> None:
-        process = _dict(event.get("process"))
-        exec_id = _str(process.get("exec_id"))
-        signal = _str(event.get("signal"))
-        if not exec_id or not signal:
-            return
-        self._store_exit(exec_id, signal)
-
-    def _store_exit(self, exec_id: str, signal: str) -> None:
-        self._exits.pop(exec_id, None)
-        self._exits[exec_id] = signal
-        while len(self._exits) > MAX_EXITS:
-            del self._exits[next(iter(self._exits))]
+        """The pids above the process ``exec_id``, parent first (``ProcessTree.ancestry``)."""
+        return self.tree.ancestry(exec_id)
 
     def exit_signal(self, exec_id: str) -> str | None:
         """The signal (e.g. ``SIGKILL``) the process ``exec_id`` exited by, if its
         ``process_exit`` was read and it died by a signal; None otherwise."""
-        return self._exits.get(exec_id)
+        return self.tree.exit_signal(exec_id)
 
     def exit_record(self, detection: Detection) -> str | None:
         """The product's own exit record for the process that raised ``detection``: the
         signal its ``process_exit`` reports (``SIGKILL``), None when none was read or it
         exited by itself (the enforcement cross-check, ``harness.core.verdict.enforcement``)."""
         exec_id = detection.fields.get("exec_id")
-        return self._exits.get(exec_id) if isinstance(exec_id, str) else None
+        return self.tree.exit_signal(exec_id) if isinstance(exec_id, str) else None
 
     # ------------------------------------------------------------ parsing
     def normalise(self, raw: Any) -> Detection | None:
@@ -430,81 +311,8 @@ class TetragonSensor(JsonLinesSensor):
         policy = _str(event.get("policy_name"))
         if not policy:
             return None
-        return self._detection(raw, kind, event, policy)
-
-    def _detection(self, raw: dict[str, Any], kind: str, event: dict[str, Any],
-                   policy: str) -> Detection:
-        # Field readers inlined for the common types (str, dict, list, int); anything else
-        # goes through _str/_dict/_list/_int, which return or raise exactly as before.
-        get = event.get
-        process = get("process")
-        if process.__class__ is not dict:
-            process = _dict(process)
-        parent = get("parent")
-        if parent.__class__ is not dict:
-            parent = _dict(parent)
-        pget = process.get
-        pod = pget("pod")
-        if pod.__class__ is not dict:
-            pod = _dict(pod)
-        container = pod.get("container")
-        if container.__class__ is not dict:
-            container = _dict(container)
-        function = _function(kind, event)
-        tags = get("tags")
-        tags = [t if t.__class__ is str else str(t) for t in
-                (tags if tags.__class__ is list else _list(tags))]
-        args = get("args")
-        if args.__class__ is not list:
-            args = _list(args)
-        binary = _text(pget("binary"))
-        pod_name = _text(pod.get("name"))
-        pod_fields = {"name": pod_name, "namespace": _text(pod.get("namespace"))}
-        action = _text(get("action"))
-        arguments = _text(pget("arguments"))
-        fields: dict[str, Any] = {
-            "event": kind,
-            "function_name": function,
-            "policy_name": policy,
-            "action": action,
-            "return_action": _text(get("return_action")),
-            "message": _text(get("message")),
-            "tags": tags,
-            "pod": pod_fields,
-            "args": args,
-            "return": get("return"),
-            "exec_id": _text(pget("exec_id")),
-            "parent_exec_id": _text(pget("parent_exec_id")),
-            "ns_pid": _number(container.get("pid")),
-            "uid": _number(pget("uid")),
-            "cwd": _text(pget("cwd")),
-            "arguments": arguments,
-        }
-        for key in _EXTRA_KEYS:
-            if key in event:
-                fields[key] = event[key]
-        if "cluster_name" in raw:
-            fields["cluster_name"] = raw["cluster_name"]
-        node = _text(raw.get("node_name")) or self.node
-        exported = get("ancestors")
-        exported_pids = () if exported is None else tuple(
-            p for p in (_int(_dict(a).get("pid")) for a in _list(exported)) if p is not None)
-        ppid = _number(parent.get("pid"))
-        tree = tuple(p for p in self.ancestry(fields["exec_id"]) if p != ppid)
-        ancestors = _unique_ints(exported_pids + tree)
-        if not ancestors:
-            # nothing above the parent: neither exec lines nor ``ancestors`` were exported
-            fields["correlation_hint"] = ANCESTRY_HINT
-        names = [binary, arguments]
-        if args:
-            names.extend(_arg_names(args))
-        names.append(pod_name)
-        return make_detection(
-            self.name, policy, self._technique(policy, function, tags), None, action, node,
-            _container_id(container, process), None, _number(pget("pid")), ppid, ancestors,
-            binary.rpartition("/")[2] if binary else None,
-            _unique(names), _observed_at(raw, event), time.time(), fields, raw,
-        )
+        return hook_detection(self.name, self.node, raw, kind, event, policy,
+                              self.tree.ancestry, self._technique)
 
     def _technique(self, policy: str, function: str | None, tags: list[str]) -> tuple[str, ...]:
         found = _unique([t for t in map(tag_technique, tags) if t]) if tags else ()
@@ -514,152 +322,30 @@ class TetragonSensor(JsonLinesSensor):
         mapped = mapped or self.techniques.get(policy)
         return (mapped,) if mapped else ()
 
-
-# ---------------------------------------------------------------- config checks
-def _check_techniques(name: str, techniques: dict[str, str]) -> dict[str, str]:
-    if not isinstance(techniques, dict):
-        raise ConfigError(
-            f"[tool.shadowtest.sensors.{name}] techniques: expected a table of "
-            f"'<policy>[:<function>]' = '<ATT&CK id>', got {techniques!r}"
-        )
-    bad = {k: v for k, v in techniques.items() if not isinstance(v, str) or not TECHNIQUE.fullmatch(v)}
-    if bad:
-        raise ConfigError(
-            f"[tool.shadowtest.sensors.{name}] techniques: values must be ATT&CK ids like "
-            f"'T1611' or 'T1055.008', got {bad!r}"
-        )
-    return dict(techniques)
+    def rulepack(self) -> dict[str, Any]:
+        """The TracingPolicy files deployed (``policy_files``, in order) and the policy names
+        they define; without them only the policy names seen in events are known."""
+        files = [Path(p) for p in self.policy_files]
+        if not files:
+            return empty("policies", reason="no policy_files configured: only the policy names "
+                                             "seen in events are known")
+        pack = files_pack(files, kind="policies")
+        pack["policies"] = sorted(set(policy_names(files)))
+        return pack
 
 
-def _check_events(name: str, events: list[str]) -> tuple[str, ...]:
-    """``events`` narrows which hook kinds are detections; accepts ``process_kprobe``,
-    ``kprobe`` or ``PROCESS_KPROBE`` (the export allow-list spelling)."""
-    out: list[str] = []
-    for item in events:
-        kind = str(item).lower()
-        kind = kind if kind.startswith("process_") else f"process_{kind}"
-        if kind not in HOOK_EVENTS:
-            raise ConfigError(
-                f"[tool.shadowtest.sensors.{name}] events: {item!r} is not a policy-hook event; "
-                f"expected some of {', '.join(HOOK_EVENTS)}"
-            )
-        out.append(kind)
-    return tuple(dict.fromkeys(out))
+def policy_names(paths: Iterable[Path]) -> list[str]:
+    """``metadata.name`` of every TracingPolicy document in these YAML files."""
+    import yaml
 
-
-# ---------------------------------------------------------------- field readers
-
-
-
-
-
-
-
-
-def _utc(epoch: float) -> str:
-    """Epoch seconds to protojson's UTC form (``...T..:..:..NNNNNNNNNZ``)."""
-    whole = int(epoch // 1)
-    nanos = round((epoch - whole) * 1e9)
-    stamp = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
-
-
-#: the span's keys before any line was read (above / below every real key)
-_NO_KEY_FIRST = ("~", "")
-_NO_KEY_LAST = ("", "")
-
-
-def _epoch_of(key: tuple[str, str]) -> float:
-    if key in (_NO_KEY_FIRST, _NO_KEY_LAST):
-        return 0.0
-    return parse_rfc3339(f"{key[0]}.{key[1]}Z")
-
-
-def _unique_ints(values: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(dict.fromkeys(values))
-
-
-def _text(value: Any) -> str | None:
-    """``_str`` with its common case (a non-empty str) first."""
-    if value.__class__ is str and value:
-        return value
-    return _str(value)
-
-
-def _number(value: Any) -> int | None:
-    """``_int`` with its common case (an int from JSON) first."""
-    if value.__class__ is int:
-        return value
-    return _int(value)
-
-
-
-
-#: tag -> the ATT&CK id it names (or None); a policy's tags repeat on every event
-_TAG_IDS: dict[str, str | None] = {}
-_TAG_IDS_MAX = 4096
-
-
-def tag_technique(tag: str) -> str | None:
-    try:
-        return _TAG_IDS[tag]
-    except KeyError:
-        pass
-    m = _TAG_TECHNIQUE.search(tag)
-    found = m.group(1).upper() if m else None
-    if len(_TAG_IDS) >= _TAG_IDS_MAX:
-        _TAG_IDS.clear()
-    _TAG_IDS[tag] = found
-    return found
-
-
-def _function(kind: str, event: dict[str, Any]) -> str | None:
-    """What the hook is attached to: kprobe/LSM function, tracepoint event, uprobe symbol,
-    USDT probe name."""
-    key = {"process_tracepoint": "event", "process_uprobe": "symbol", "process_usdt": "name"}
-    return _str(event.get(key.get(kind, "function_name")))
-
-
-def _container_id(container: dict[str, Any], process: dict[str, Any]) -> str | None:
-    """Full id from the pod (``containerd://<64 hex>``, runtime prefix stripped), else the
-    15-char ``process.docker`` (correlation matches a shorter id by prefix)."""
-    full = _str(container.get("id"))
-    if full:
-        return full.rpartition("://")[2] or None
-    return _str(process.get("docker"))
-
-
-def _arg_names(args: list[Any]) -> Iterable[str]:
-    """Paths (``file_arg``, ``path_arg``, ``linux_binprm_arg`` ...) and strings among args."""
-    for arg in args:
-        if not isinstance(arg, dict):
+    names: list[str] = []
+    for path in paths:
+        try:
+            docs = list(yaml.safe_load_all(path.read_text("utf-8")))
+        except (OSError, yaml.YAMLError):
             continue
-        for key, value in arg.items():
-            if key == "string_arg" and isinstance(value, str):
-                yield value
-            elif isinstance(value, dict) and isinstance(value.get("path"), str):
-                yield value["path"]
-
-
-def _observed_at(raw: dict[str, Any], event: dict[str, Any]) -> float:
-    """The export's ``time``; 0.0 (unknown: latency is then measured from the run's
-    start) when absent or unreadable, rather than losing the detection."""
-    stamp = raw.get("time") or event.get("time")
-    if not isinstance(stamp, str):
-        return 0.0
-    try:
-        return parse_rfc3339(stamp)
-    except ValueError:
-        return 0.0
-
-
-def parse_rfc3339(stamp: str) -> float:
-    """``2026-11-23T02:01:35.738796110Z`` (nanoseconds, any offset) to epoch seconds.
-    ``datetime`` keeps microseconds only, so the fraction is added separately."""
-    m = _RFC3339.fullmatch(stamp.strip())
-    if m is None:
-        raise ValueError(f"not an RFC 3339 time: {stamp!r}")
-    base, frac, zone = m.groups()
-    zone = "+00:00" if zone in ("Z", "z") else zone
-    seconds = datetime.fromisoformat(f"{base.replace(' ', 'T')}{zone}").timestamp()
-    return seconds + (int(frac.ljust(9, "0")) / 1e9 if frac else 0.0)
+        for doc in docs:
+            meta = doc.get("metadata") if isinstance(doc, dict) else None
+            if isinstance(meta, dict) and meta.get("name"):
+                names.append(str(meta["name"]))
+    return names

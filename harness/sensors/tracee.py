@@ -25,7 +25,8 @@ from harness.sensors.fields import obj as _dict
 from harness.sensors.fields import text as _str
 from harness.sensors.fields import unique as _unique
 from harness.sensors.jsonlines import JsonLinesSensor
-from harness.sensors.tetragon import TECHNIQUE, parse_rfc3339
+from harness.sensors.rulepack import SEEN, reported_pack
+from harness.sensors.tetragon_events import TECHNIQUE, parse_rfc3339
 
 #: legacy ``Properties.Severity`` (and the v1beta1 enum's numbers)
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -142,8 +143,17 @@ class TraceeSensor(JsonLinesSensor):
         if not isinstance(raw, dict):
             return None
         if "eventName" in raw or "processId" in raw or "hostProcessId" in raw:
-            return self._legacy(raw)
-        return self._v1beta1(raw)
+            det = self._legacy(raw)
+        else:
+            det = self._v1beta1(raw)
+        metadata = raw.get("metadata")
+        if det is not None and isinstance(metadata, dict) and metadata.get("Version"):
+            det.fields[SEEN] = (f"signature:{det.rule}@{metadata['Version']}",)
+        return det
+
+    def rulepack(self) -> dict[str, Any]:
+        """Tracee's events carry no rule-pack identity: the configured ``version``."""
+        return reported_pack("tracee", self.version)
 
     # ------------------------------------------------------------ v1beta1.Event
     def _v1beta1(self, raw: dict[str, Any]) -> Detection | None:

@@ -24,9 +24,8 @@ from harness.core.correlate import correlate
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
 from harness.core.run import Run
-from harness.sensors import crowdstrike
 from harness.sensors.base import build_sensor
-from harness.sensors.crowdstrike import CrowdStrikeSensor
+from harness.sensors.crowdstrike import CrowdStrikeSensor, api
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "crowdstrike"
 SECRET_REF = "env:UNIT_FALCON_SECRET"
@@ -357,7 +356,7 @@ def test_retry_after_prefers_crowdstrike_epoch_header(headers: dict[str, str], l
     now = int(time.time())
     filled = {k: v.replace("{now+3}", str(now + 3)).replace("{now-10}", str(now - 10))
               for k, v in headers.items()}
-    assert low <= crowdstrike._retry_after(filled, 7.0) <= high
+    assert low <= api.retry_after(filled, 7.0) <= high
 
 
 # ================================================================ ancestry.json

@@ -36,7 +36,8 @@ from harness.core.correlate import correlate
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
 from harness.core.run import Run
-from harness.sensors.falco import FalcoSensor, parse_time
+from harness.sensors.falco import FalcoSensor
+from harness.sensors.falco_alerts import parse_time
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "falco"
 RUN_CID = "3f1c9a7be0d24c58a6e1b2d3c4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d"

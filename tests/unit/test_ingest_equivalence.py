@@ -27,7 +27,8 @@ import pytest
 
 from harness.core.detection import Detection, make_detection
 from harness.sensors.base import DetectionStream
-from harness.sensors.falco import FalcoSensor, parse_time
+from harness.sensors.falco import FalcoSensor
+from harness.sensors.falco_alerts import parse_time
 from harness.sensors.jsonlines import JsonLinesSensor
 from harness.sensors.tetragon import TetragonSensor
 
@@ -188,7 +189,7 @@ def test_make_detection_equals_the_dataclass_constructor() -> None:
 
 def _timegm_reference(text: str) -> float | None:
     """parse_time as it was: calendar.timegm over the regex groups."""
-    from harness.sensors.falco import _TIME
+    from harness.sensors.falco_alerts import _TIME
 
     m = _TIME.fullmatch(text)
     if m is None:

@@ -34,7 +34,7 @@ from harness.core.correlate import correlate
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError
 from harness.core.run import Run
-from harness.sensors import tetragon
+from harness.sensors import tetragon, tetragon_tree
 from harness.sensors.tetragon import TetragonSensor, parse_rfc3339
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tetragon"
@@ -350,7 +350,7 @@ def test_on_line_rate_limit_info_counts_lost_events() -> None:
 
 
 def test_exit_signal_is_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tetragon, "MAX_EXITS", 3)
+    monkeypatch.setattr(tetragon_tree, "MAX_EXITS", 3)
     lines = [json.dumps({"process_exit": {"process": {"exec_id": f"e{i}", "pid": i}, "signal": "SIGKILL"}})
              for i in range(5)]
     sensor = _feed(lines)
@@ -870,7 +870,7 @@ def test_ancestry_clone_only_parent_links_through_the_childs_parent_object() -> 
 
 
 def test_ancestry_map_is_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tetragon, "MAX_PROCS", 3)
+    monkeypatch.setattr(tetragon_tree, "MAX_PROCS", 3)
     sensor = TetragonSensor(path="/nonexistent/tetragon.log")
     for i in range(5):
         proc = {"exec_id": f"e{i}", "pid": 10 + i, "parent_exec_id": f"e{i - 1}"}

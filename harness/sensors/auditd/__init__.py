@@ -36,6 +36,7 @@ from harness.nodes.reaper import deferred_signals, spawn_detached, stop_detached
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
 from harness.sensors.auditd.auditlog import AuditEvent, AuditLogParser
 from harness.sensors.base import DetectionStream, SensorBase
+from harness.sensors.rulepack import files_pack
 from harness.sensors.streams import FileTail, LineReader
 
 STATE = Path("/run/shadowtest/auditd")
@@ -315,6 +316,15 @@ class AuditdSensor(SensorBase):
             self.stream.count_lost(lost - self._lost_seen)
         self._lost_seen = lost
         return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
+
+    def rulepack(self) -> dict[str, Any]:
+        """The audit rules file loaded: its sha256 and ``shadowtest-rulepack`` header."""
+        return files_pack([self.rules_file])
+
+    def end_of_input(self) -> None:
+        """The events still pending in the parser (a record group not yet closed)."""
+        for event in self._parser.flush():
+            self._on_event(event)
 
     def sync(self) -> str | None:
         token = str(next(self._tokens))

@@ -42,29 +42,29 @@ the OAuth2 access token is registered for redaction as soon as it is issued).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, ClassVar
 
-import requests
-from falconpy import Alerts, ContainerDetections, OAuth2
+from falconpy import Alerts
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError, SensorError
 from harness.core.health import Health
-from harness.core.secrets import Secret, redact, resolve_secret
+from harness.core.secrets import redact, resolve_secret
 from harness.sensors.base import DetectionStream, SensorBase
-from harness.sensors.crowdstrike.falcon import _epoch, _mapping, _text, normalise_falcon
+from harness.sensors.crowdstrike import api
+from harness.sensors.crowdstrike.api import TIMEOUT, FalconClient, PollFailed, dig, integer
+from harness.sensors.crowdstrike.falcon import epoch, first_text, normalise_falcon
+from harness.sensors.rulepack import reported_pack
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +82,7 @@ ALERTS_MAX_LIMIT = 10_000
 CONTAINER_MAX_LIMIT = 100
 #: composite ids per PostEntitiesAlertsV2 call
 ENTITY_BATCH = 1000
-#: attempts after the first for a 5xx or an unreachable API, backing off 0.25, 0.5, 1 s
-RETRIES = 3
-BACKOFF = 0.25
-#: consecutive 429 answers honoured in one poll before the poll is given up
-MAX_RATE_WAITS = 10
-MAX_RATE_WAIT = 300.0
-#: (connect, read) seconds for every request FalconPy makes
-TIMEOUT = (10.0, 60.0)
-USER_AGENT = "shadowtest-crowdstrike/0.1.0"
 SEEN_MAX = 200_000
-
-
-class _PollFailed(Exception):
-    """A poll could not complete; ``fatal``: retrying with the same settings cannot help."""
-
-    def __init__(self, reason: str, fatal: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.fatal = fatal
 
 
 class CrowdStrikeSensor(SensorBase):
@@ -155,19 +137,16 @@ class CrowdStrikeSensor(SensorBase):
         self.verify_tls = bool(verify_tls)
         self.node = node
         self.stream = DetectionStream(name)
-        #: complete polls, answers 429 honoured, retries after a 5xx/unreachable (diagnostics)
+        #: complete polls (diagnostics)
         self.polls = 0
-        self.rate_limited = 0
-        self.retried = 0
         self._lock = threading.Lock()
         self._down: str | None = f"{name}: not started"
         self._fatal = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._session: requests.Session | None = None
-        self._auth: OAuth2 | None = None
-        self._alerts: Alerts | None = None
-        self._containers: ContainerDetections | None = None
+        self.client = FalconClient(name, self.base_url, self.client_id, self.client_secret,
+                                   self.member_cid, source, self.filter, self.poll_interval,
+                                   self._stop)
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lost_keys: OrderedDict[tuple[str, float, int], None] = OrderedDict()
         self._floor = 0.0
@@ -204,11 +183,7 @@ class CrowdStrikeSensor(SensorBase):
                 raise SensorError(reason)
         self._stop.clear()
         self._fatal = False
-        self._session = requests.Session()
-        self._auth = OAuth2(client_id=cid.reveal(), client_secret=secret.reveal(),
-                            member_cid=self.member_cid, base_url=self.base_url,
-                            ssl_verify=self.verify_tls, timeout=TIMEOUT, user_agent=USER_AGENT,
-                            session=self._session)
+        self.client.open(cid.reveal(), secret.reveal(), self.verify_tls)
         now = time.time()
         self._floor = now - self.lookback
         self._since = self._floor
@@ -224,15 +199,7 @@ class CrowdStrikeSensor(SensorBase):
         if self._thread is not None:
             self._thread.join(TIMEOUT[0] + TIMEOUT[1])
             self._thread = None
-        auth, self._auth = self._auth, None
-        if auth is not None and auth.token_value and not auth.token_stale:
-            with contextlib.suppress(Exception):
-                auth.logout()
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-        self._alerts = None
-        self._containers = None
+        self.client.close()
         with self._lock:
             self._down = f"{self.name}: stopped"
 
@@ -247,6 +214,21 @@ class CrowdStrikeSensor(SensorBase):
         """A SaaS API cannot be asked for a marker: the watermark closes the window."""
         return None
 
+    def rulepack(self) -> dict[str, Any]:
+        """Falcon's records name its sensor version (``seen``), not a rule-pack version: the
+        configured ``version``."""
+        return reported_pack("crowdstrike", self.version)
+
+    @property
+    def rate_limited(self) -> int:
+        """Answers 429 honoured so far (diagnostics)."""
+        return self.client.rate_limited
+
+    @property
+    def retried(self) -> int:
+        """Retries after a 5xx or an unreachable API so far (diagnostics)."""
+        return self.client.retried
+
     # ------------------------------------------------------------ polling
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_interval):
@@ -257,12 +239,12 @@ class CrowdStrikeSensor(SensorBase):
     def _poll_once(self) -> None:
         to = time.time()
         try:
-            self._ensure_token()
+            self.client.ensure_token()
             if self.source == "alerts":
                 self._poll_alerts(self._since, to)
             else:
                 self._poll_container(self._since, to)
-        except _PollFailed as exc:
+        except PollFailed as exc:
             if not self._stop.is_set():
                 self._set_down(exc.reason)
             if exc.fatal:
@@ -279,21 +261,19 @@ class CrowdStrikeSensor(SensorBase):
         self.stream.advance(to - self.delay)
 
     def _poll_alerts(self, since: float, to: float) -> None:
-        if self._alerts is None:
-            self._alerts = Alerts(auth_object=self._auth)
-        svc = self._alerts
-        what = f"GET {self._api()}/alerts/queries/alerts/v2 (Alerts.query_alerts_v2)"
+        svc = self.client.alerts()
+        what = f"GET {self.client.api()}/alerts/queries/alerts/v2 (Alerts.query_alerts_v2)"
         lower = since
         while True:
             offset = total = 0
             top = lower
             fql = self._fql("created_timestamp", lower, to)
             while not offset or offset + self.limit <= MAX_WINDOW:
-                res = self._request(what, partial(svc.query_alerts_v2, filter=fql, sort=ALERTS_SORT,
+                res = self.client.request(what, partial(svc.query_alerts_v2, filter=fql, sort=ALERTS_SORT,
                                                   limit=self.limit, offset=offset))
-                body = _body(res)
+                body = api.body(res)
                 ids = [str(i) for i in body.get("resources") or [] if i]
-                total = _int(_dig(body, "meta", "pagination", "total"), offset + len(ids))
+                total = integer(dig(body, "meta", "pagination", "total"), offset + len(ids))
                 self._fetch_alerts(svc, [i for i in dict.fromkeys(ids) if i not in self._seen])
                 top = max([top, *(self._seen.get(i, lower) for i in ids)])
                 offset += len(ids)
@@ -306,34 +286,32 @@ class CrowdStrikeSensor(SensorBase):
             lower = top
 
     def _fetch_alerts(self, svc: Alerts, ids: list[str]) -> None:
-        what = f"POST {self._api()}/alerts/entities/alerts/v2 (Alerts.get_alerts_v2)"
+        what = f"POST {self.client.api()}/alerts/entities/alerts/v2 (Alerts.get_alerts_v2)"
         for start in range(0, len(ids), ENTITY_BATCH):
             batch = ids[start:start + ENTITY_BATCH]
-            res = self._request(what, partial(svc.get_alerts_v2, composite_ids=batch), accept=(404,))
-            alerts = [a for a in _body(res).get("resources") or [] if isinstance(a, Mapping)]
-            for alert in sorted(alerts, key=lambda a: _epoch(a.get("created_timestamp")) or 0.0):
+            res = self.client.request(what, partial(svc.get_alerts_v2, composite_ids=batch), accept=(404,))
+            alerts = [a for a in api.body(res).get("resources") or [] if isinstance(a, Mapping)]
+            for alert in sorted(alerts, key=lambda a: epoch(a.get("created_timestamp")) or 0.0):
                 key = str(alert.get("composite_id") or alert.get("id") or "")
                 if key and key not in self._seen:
-                    self._deliver(alert, key, _epoch(alert.get("created_timestamp")) or 0.0)
+                    self._deliver(alert, key, epoch(alert.get("created_timestamp")) or 0.0)
 
     def _poll_container(self, since: float, to: float) -> None:
-        if self._containers is None:
-            self._containers = ContainerDetections(auth_object=self._auth)
-        svc = self._containers
-        what = (f"GET {self._api()}/container-security/combined/runtime-detections/v2 "
+        svc = self.client.containers()
+        what = (f"GET {self.client.api()}/container-security/combined/runtime-detections/v2 "
                 "(ContainerDetections.search_runtime_detections)")
         fql = self._fql("detect_timestamp", since, to)
         offset = 0
         while True:
-            res = self._request(what, partial(svc.search_runtime_detections, filter=fql,
+            res = self.client.request(what, partial(svc.search_runtime_detections, filter=fql,
                                               limit=self.limit, offset=offset))
-            body = _body(res)
+            body = api.body(res)
             items = [d for d in body.get("resources") or [] if isinstance(d, Mapping)]
-            total = _int(_dig(body, "meta", "pagination", "total"), offset + len(items))
-            for item in sorted(items, key=lambda d: _epoch(d.get("detect_timestamp")) or 0.0):
+            total = integer(dig(body, "meta", "pagination", "total"), offset + len(items))
+            for item in sorted(items, key=lambda d: epoch(d.get("detect_timestamp")) or 0.0):
                 key = _container_key(item)
                 if key not in self._seen:
-                    self._deliver(item, key, _epoch(item.get("detect_timestamp")) or 0.0)
+                    self._deliver(item, key, epoch(item.get("detect_timestamp")) or 0.0)
             offset += len(items)
             if not items or offset >= total:
                 return
@@ -368,88 +346,7 @@ class CrowdStrikeSensor(SensorBase):
             fql += "+" + (f"({self.filter})" if _top_level_or(self.filter) else self.filter)
         return fql
 
-    # ------------------------------------------------------------ requests
-    def _api(self) -> str:
-        return self._auth.base_url if self._auth is not None else self.base_url
-
-    def _ensure_token(self) -> None:
-        auth = self._auth
-        if auth is None:
-            raise _PollFailed(f"{self.name}: not started")
-        if auth.token_value and not auth.token_stale:
-            return
-        url = f"{auth.base_url}/oauth2/token"
-        self._request(f"OAuth2 token request to {url}", auth.login, token=True)
-        if not auth.token_value:
-            raise _PollFailed(f"{self.name}: OAuth2 token request to {url} returned no access_token")
-        Secret(auth.token_value, f"{self.name} OAuth2 access token")  # registered for redact()
-
-    def _request(self, what: str, call: Callable[[], Any], *, token: bool = False,
-                 accept: tuple[int, ...] = ()) -> dict[str, Any]:
-        """One FalconPy call, honouring 429 (X-RateLimit-RetryAfter / Retry-After), retrying
-        5xx and connection errors (bounded), re-authenticating once on 401."""
-        failures = rate_waits = 0
-        reauthenticated = False
-        while True:
-            res = _as_dict(call())
-            status = _int(res.get("status_code"), 0)
-            headers = _mapping(res.get("headers"))
-            if (status == 201 if token else 200 <= status < 300) or status in accept:
-                return res
-            message = _error_message(res)
-            if status == 429:
-                rate_waits += 1
-                if rate_waits > MAX_RATE_WAITS:
-                    raise _PollFailed(f"{self.name}: {what} is still rate limited (429) after "
-                                      f"{MAX_RATE_WAITS} waits; lower the poll rate "
-                                      "(poll_interval) or share fewer API clients")
-                self.rate_limited += 1
-                self._pause(_retry_after(headers, self.poll_interval))
-                continue
-            if status == 401 and not token and not reauthenticated and self._auth is not None:
-                reauthenticated = True  # token revoked or expired early: one fresh login
-                self._auth.token_expiration = 0
-                self._ensure_token()
-                continue
-            unreachable = status == 500 and not headers  # FalconPy's result for a requests error
-            if unreachable or status >= 500 or status == 0:
-                failures += 1
-                if failures <= RETRIES:
-                    self.retried += 1
-                    self._pause(BACKOFF * 2 ** (failures - 1))
-                    continue
-                if unreachable or status == 0:
-                    raise _PollFailed(
-                        f"{self.name}: cannot reach {self._api()} ({what}): {message}; check "
-                        "base_url (the API client's cloud), the network and any proxy")
-                raise _PollFailed(f"{self.name}: {what} failed with {status} ({message}) "
-                                  f"{failures} times in a row")
-            raise self._refused(what, status, message, token)
-
-    def _refused(self, what: str, status: int, message: str, token: bool) -> _PollFailed:
-        if token:
-            member = " and member_cid" if self.member_cid else ""
-            return _PollFailed(
-                f"{self.name}: {what} failed with {status} ({message}): check "
-                f"{self.client_id}/{self.client_secret}{member}, and that the API client "
-                f"belongs to the {self.base_url} cloud", fatal=status in (400, 401, 403))
-        if status == 401:
-            return _PollFailed(f"{self.name}: {what} failed with 401 ({message}) even with a fresh "
-                               f"token: check {self.client_id}/{self.client_secret}")
-        if status == 403:
-            scope = "Alerts: Read" if self.source == "alerts" else "a container security read scope"
-            return _PollFailed(f"{self.name}: {what} failed with 403 ({message}): the API client "
-                               f"lacks the {scope} scope; add it to the API client in the Falcon "
-                               "console (API clients and keys)")
-        if status == 400 and self.filter:
-            return _PollFailed(f"{self.name}: {what} refused the query with 400 ({message}): check "
-                               f"filter = {self.filter!r} (FQL)")
-        return _PollFailed(f"{self.name}: {what} failed with {status} ({message})")
-
-    def _pause(self, seconds: float) -> None:
-        if self._stop.wait(min(max(seconds, 0.0), MAX_RATE_WAIT)):
-            raise _PollFailed(f"{self.name}: stopped")
-
+    # ------------------------------------------------------------ state
     def _set_down(self, reason: str) -> None:
         reason = redact(reason)
         with self._lock:
@@ -462,7 +359,7 @@ class CrowdStrikeSensor(SensorBase):
         with self._lock:
             was, self._down = self._down, None
         if was is not None:
-            log.info("%s: polling %s", self.name, self._api())
+            log.info("%s: polling %s", self.name, self.client.api())
 
     # ------------------------------------------------------------ parsing
     def normalise(self, raw: Any) -> Detection | None:
@@ -499,73 +396,6 @@ def _number(value: float, key: str, where: str, minimum: float) -> float:
     return float(value)
 
 
-def _as_dict(res: Any) -> dict[str, Any]:
-    """FalconPy answers a dict (status_code, headers, body) unless pythonic mode is on."""
-    if isinstance(res, dict):
-        return res
-    full = getattr(res, "full_return", None)
-    if isinstance(full, dict):
-        return full
-    return {"status_code": 0, "headers": {}, "body": {"errors": [{"message": repr(res)[:200]}]}}
-
-
-def _body(res: Mapping[str, Any]) -> dict[str, Any]:
-    body = res.get("body")
-    return body if isinstance(body, dict) else {}
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
-
-
-def _int(value: Any, default: int) -> int:
-    if isinstance(value, bool):
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _error_message(res: Mapping[str, Any]) -> str:
-    errors = _body(res).get("errors")
-    if isinstance(errors, list) and errors:
-        first = errors[0]
-        text = str(first.get("message") if isinstance(first, Mapping) else first)
-    else:
-        text = "no error message"
-    return redact(" ".join(text.split()))[:300]
-
-
-def _header(headers: Mapping[str, Any], name: str) -> str | None:
-    for key, value in headers.items():
-        if str(key).lower() == name.lower():
-            return str(value)
-    return None
-
-
-def _retry_after(headers: Mapping[str, Any], default: float) -> float:
-    """Seconds to wait: CrowdStrike's ``X-RateLimit-RetryAfter`` (epoch seconds), else a
-    standard ``Retry-After`` (seconds or an HTTP date), else ``default``."""
-    now = time.time()
-    value = _header(headers, "X-RateLimit-RetryAfter")
-    if value is not None:
-        with contextlib.suppress(ValueError):
-            at = float(value)
-            return max(0.0, at - now) if at > 1e9 else max(0.0, at)
-    value = _header(headers, "Retry-After")
-    if value is not None:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(value))
-        with contextlib.suppress(TypeError, ValueError, IndexError):
-            return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    return default
-
-
 def _iso(ts: float, up: bool = False) -> str:
     """Epoch seconds -> FQL's ISO 8601 in ms, rounded down (a lower bound) or ``up`` (an
     upper bound: the query must cover everything up to ``ts``)."""
@@ -574,10 +404,10 @@ def _iso(ts: float, up: bool = False) -> str:
 
 
 def _container_key(item: Mapping[str, Any]) -> str:
-    ident = _text(item, "detection_id", "id", "composite_id")
+    ident = first_text(item, "detection_id", "id", "composite_id")
     if ident:
         return ident
-    parts = (_text(item, "container_id"), _text(item, "detect_timestamp"), _text(item, "name"))
+    parts = (first_text(item, "container_id"), first_text(item, "detect_timestamp"), first_text(item, "name"))
     return "|".join(p or "" for p in parts)
 
 

@@ -1,5 +1,6 @@
 """Normalising CrowdStrike Falcon records: an alert (Alerts API v2) or a container runtime
-detection to a Detection. Pure functions; the transport lives in ``crowdstrike.py``."""
+detection to a Detection. Pure functions; the API client lives in ``api.py``, the poller in
+the package's sensor (``__init__.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from harness.core.detection import Detection
 from harness.core.mitre import TECHNIQUE_ID
+from harness.sensors.rulepack import SEEN
 
 PID_MAX = 1 << 22  # Falcon's process_id is a cloud-wide id; a Linux pid is at most 2^22
 
@@ -21,11 +23,11 @@ def normalise_falcon(raw: Any, sensor: str) -> Detection | None:
     stamped on delivery); None when it is not a mapping or carries nothing to name it by."""
     if not isinstance(raw, Mapping):
         return None
-    device = _mapping(raw.get("device"))
-    parent = _mapping(raw.get("parent_details"))
-    grandparent = _mapping(raw.get("grandparent_details"))
-    rule = _text(raw, "name", "display_name", "pattern_id", "detection_name")
-    ident = _text(raw, "composite_id", "detection_id", "id")
+    device = mapping(raw.get("device"))
+    parent = mapping(raw.get("parent_details"))
+    grandparent = mapping(raw.get("grandparent_details"))
+    rule = first_text(raw, "name", "display_name", "pattern_id", "detection_name")
+    ident = first_text(raw, "composite_id", "detection_id", "id")
     if rule is None and ident is None:
         return None
     severity, sev_raw = _severity(raw)
@@ -33,14 +35,14 @@ def normalise_falcon(raw: Any, sensor: str) -> Detection | None:
     if pid is None:
         pid = _pid(raw.get("process_id"))
     names = tuple(dict.fromkeys(
-        v for v in (_text(raw, "cmdline"), _text(raw, "command_line"), _text(raw, "filepath"),
-                    _text(raw, "file_path"), _text(raw, "filename"), _text(raw, "file_name"),
-                    _text(raw, "pod_name"), _text(parent, "cmdline"),
-                    _text(grandparent, "cmdline")) if v))
+        v for v in (first_text(raw, "cmdline"), first_text(raw, "command_line"), first_text(raw, "filepath"),
+                    first_text(raw, "file_path"), first_text(raw, "filename"), first_text(raw, "file_name"),
+                    first_text(raw, "pod_name"), first_text(parent, "cmdline"),
+                    first_text(grandparent, "cmdline")) if v))
     ppid = _pid(parent.get("local_process_id"))
     gpid = _pid(grandparent.get("local_process_id"))
     ancestors = (gpid,) if gpid is not None and gpid not in (pid, ppid) else ()
-    observed = next((t for t in (_epoch(raw.get(k)) for k in (
+    observed = next((t for t in (epoch(raw.get(k)) for k in (
         "timestamp", "created_timestamp", "detect_timestamp")) if t is not None), 0.0)
     fields: dict[str, Any] = {k: raw[k] for k in _KEEP if raw.get(k) is not None}
     if sev_raw is not None:
@@ -49,14 +51,20 @@ def normalise_falcon(raw: Any, sensor: str) -> Detection | None:
         fields["device_hostname"] = device.get("hostname")
     if device.get("device_id") is not None:
         fields["device_id"] = device.get("device_id")
-    if hint := _ancestry_hint(pid, ppid, ancestors, _text(raw, "container_id")):
+    if hint := _ancestry_hint(pid, ppid, ancestors, first_text(raw, "container_id")):
         fields["correlation_hint"] = hint
+    seen = [f"{key}:{raw[key]}" for key in ("agent_version", "sensor_version") if raw.get(key)]
+    if device.get("agent_version"):
+        seen.append(f"agent_version:{device['agent_version']}")
+    if seen:  # what it reports about the rules (sensor) that produced it
+        fields[SEEN] = tuple(seen)
     return Detection(
         sensor=sensor, rule=rule or str(ident), technique=_techniques(raw),
         severity=severity,
-        node=_text(raw, "hostname") or _text(device, "hostname") or _text(raw, "computer_name"),
-        container_id=_text(raw, "container_id"), pid=pid, ppid=ppid, ancestors=ancestors,
-        comm=_text(raw, "filename", "file_name"), names=names, observed_at=observed,
+        node=(first_text(raw, "hostname") or first_text(device, "hostname")
+              or first_text(raw, "computer_name")),
+        container_id=first_text(raw, "container_id"), pid=pid, ppid=ppid, ancestors=ancestors,
+        comm=first_text(raw, "filename", "file_name"), names=names, observed_at=observed,
         fields=fields, raw=dict(raw),
     )
 
@@ -92,12 +100,13 @@ def _ancestry_hint(pid: int | None, ppid: int | None, ancestors: tuple[int, ...]
     return None
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
+def mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one."""
     return value if isinstance(value, Mapping) else {}
 
 
 
-def _epoch(value: Any) -> float | None:
+def epoch(value: Any) -> float | None:
     """ISO 8601 (Falcon's ``2024-05-01T12:00:00.123456789Z``) or epoch s/ms/us/ns -> epoch s."""
     if value is None or isinstance(value, bool):
         return None
@@ -124,7 +133,8 @@ def _epoch(value: Any) -> float | None:
     return number
 
 
-def _text(data: Mapping[str, Any], *keys: str) -> str | None:
+def first_text(data: Mapping[str, Any], *keys: str) -> str | None:
+    """The first of ``keys`` whose value is a non-empty scalar, as stripped text."""
     for key in keys:
         value = data.get(key)
         if value is None or isinstance(value, Mapping | list | tuple):
