@@ -33,7 +33,10 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: this file also runs standalone on remote nodes
+    from harness.nodes.shell import NodeShell
 
 #: systemd scope prefixes that name a container: <prefix>-<id>.scope
 SCOPE_PREFIXES = ("docker", "cri-containerd", "crio", "libpod")
@@ -140,9 +143,9 @@ def node_scan_code() -> str:
     )
 
 
-def node_cgroup2_root(shell: Any) -> str:
-    """The cgroup2 root of the node behind ``shell`` (a ``harness.nodes.shell.NodeShell``):
-    the node probe's ``cgroup2_root()``, run there ('' when the node has none)."""
+def node_cgroup2_root(shell: NodeShell) -> str:
+    """The cgroup2 root of the node behind ``shell``: the node probe's ``cgroup2_root()``
+    (the one place that decides it), run there ('' when the node has none)."""
     if not shell.remote:
         from harness.nodes.remote.nodeprobe import cgroup2_root
 
