@@ -25,14 +25,8 @@ from harness.core.correlate import correlate
 from harness.core.errors import ConfigError
 from harness.core.run import Run
 from harness.sensors.base import build_sensor
-from harness.sensors.sysdig import (
-    MAX_TIMEFRAME_NS,
-    SysdigSensor,
-    mitre_tactics,
-    mitre_techniques,
-    retry_after,
-    split_timeframe,
-)
+from harness.sensors.sysdig import MAX_TIMEFRAME_NS, SysdigSensor, retry_after, split_timeframe
+from harness.sensors.sysdig_events import mitre_tactics, mitre_techniques
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sysdig"
 

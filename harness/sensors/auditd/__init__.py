@@ -10,18 +10,11 @@ ancestors.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib.resources import files
 from itertools import count
 from pathlib import Path
@@ -32,22 +25,28 @@ from harness.core.errors import SensorError
 from harness.core.health import Health
 from harness.core.mitre import TECHNIQUE_ID
 from harness.nodes.process import pid_alive, spawn, stop
-from harness.nodes.reaper import deferred_signals, spawn_detached, stop_detached
+from harness.nodes.reaper import deferred_signals, spawn_detached
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
 from harness.sensors.auditd.auditlog import AuditEvent, AuditLogParser
+from harness.sensors.auditd.daemon import (
+    REGISTER_TIMEOUT,
+    SETTINGS,
+    STATE,
+    STOP_TIMEOUT,
+    Shared,
+    audit_status,
+    auditctl,
+    delete_form,
+    ours_running,
+    read_rules,
+    release,
+    restore_settings,
+)
 from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.rulepack import files_pack
 from harness.sensors.streams import FileTail, LineReader
 
-STATE = Path("/run/shadowtest/auditd")
 SYNC_PREFIX = "shadowtest-sync "
-#: the kernel audit settings a started daemon changes and its release restores
-SETTINGS = {"enabled": "-e", "backlog_limit": "-b", "failure": "-f", "rate_limit": "-r"}
-#: generous bounds on waits that end on a real condition (the daemon registered / exited)
-REGISTER_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
-
-
 def render_conf(log: Path) -> str:
     """The shipped auditd.conf with ``log_file`` pointing at ``log`` (auditd 3.0.9 needs
     ``key = value`` with spaces, space_left > admin_space_left, and freq > 0)."""
@@ -61,85 +60,6 @@ def rules_path() -> Path:
     return Path(str(files("harness").joinpath("sensors/auditd/auditd.rules")))
 
 
-def read_rules(path: Path) -> list[list[str]]:
-    """auditctl argument lists, one per non-comment line."""
-    out: list[list[str]] = []
-    for raw in path.read_text("utf-8").splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            out.append(shlex.split(line))
-    return out
-
-
-def delete_form(rule: list[str]) -> list[str]:
-    """``-a always,exit ...`` -> ``-d always,exit ...``; ``-w PATH ...`` -> ``-W PATH ...``."""
-    flip = {"-a": "-d", "-A": "-d", "-w": "-W"}
-    return [flip.get(rule[0], rule[0]), *rule[1:]]
-
-
-def audit_status(shell: NodeShell | None = None) -> dict[str, int]:
-    """``auditctl -s`` as numbers (enabled, pid, lost, backlog_limit, ...)."""
-    out = (shell.run(["auditctl", "-s"]) if shell is not None else subprocess.run(
-        ["auditctl", "-s"], capture_output=True, text=True, check=False)).stdout
-    status: dict[str, int] = {}
-    for line in out.splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            status[key] = int(value.split()[0])
-    return status
-
-
-def auditctl(*args: str, shell: NodeShell | None = None) -> subprocess.CompletedProcess[str]:
-    if shell is not None:
-        return shell.run(["auditctl", *args])
-    return subprocess.run(["auditctl", *args], capture_output=True, text=True, check=False)
-
-
-@dataclass
-class _Shared:
-    """The node-wide audit daemon state, kept in files under STATE (guarded by a lock)."""
-
-    root: Path
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "lock").open("w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    @property
-    def users(self) -> Path:
-        return self.root / "users"
-
-    def live_users(self) -> list[int]:
-        self.users.mkdir(parents=True, exist_ok=True)
-        alive = []
-        for f in self.users.iterdir():
-            pid = int(f.name) if f.name.isdigit() else 0
-            if pid and pid_alive(pid):
-                alive.append(pid)
-            else:
-                f.unlink(missing_ok=True)
-        return alive
-
-    def state(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((self.root / "state.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data
-
-    def save(self, state: dict[str, Any]) -> None:
-        (self.root / "state.json").write_text(json.dumps(state))
-
-    def clear(self) -> None:
-        (self.root / "state.json").unlink(missing_ok=True)
-
-
 class AuditdSensor(SensorBase):
     """auditd started (or attached to) by the harness; its raw log tailed and parsed."""
 
@@ -150,7 +70,7 @@ class AuditdSensor(SensorBase):
                  node: str | None = None, state_dir: str | None = None) -> None:
         self.name = name
         self.attach = attach
-        self.shared = _Shared(Path(state_dir) if state_dir else STATE)
+        self.shared = Shared(Path(state_dir) if state_dir else STATE)
         self.log = Path(log) if log else (
             Path("/var/log/audit/audit.log") if attach else self.shared.root / "audit.log")
         self.rules_file = Path(rules) if rules else rules_path()
@@ -203,7 +123,7 @@ class AuditdSensor(SensorBase):
                 # restored and the next originals are the real ones
                 release(self.shared, self.rules)
                 state = {}
-            if not self.attach and not (users or _ours_running(state)):
+            if not self.attach and not (users or ours_running(state)):
                 state = self._start_daemon()
             if not self.attach:
                 self._daemon_pid = int(state["pid"])
@@ -378,91 +298,6 @@ class AuditdSensor(SensorBase):
         )
 
 
-def release(shared: _Shared, rules: list[list[str]], stop_daemon: bool = True) -> bool:
-    """With the lock held: when no shadowtest process uses the shared daemon any more,
-    delete exactly our rules, stop the daemon we started by pid and restore the kernel's
-    audit settings as they were before it started — also when the daemon died first.
-    True when released (or nothing was left to release)."""
-    if shared.live_users():
-        return False
-    for rule in rules:
-        auditctl(*delete_form(rule))
-    state = shared.state()
-    if stop_daemon and state:
-        pid = _daemon_pid(state)
-        if pid:
-            _stop_pid(pid)
-        restore_settings(state)
-    shared.clear()
-    watchdog = state.get("watchdog") or (0, "")
-    stop_detached(int(watchdog[0]), str(watchdog[1]))  # not when it is the caller
-    return True
-
-
-def restore_settings(saved: dict[str, Any]) -> None:
-    """Put the kernel's audit settings back as ``saved`` recorded them (enabled, backlog
-    limit, failure mode, rate limit), each only when it differs."""
-    now = audit_status()
-    for key, flag in SETTINGS.items():
-        if key in saved and now.get(key) != int(saved[key]):
-            auditctl(flag, str(int(saved[key])))
-
-
-def _daemon_pid(state: dict[str, Any]) -> int | None:
-    """The shared daemon's pid when it still runs: the recorded one, or — when the
-    starter was killed between starting it and recording its pid — the registered audit
-    daemon if it runs with our config directory."""
-    pid = int(state.get("pid") or 0)
-    if pid and pid_alive(pid):
-        return pid
-    registered = int(audit_status().get("pid") or 0)
-    conf = state.get("conf")
-    if registered and conf and pid_alive(registered):
-        try:
-            argv = Path(f"/proc/{registered}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        if conf.encode() in argv:
-            return registered
-    return None
-
-
-def reap(state_dir: Path, rules_file: Path, backstop: float = 60.0) -> None:
-    """The shared daemon's watchdog (``python -m harness.sensors.auditd STATE RULES``),
-    started with it: once every user is gone — even killed with SIGKILL, which runs no
-    cleanup — release the daemon, its rules and the kernel's audit settings. It sleeps on
-    the users' pidfds (woken by an exit, not a polling period); whoever releases first
-    stops it by pid; it exits when the state is cleared."""
-    shared = _Shared(state_dir)
-    rules = read_rules(rules_file)
-    while True:
-        with shared.locked():
-            if not shared.state() or release(shared, rules):
-                return
-            users = shared.live_users()
-        _wait_for_an_exit(users, backstop)
-
-
-def _wait_for_an_exit(pids: list[int], timeout: float) -> None:
-    """Until one of ``pids`` exits (a pidfd is readable then), at most ``timeout``."""
-    import select
-
-    fds: list[int] = []
-    try:
-        for pid in pids:
-            try:
-                fds.append(os.pidfd_open(pid))
-            except ProcessLookupError:
-                return  # gone already
-            except OSError:  # no pidfd (old kernel): a period instead
-                time.sleep(1.0)
-                return
-        select.select(fds, [], [], timeout)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 class RemoteDaemon:
     """auditd on a remote node (a VM of the kernel matrix): started there with the shipped
     config, rules loaded with ``auditctl -R``, its log followed with ``tail -F`` over the
@@ -567,22 +402,4 @@ def _with_ancestors(det: Detection, tree: dict[int, int], depth: int = 8) -> Det
     return replace(det, ancestors=tuple(chain))
 
 
-def _ours_running(state: dict[str, Any]) -> bool:
-    pid = int(state.get("pid") or 0)
-    return bool(pid) and pid_alive(pid) and audit_status().get("pid") == pid
-
-
-def _stop_pid(pid: int) -> None:
-    """SIGTERM the daemon by pid, wait for it to exit (generously: it flushes its log on a
-    busy machine), then SIGKILL and wait again: it is gone when this returns."""
-    for sig, grace in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-        if not pid_alive(pid):
-            return
-
+__all__ = ["STATE", "SYNC_PREFIX", "AuditdSensor", "RemoteDaemon", "render_conf", "rules_path"]

@@ -3,6 +3,6 @@
 import sys
 from pathlib import Path
 
-from harness.sensors.auditd import reap
+from harness.sensors.auditd.daemon import reap
 
 reap(Path(sys.argv[1]), Path(sys.argv[2]))
