@@ -211,13 +211,9 @@ class BpftraceSensor(SensorBase):
         past this point once its marker line is read."""
         token = next(self._tokens) & 0xFFFFF
         self._markers[token] = set()
-        if self.shell.remote:
-            marker = getattr(self.shell, "getpgid_every_cpu", None)
-            if callable(marker):
-                marker(MARKER_BASE + token)
-                return str(token)
-            res = self.shell.run(["python3", "-S", "-c", MARKER_CODE, str(MARKER_BASE + token)])
-            return str(token) if res.returncode == 0 else None
+        if self.shell.remote:  # the node's own CPUs (the SSH control runner does it there)
+            self.shell.getpgid_every_cpu(MARKER_BASE + token)
+            return str(token)
         getpgid_every_cpu(MARKER_BASE + token)
         return str(token)
 
@@ -331,11 +327,6 @@ class BpftraceSensor(SensorBase):
             return {}
 
 
-#: run on a remote node: getpgid(N) once on every CPU it may use (the sync marker)
-MARKER_CODE = (
-    "import os,sys\nn=int(sys.argv[1]);b=os.sched_getaffinity(0)\nfor c in sorted(b):\n"
-    "    os.sched_setaffinity(0,{c})\n    try: os.getpgid(n)\n    except OSError: pass\n"
-)
 def _observed_at(raw: dict[str, Any], offset: float) -> float:
     """bpftrace's own wall clock (``wall_ns``, microsecond precision) when it printed one,
     else the monotonic ``ts_ns`` shifted by the harness's clock offset."""

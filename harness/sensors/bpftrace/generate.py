@@ -17,6 +17,16 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path as FilePath
 
+from harness.sensors.bpftrace.header import (
+    COMMAND,
+    FIXED,
+    NOTES,
+    PREAMBLE,
+    comment,
+    rule_table,
+    rules_markdown,
+    wrap,
+)
 from harness.sensors.bpftrace.rules import (
     HOOKS,
     INIT_PIDNS,
@@ -38,12 +48,10 @@ from harness.sensors.bpftrace.rules import (
     Predicate,
     Raw,
     Rule,
-    hook,
     module_rules,
 )
 
 HERE = FilePath(__file__).resolve().parent
-COMMAND = "python -m harness.sensors.bpftrace.generate"
 BASENAME_SCAN = 64  # bytes of the path searched for its last '/' (BPFTRACE_STRLEN)
 _BANNER_WIDTH = 77
 
@@ -341,7 +349,7 @@ def printf(hook: Hook, rule: Rule) -> list[str]:
 
 def probe(hook: Hook, rules: Sequence[Rule]) -> list[str]:
     """One probe on ``hook`` holding all of ``rules``."""
-    out = _wrap(f"/* {hook.name}: " + ", ".join(r.name for r in rules) + " */", 88)
+    out = wrap(f"/* {hook.name}: " + ", ".join(r.name for r in rules) + " */", 88)
     out += [_probe_name(hook), "{"]
     body = _shared(hook, rules)
     if len(rules) == 1:
@@ -356,17 +364,6 @@ def probe(hook: Hook, rules: Sequence[Rule]) -> list[str]:
             body += [*_indent(printf(hook, rule), 2), "\t}"]
         body += ["}"]
     return out + _indent(body, 1) + ["}"]
-
-
-def _wrap(text: str, width: int, indent: str = " * ") -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = indent + word
-        else:
-            line = f"{line} {word}" if line else word
-    return [*lines, line]
 
 
 # ------------------------------------------------------------------ programs
@@ -386,129 +383,12 @@ def _probes(rules: Sequence[Rule]) -> Iterator[str]:
         yield from ["", *probe(h, mine)]
 
 
-def rule_table(rules: Sequence[Rule]) -> list[str]:
-    """The header table: rule, technique, severity, what it matches (+ its fields)."""
-    out = [f"{'rule':<26}{'technique':<11}{'sev':<8}trigger (+ fields)"]
-    for r in rules:
-        hooks = ",".join(r.hooks)
-        text = f"{r.summary} [{hooks}] (+{','.join(f.name for f in r.emits)})"
-        lines, line = [], ""
-        for word in text.split():
-            if line and len(line) + 1 + len(word) > 46:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}" if line else word
-        lines.append(line)
-        out.append(f"{r.name:<26}{r.technique:<11}{r.severity:<8}{lines[0]}")
-        out += [" " * 45 + rest for rest in lines[1:]]
-    return out
-
-
-PREAMBLE = """\
-shadowtest-rulepack: {version}
-
-GENERATED from harness/sensors/bpftrace/rules.py by
-  {command}
-Edit the table, not this file (a unit test fails when this file is stale).
-
-shadowtest reference eBPF sensor (bpftrace 0.17, tracepoints + BTF/CO-RE
-reads of curtask only: no kprobes, fentry, lsm or rawtracepoint probes).
-Every detection printf has the same header (the fields below) followed by
-its rule's fields.  One probe per hook: each rule's condition sets a bit of
-$hit, and the ancestor walk and the printfs run only when a bit is set.
-
-Invocation (fixed):
-  bpftrace -B none -f json harness/sensors/bpftrace/sensor.bt
-Every printf emits exactly ONE JSON object followed by "\\n"; with -f json
-bpftrace wraps it as {{"type": "printf", "data": "<object>\\n"}}.  Perf-buffer
-loss appears as {{"type": "lost_events", "data": {{"events": N}}}}.
-
-Payloads:
-  {{"kind":"ready","version":"{version}","ts_ns":N}}             (BEGIN; version = rule pack)
-  {{"kind":"heartbeat","ts_ns":N}}                       (every 1 s)
-  {{"kind":"marker","token":N,"cpu":N,"ts_ns":N}}       (getpgid(0x5ad00000+token))
-  {{"kind":"detection","rule":R,"technique":T,"severity":S,"pid":N,"tid":N,
-   "ppid":N,"ancestors":[6 x N],"comm":"...","cgroup":N,"pidns":N,"mntns":N,
-   "uid":N,"ts_ns":N,"wall_ns":N, <rule fields>}}
-
-Rules (rule pack {version}; "container" = the caller is outside the initial pid
-namespace, inum {init_pidns} = PROC_PID_INIT_INO):
-"""
-
-NOTES = """\
-
-Field notes:
-  - pid/tid/ppid/ancestors are host (initial pid namespace) ids.  ancestors
-    = [grandparent, great-grandparent, ...] exactly 6 entries; past init the
-    chain reaches swapper (tgid 0), so trailing entries are 0.
-  - pidns is the task's ACTIVE pid namespace inum
-    (task->thread_pid->numbers[level].ns->ns.inum).  bpftrace 0.17 refuses to
-    index the flexible array numbers[], so the upid is addressed as
-    thread_pid + sizeof(struct pid) + level * sizeof(struct upid)
-    (numbers[] is the last member and both structs are 8-byte aligned).
-  - mntns = curtask->nsproxy->mnt_ns->ns.inum; cgroup = cgroup v2 id builtin.
-  - ts_ns = nsecs (CLOCK_MONOTONIC, bpf_ktime_get_ns).
-  - wall_ns: 0.17 has no wall-clock builtin; strftime("%s%f", ts) is
-    resolved in user space from the captured ts plus the boot-time offset
-    bpftrace measured at start, so wall_ns has MICROSECOND precision (the
-    last three digits are always 000) and drifts if the machine suspends
-    while bpftrace runs.
-  - path matches compare the caller's memory as little-endian 8-byte words
-    (string literals and str() cost 64 bytes of the 512-byte BPF stack
-    each); basename matches (release_agent, core_pattern, ld.so.preload, mem,
-    environ) first scan the user string for its last '/' (at most 64 bytes,
-    BPFTRACE_STRLEN), once per probe.
-
-LIMITATIONS (accepted; the harness counts undecodable lines as malformed):
-  - bpftrace printf does NOT JSON-escape %s arguments.  A comm or path
-    containing '"', '\\' or control characters yields an invalid inner JSON
-    object.  Normal names are fine.
-  - Strings are capped at BPFTRACE_STRLEN (64 bytes by default in 0.17, so
-    paths longer than 63 bytes are truncated; a truncation may split a
-    multi-byte UTF-8 character).  Path matches are on the literal argument:
-    relative paths (openat with a dirfd or cwd), non-canonical spellings
-    ("//etc/x", "/./etc/x", symlinks) are missed.  The sensitive-path and
-    basename rules watch openat only (what glibc uses); open, openat2 and
-    creat feed etc-file-create only.  fchmod (by fd) and fchmodat2 are not
-    watched.
-  - Syscall-entry tracepoints: a detection means the call was attempted, not
-    that it succeeded (e.g. O_CREAT of a non-existent directory still fires).
-  - The package-manager exclusion of etc-file-create is by comm (dpkg, apt,
-    apt-get, rpm, dnf, yum), which any process can take: it mirrors Falco's
-    "Write below etc" exceptions and is as spoofable.
-"""
-
-FIXED = """\
-BEGIN
-{{
-\tprintf("{{\\"kind\\":\\"ready\\",\\"version\\":\\"{version}\\",\\"ts_ns\\":%llu}}\\n", nsecs);
-}}
-
-interval:s:1
-{{
-\tprintf("{{\\"kind\\":\\"heartbeat\\",\\"ts_ns\\":%llu}}\\n", nsecs);
-}}
-
-/* Sync markers: getpgid(pid) with pid in [0x5ad00000, 0x5adfffff]. */
-tracepoint:syscalls:sys_enter_getpgid
-/ args->pid >= 0x5ad00000 && args->pid <= 0x5adfffff /
-{{
-\tprintf("{{\\"kind\\":\\"marker\\",\\"token\\":%d,\\"cpu\\":%d,\\"ts_ns\\":%llu}}\\n",
-\t       args->pid - 0x5ad00000, cpu, nsecs);
-}}"""
-
-
-def _comment(lines: Sequence[str]) -> str:
-    return "/*\n" + "".join(f" * {line}".rstrip() + "\n" for line in lines) + " */\n"
-
-
 def sensor_program() -> str:
     """sensor.bt: the base rule pack (no optional module's rules)."""
     rules = module_rules("")
     head = PREAMBLE.format(version=VERSION, command=COMMAND, init_pidns=INIT_PIDNS)
     lines = [*head.splitlines(), *("  " + x for x in rule_table(rules)), *NOTES.splitlines()]
-    return (_comment(lines) + "\n" + FIXED.format(version=VERSION) + "\n"
+    return (comment(lines) + "\n" + FIXED.format(version=VERSION) + "\n"
             + "\n".join(_probes(rules)) + "\n")
 
 
@@ -522,36 +402,7 @@ def module_program(module: str) -> str:
              "GENERATED from harness/sensors/bpftrace/rules.py by",
              f"  {COMMAND}",
              "", *rule_table(rules)]
-    return _comment(lines) + "\n".join(_probes(rules)) + "\n"
-
-
-def rules_markdown() -> str:
-    """RULES.md: the rule table for the docs."""
-    out = ["# Rules of the bundled bpftrace sensor", "",
-           f"Rule pack {VERSION}. Generated by `{COMMAND}` from",
-           "`harness/sensors/bpftrace/rules.py` (do not edit by hand).", "",
-           "| rule | technique | severity | hook | matches | fields | program |",
-           "|---|---|---|---|---|---|---|"]
-    for r in RULES:
-        hooks = ", ".join(_hook_doc(hook(h)) for h in r.hooks)
-        fields = ", ".join(f"`{f.name}`" for f in r.emits)
-        where = f"sensor-{r.module}.bt" if r.module else "sensor.bt"
-        out.append(f"| `{r.name}` | {r.technique} | {r.severity} | {hooks} | "
-                   f"{_cell(r.summary)} | {fields} | {where} |")
-    raws = [(r.name, p.describe) for r in RULES for p in r.when if isinstance(p, Raw)]
-    out += ["", "Conditions that are not table data (raw bpftrace in the table):", ""]
-    out += [f"- `{name}`: {text}" for name, text in raws]
-    return "\n".join(out) + "\n"
-
-
-def _hook_doc(h: Hook) -> str:
-    if h.kind == "syscall":
-        return f"`{h.event}()`"
-    return f"`{h.event}` ({h.kind})"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    return comment(lines) + "\n".join(_probes(rules)) + "\n"
 
 
 def outputs() -> dict[FilePath, str]:
