@@ -25,6 +25,7 @@ import msgspec
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError
 from harness.core.health import Health
+from harness.nodes.process import getpgid_every_cpu
 from harness.sensors.falco_alerts import (
     DROP_RULE,
     METRICS_RULE,
@@ -35,7 +36,6 @@ from harness.sensors.falco_alerts import (
 )
 from harness.sensors.falco_loss import LossLedger
 from harness.sensors.jsonlines import JsonLinesSensor, decode_json
-from harness.sensors.marker import getpgid_every_cpu
 from harness.sensors.rulepack import empty, file_entry, files_pack, oci_pack
 from harness.sensors.streams import HttpReceiver
 

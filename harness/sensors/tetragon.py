@@ -35,12 +35,12 @@ import msgspec
 
 from harness.core.detection import Detection
 from harness.core.errors import ConfigError
+from harness.nodes.process import getpgid_every_cpu
 from harness.sensors.fields import integer as _int
 from harness.sensors.fields import obj as _dict
 from harness.sensors.fields import text as _str
 from harness.sensors.fields import unique as _unique
 from harness.sensors.jsonlines import JsonLinesSensor
-from harness.sensors.marker import getpgid_every_cpu
 from harness.sensors.rulepack import empty, files_pack
 from harness.sensors.tetragon_events import (
     ANCESTRY_HINT,

@@ -28,11 +28,11 @@ from harness.core.detection import Detection
 from harness.core.errors import SensorError
 from harness.core.health import Health
 from harness.nodes import cgroups
+from harness.nodes.process import getpgid_every_cpu
 from harness.nodes.reaper import deferred_signals
 from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
 from harness.sensors.base import DetectionStream, SensorBase
-from harness.sensors.marker import getpgid_every_cpu
 from harness.sensors.rulepack import files_pack
 from harness.sensors.streams import FileTail, LineReader
 
