@@ -88,9 +88,6 @@ PROBE_ALLOWED: dict[tuple[str, str, str], str] = {
         "the kubernetes client's untyped WSClient: its websocket (`sock`) is gone once closed",
     ("harness.targets.kubestream", "getattr(ws, 'sock', None)", "shutdown"):
         "websocket-client's WebSocket: `shutdown` exists only in releases that have it",
-    ("harness.sensors.crowdstrike", "res", "full_return"):
-        "FalconPy answers a dict, or in its optional pythonic mode a Result whose "
-        "`full_return` is that dict",
 }
 
 
