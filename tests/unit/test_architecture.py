@@ -77,17 +77,6 @@ PROBE_ALLOWED: dict[tuple[str, str, str], str] = {
         "pytest-xdist's --dist option exists only when the optional xdist plugin is installed",
     ("harness.pytest.allure", "config.option", "allure_report_dir"):
         "allure-pytest's option exists only when the optional allure-pytest is installed",
-    ("harness.targets.kubestream", "self._ws", "subprotocol"):
-        "the kubernetes client's untyped WSClient has `subprotocol` only in releases that "
-        "speak the v5 channel protocol",
-    ("harness.targets.kubestream", "self._ws", "sock"):
-        "the kubernetes client's untyped WSClient: its websocket (`sock`) is gone once closed",
-    ("harness.targets.kubestream", "getattr(self._ws, 'sock', None)", "sock"):
-        "websocket-client's WebSocket: its socket (`sock`) is None once closed",
-    ("harness.targets.kubestream", "ws", "sock"):
-        "the kubernetes client's untyped WSClient: its websocket (`sock`) is gone once closed",
-    ("harness.targets.kubestream", "getattr(ws, 'sock', None)", "shutdown"):
-        "websocket-client's WebSocket: `shutdown` exists only in releases that have it",
 }
 
 
