@@ -68,7 +68,7 @@ def instrumented() -> list[tuple[Any, str, str | Callable[..., str]]]:
         (AuditdSensor, "_start_daemon", "auditd_register"),
         (AuditdSensor, "_load_rules", "auditd_rules"),
         (Subscription, "wait", lambda self, *a, **k: f"wait:{self.stream.sensor}"),
-        (hs.ShadowtestSession, "facts", "facts"),
+        (hs.ScenarioRunner, "facts", "facts"),
         (hs, "execute", "execute"),
     ]
     return steps
