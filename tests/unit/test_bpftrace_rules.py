@@ -3,7 +3,8 @@
 programs did.
 
 rulepack2-handwritten.json = every detection printf (probe, rule, format) and every
-path-word constant of the hand-written sensor.bt and sensor-kprobes.bt (commit a822713).
+path-word constant of the hand-written sensor.bt and sensor-kprobes.bt, and every
+detection printf of the hand-written enforce.bt (commit a822713).
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ def test_every_detection_line_of_rule_pack_2_is_printed_by_the_same_probe() -> N
     assert new == old
 
 
+def test_enforce_program_prints_enforce_1s_lines_and_acts_in_scope_only() -> None:
+    old = sorted((d["probe"], d["format"]) for d in OLD["enforce_detections"])
+    text = gen.enforce_program()
+    assert sorted(_detections(text)) == old
+    for probe in text.split("\ntracepoint:")[1:]:
+        if "detection" in probe:  # the scope is decided before the kill, in every probe
+            assert probe.index("if ($scoped") < probe.index('signal("KILL");')
+    assert "shadowtest-enforce: 1" in text.split("*/", 1)[0]
+
+
 def test_rule_technique_pairs_are_rule_pack_2s() -> None:
     old = {(d["rule"], json.loads(re.sub(r"%\w+", "0", d["format"].replace("\\n", "")).replace(
         '"0"', '""'))["technique"]) for d in OLD["detections"]}
@@ -116,7 +127,7 @@ def test_rules_name_known_techniques_and_existing_hooks() -> None:
 def test_optional_modules_are_the_sensors_modules() -> None:
     assert {r.module for r in RULES} - {""} == set(MODULES)
     assert {name for name, _ in MODULES.values()} == {
-        p.name for p in gen.outputs() if p.suffix == ".bt"} - {"sensor.bt"}
+        p.name for p in gen.outputs() if p.suffix == ".bt"} - {"sensor.bt", "enforce.bt"}
 
 
 def _word_match(path: str, match: PathMatch) -> bool:
@@ -156,10 +167,13 @@ def test_word_compares_mean_prefix_exact_and_basename(path: str) -> None:
                     reason="needs bpftrace and root (it compiles against this kernel's BTF)")
 def test_generated_programs_compile_within_the_bpf_stack_limit(tmp_path: Path) -> None:
     """bpftrace's LLVM refuses a probe whose stack passes 512 bytes (the openat probe
-    holds 12 rules): compile sensor.bt plus its modules as the sensor loads them."""
+    holds 12 rules): compile sensor.bt plus its modules as the sensor loads them, and
+    enforce.bt."""
     program = tmp_path / "sensor.bt"
     program.write_text(_generated())
-    res = subprocess.run(["bpftrace", "--emit-elf", str(tmp_path / "sensor.o"), str(program)],
-                         capture_output=True, text=True, timeout=300, check=False)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "stack limit" not in res.stderr
+    for argv in (["bpftrace", "--emit-elf", str(tmp_path / "sensor.o"), str(program)],
+                 ["bpftrace", "--unsafe", "--emit-elf", str(tmp_path / "enforce.o"),
+                  str(program_path("enforce.bt"))]):
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "stack limit" not in res.stderr

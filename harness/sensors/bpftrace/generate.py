@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path as FilePath
 
 from harness.sensors.bpftrace.header import (
     COMMAND,
+    ENFORCE_PREAMBLE,
     FIXED,
     NOTES,
     PREAMBLE,
@@ -28,6 +30,8 @@ from harness.sensors.bpftrace.header import (
     wrap,
 )
 from harness.sensors.bpftrace.rules import (
+    ENFORCE_VERSION,
+    ENFORCEMENTS,
     HOOKS,
     INIT_PIDNS,
     RULES,
@@ -36,6 +40,7 @@ from harness.sensors.bpftrace.rules import (
     ArgIn,
     ArgNotIn,
     CommNotIn,
+    Enforcement,
     Field,
     FlagsAny,
     FlagsNone,
@@ -49,6 +54,7 @@ from harness.sensors.bpftrace.rules import (
     Raw,
     Rule,
     module_rules,
+    rule,
 )
 
 HERE = FilePath(__file__).resolve().parent
@@ -56,7 +62,7 @@ BASENAME_SCAN = 64  # bytes of the path searched for its last '/' (BPFTRACE_STRL
 _BANNER_WIDTH = 77
 
 HEADER_FIELDS = ('\\"kind\\":\\"detection\\",\\"rule\\":\\"{rule}\\",\\"technique\\":\\"{technique}\\",'
-                 '\\"severity\\":\\"{severity}\\",\\"pid\\":%d,\\"tid\\":%d,\\"ppid\\":%d,'
+                 '\\"severity\\":\\"{severity}\\"{action},\\"pid\\":%d,\\"tid\\":%d,\\"ppid\\":%d,'
                  '\\"ancestors\\":[%d,%d,%d,%d,%d,%d],\\"comm\\":\\"%s\\",\\"cgroup\\":%llu,'
                  '\\"pidns\\":%u,\\"mntns\\":%u,\\"uid\\":%u,\\"ts_ns\\":%llu,\\"wall_ns\\":%s000')
 HEADER_ARGS = ("pid, tid, $p1->tgid,",
@@ -80,6 +86,8 @@ PIDNS = ("$tp0 = curtask->thread_pid;",
          "                       $tp0->level * sizeof(struct upid));")
 #: the struct type a pointer argument of a tracepoint points to
 _POINTS_TO = {"how": "open_how"}
+_ACTIONS = {"sigkill": 'signal("KILL");'}
+_ARG_PREDICATES = (FlagsAny, FlagsNone, ArgIn, ArgNotIn, ArgCmp)
 _FORMAT = {"int": "%d", "long": "%ld", "uint": "%u", "str": '\\"%s\\"'}
 
 
@@ -336,10 +344,12 @@ def _value(hook: Hook, rule: Rule, f: Field) -> str:
     return _arg(hook, f.value)
 
 
-def printf(hook: Hook, rule: Rule) -> list[str]:
-    """The detection printf: the shared header, then the rule's fields."""
+def printf(hook: Hook, rule: Rule, action: str = "") -> list[str]:
+    """The detection printf: the shared header (with ``action`` when one is taken), then
+    the rule's fields."""
     fmt = "{" + HEADER_FIELDS.format(rule=rule.name, technique=rule.technique,
-                                     severity=rule.severity)
+                                     severity=rule.severity,
+                                     action=f',\\"action\\":\\"{action}\\"' if action else "")
     fmt += "".join(f',\\"{f.name}\\":{_FORMAT[f.type]}' for f in rule.emits) + "}\\n"
     args = [*HEADER_ARGS[:-1], HEADER_ARGS[-1] + ("," if rule.emits else "")]
     values = [_value(hook, rule, f) for f in rule.emits]
@@ -347,21 +357,22 @@ def printf(hook: Hook, rule: Rule) -> list[str]:
     return [f'printf("{fmt}",', *("       " + a for a in args[:-1]), f"       {args[-1]});"]
 
 
-def probe(hook: Hook, rules: Sequence[Rule]) -> list[str]:
-    """One probe on ``hook`` holding all of ``rules``."""
+def probe(hook: Hook, rules: Sequence[Rule], action: str = "") -> list[str]:
+    """One probe on ``hook`` holding all of ``rules``; ``action`` (sigkill) on a match."""
     out = wrap(f"/* {hook.name}: " + ", ".join(r.name for r in rules) + " */", 88)
     out += [_probe_name(hook), "{"]
     body = _shared(hook, rules)
+    act = [_ACTIONS[action]] if action else []
     if len(rules) == 1:
-        body += _rule_block(hook, rules[0], [*WALK, *printf(hook, rules[0])])
+        body += _rule_block(hook, rules[0], [*act, *WALK, *printf(hook, rules[0], action)])
     else:
         body += ["$hit = (uint64)0;"]
         for bit, rule in enumerate(rules):
             body += _rule_block(hook, rule, [f"$hit = $hit | {hex(1 << bit)};"])
-        body += ["if ($hit != 0) {", *_indent(WALK, 1)]
+        body += ["if ($hit != 0) {", *_indent([*act, *WALK], 1)]
         for bit, rule in enumerate(rules):
             body += _indent([f"if (($hit & {hex(1 << bit)}) != 0) {{"], 1)
-            body += [*_indent(printf(hook, rule), 2), "\t}"]
+            body += [*_indent(printf(hook, rule, action), 2), "\t}"]
         body += ["}"]
     return out + _indent(body, 1) + ["}"]
 
@@ -371,7 +382,7 @@ def banner(title: str) -> str:
     return "/* " + "-" * max(3, _BANNER_WIDTH - 7 - len(title)) + " " + title + " */"
 
 
-def _probes(rules: Sequence[Rule]) -> Iterator[str]:
+def _probes(rules: Sequence[Rule], action: str = "") -> Iterator[str]:
     section = ""
     for h in HOOKS:
         mine = [r for r in rules if h.name in r.hooks]
@@ -380,7 +391,7 @@ def _probes(rules: Sequence[Rule]) -> Iterator[str]:
         if h.section != section:
             section = h.section
             yield from ["", banner(section)]
-        yield from ["", *probe(h, mine)]
+        yield from ["", *probe(h, mine, action)]
 
 
 def sensor_program() -> str:
@@ -405,9 +416,39 @@ def module_program(module: str) -> str:
     return comment(lines) + "\n".join(_probes(rules)) + "\n"
 
 
+def enforced(enforcement: Enforcement) -> Rule:
+    """The rule an enforcement acts on: its scope after the rule's argument predicates
+    (before any path, comm or raw one), its extra comms excepted."""
+    base = rule(enforcement.rule)
+    when: list[Predicate] = []
+    for pred in base.when:
+        if enforcement.scope not in when and not isinstance(pred, _ARG_PREDICATES):
+            when.append(enforcement.scope)
+        when.append(CommNotIn(pred.names + enforcement.exclude_comms)
+                    if isinstance(pred, CommNotIn) else pred)
+    if enforcement.scope not in when:
+        when.append(enforcement.scope)
+    return replace(base, when=tuple(when))
+
+
+def enforce_program() -> str:
+    """enforce.bt: the enforcements, each rule acting (sigkill) on its matches in scope."""
+    actions = {e.action for e in ENFORCEMENTS}
+    if len(actions) != 1:
+        raise ValueError(f"enforce.bt takes one action for all its rules, got {actions}")
+    rules = [enforced(e) for e in ENFORCEMENTS]
+    extra = sorted({c for e in ENFORCEMENTS for c in e.exclude_comms})
+    head = ENFORCE_PREAMBLE.format(version=ENFORCE_VERSION, command=COMMAND,
+                                   extra=", ".join(extra) or "none")
+    lines = [*head.splitlines(), *("  " + x for x in rule_table(rules))]
+    return (comment(lines) + "\n" + FIXED.format(version=f"enforce-{ENFORCE_VERSION}") + "\n"
+            + "\n".join(_probes(rules, actions.pop())) + "\n")
+
+
 def outputs() -> dict[FilePath, str]:
     """Every generated file, by path."""
-    out = {HERE / "sensor.bt": sensor_program(), HERE / "RULES.md": rules_markdown()}
+    out = {HERE / "sensor.bt": sensor_program(), HERE / "RULES.md": rules_markdown(),
+           HERE / "enforce.bt": enforce_program()}
     for module in sorted({r.module for r in RULES} - {""}):
         out[HERE / f"sensor-{module}.bt"] = module_program(module)
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.sensors.bpftrace.rules import RULES, VERSION, Hook, Raw, Rule, hook
+from harness.sensors.bpftrace.rules import ENFORCEMENTS, RULES, VERSION, Hook, Raw, Rule, hook
 
 COMMAND = "python -m harness.sensors.bpftrace.generate"
 
@@ -151,6 +151,12 @@ def rules_markdown() -> str:
     raws = [(r.name, p.describe) for r in RULES for p in r.when if isinstance(p, Raw)]
     out += ["", "Conditions that are not table data (raw bpftrace in the table):", ""]
     out += [f"- `{name}`: {text}" for name, text in raws]
+    out += ["", "Enforced by `enforce.bt` (the sensor's `enforce = true`; same lines plus "
+            "`\"action\"`):", ""]
+    for e in ENFORCEMENTS:
+        extra = (", also excepting comms " + ", ".join(f"`{c}`" for c in e.exclude_comms)
+                 if e.exclude_comms else "")
+        out.append(f"- `{e.rule}`: {e.action}, only when {e.scope.describe}{extra}")
     return "\n".join(out) + "\n"
 
 
@@ -162,3 +168,54 @@ def _hook_doc(h: Hook) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+ENFORCE_PREAMBLE = """\
+shadowtest-enforce: {version}
+
+GENERATED from harness/sensors/bpftrace/rules.py (ENFORCEMENTS) by
+  {command}
+Edit the table, not this file (a unit test fails when this file is stale).
+
+shadowtest's bundled ENFORCING policy for bpftrace 0.17 (run by the bpftrace sensor
+with `enforce = true`):
+
+  bpftrace --unsafe -B none -f json harness/sensors/bpftrace/enforce.bt
+
+It is a kill policy, like a Tetragon TracingPolicy with `matchActions: Sigkill`:
+signal("KILL") at syscall ENTRY (tracepoints only; no kprobes, no BPF LSM needed).
+The kill is a real in-kernel SIGKILL, but it is delivered when the syscall returns:
+the syscall itself still runs.  Measured on kernel 6.18 (PLATFORM.md and the
+shadowtest e2e tests): openat(O_CREAT) still creates the file (RACED), and
+ptrace(PTRACE_ATTACH) still attaches (the tracee is then left with the attach's
+SIGSTOP pending, i.e. stopped, when the killed tracer exits) -- exactly what
+pre-enforcement validation exists to show.  Deny-before-effect needs BPF LSM
+(the `lsm` sensor on the VM kernels).
+
+Same line format as sensor.bt (ready / heartbeat / marker / detection), each
+detection with "action":"sigkill".
+
+SCOPE -- what it may kill (read this before running it anywhere):
+  - only tasks whose cgroup v2 (the default hierarchy; /sys/fs/cgroup/unified on a
+    hybrid host) is a child of a top-level cgroup named "shadowtest" or "docker"
+    (level >= 2 and ancestors[1]->kn->name in {{shadowtest, docker}}): a
+    container-scoped policy.  The host's own processes (level 0/1: init, sshd,
+    systemd slices, the harness, bpftrace itself) are never in scope; neither are
+    containers under system.slice/docker-<id>.scope (systemd cgroup driver) -- add
+    them deliberately if wanted.
+  - the rules below, as in sensor.bt (paths as passed: relative paths and "//etc"
+    spellings are not matched), with these comms excepted as well: {extra}.
+    Like every comm exception, any process can take such a comm (comm is at most
+    15 bytes: update-alternat[ives]).
+  The scope is found without helpers: struct cgroup's ancestors[] is a flexible
+  array bpftrace 0.17 cannot index, so its offset is searched for near the end of
+  the struct (ancestors[level] is the cgroup itself: the search checks that), which
+  keeps the program working on 6.1, 6.12 and 6.18 layouts.
+
+Other shadowtest runs on the same machine in a shadowtest/ cgroup are in scope too:
+a policy applies to every container, not to one test.  Run enforcement validation on
+a node that runs nothing else that should live.
+
+Rules (action on every match in scope):
+"""
+

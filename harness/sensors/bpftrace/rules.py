@@ -365,6 +365,61 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# ------------------------------------------------------------------ enforcement
+@dataclass(frozen=True)
+class Enforcement:
+    """An enforcing variant of a detection rule (enforce.bt): ``action`` on every match,
+    only for tasks in ``scope``; ``exclude_comms`` are excepted on top of the rule's own
+    :class:`CommNotIn`."""
+
+    rule: str
+    action: Literal["sigkill"]
+    scope: Raw
+    exclude_comms: tuple[str, ...] = ()
+
+
+#: enforce.bt's version (its ready line and ``shadowtest-enforce`` header)
+ENFORCE_VERSION = "1"
+
+#: tasks in a cgroup (v2) under a top-level "shadowtest" or "docker" cgroup (level >= 2).
+#: struct cgroup's ancestors[] is a flexible array bpftrace 0.17 cannot index: its offset
+#: is searched near the end of the struct (ancestors[level] is the cgroup itself)
+CONTAINER_SCOPE = Raw(
+    "the task's cgroup v2 is under a top-level cgroup named shadowtest or docker",
+    setup=("$cg = curtask->cgroups->dfl_cgrp;",
+           "$lvl = (uint64)$cg->level;",
+           "$scoped = 0;",
+           "if ($lvl >= 2 && $lvl < 64) {",
+           "\t$k = (uint64)0;",
+           "\twhile ($k < 9) {",
+           "\t\t$o = (uint64)sizeof(struct cgroup) - 64 + $k * 8;",
+           "\t\tif (*(uint64 *)((uint64)$cg + $o + $lvl * 8) == (uint64)$cg) {",
+           "\t\t\t$top = *(uint64 *)((uint64)$cg + $o + 8);",
+           "\t\t\t$name = str(((struct cgroup *)$top)->kn->name);",
+           '\t\t\tif ($name == "shadowtest" || $name == "docker") {',
+           "\t\t\t\t$scoped = 1;",
+           "\t\t\t}",
+           "\t\t\tbreak;",
+           "\t\t}",
+           "\t\t$k++;",
+           "\t}",
+           "}"),
+    cond="$scoped")
+
+ENFORCEMENTS: tuple[Enforcement, ...] = (
+    Enforcement("etc-file-create", "sigkill", CONTAINER_SCOPE,
+                ("dpkg-divert", "ucf", "update-alternat")),  # comm is 15 bytes at most
+    Enforcement("ptrace-pid1", "sigkill", CONTAINER_SCOPE),
+)
+
+
+def rule(name: str) -> Rule:
+    for r in RULES:
+        if r.name == name:
+            return r
+    raise KeyError(f"no rule {name!r} in harness.sensors.bpftrace.rules.RULES")
+
+
 def hook(name: str) -> Hook:
     for h in HOOKS:
         if h.name == name:
@@ -378,5 +433,5 @@ def module_rules(module: str) -> tuple[Rule, ...]:
     return tuple(r for r in RULES if r.module == module)
 
 
-__all__ = ["HOOKS", "RULES", "VERSION", "Field", "Hook", "Path", "PathMatch", "Raw", "Rule",
-           "hook", "module_rules"]
+__all__ = ["ENFORCEMENTS", "HOOKS", "RULES", "VERSION", "Enforcement", "Field", "Hook", "Path",
+           "PathMatch", "Raw", "Rule", "hook", "module_rules", "rule"]
