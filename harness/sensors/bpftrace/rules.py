@@ -1,5 +1,6 @@
 """The bundled eBPF sensor's rule table: the ONE source of ``sensor.bt``,
-``sensor-kprobes.bt``, their header tables and ``RULES.md``.
+``sensor-kprobes.bt``, ``enforce.bt`` (:data:`ENFORCEMENTS`), their header tables and
+``RULES.md``.
 
 Product-neutral data: what each rule watches (a hook: a syscall-entry tracepoint, a sched
 tracepoint or a kprobe), the argument and path predicates that must all hold, and the
