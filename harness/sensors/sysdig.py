@@ -31,7 +31,7 @@ from harness.core.schema import parse_duration
 from harness.core.secrets import Secret, redact, resolve_secret
 from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.rulepack import reported_pack
-from harness.sensors.sysdig_events import normalise_event
+from harness.sensors.sysdig_events import integer, normalise_event
 
 EVENTS_PATH = "/secure/events/v1/events"
 #: the API refuses a ``from``/``to`` timeframe longer than two weeks
@@ -346,7 +346,7 @@ class SysdigSensor(SensorBase):
             key = str(eid)
             if key in self._seen:
                 continue
-            ts = _int(event.get("timestamp")) or 0
+            ts = integer(event.get("timestamp")) or 0
             self._seen[key] = ts
             fresh.append((ts, key, event))
         fresh.sort(key=lambda item: (item[0], item[1]))
@@ -433,12 +433,3 @@ def _error_message(resp: httpx.Response) -> str:
 
 def _exc_text(exc: Exception) -> str:
     return redact(str(exc) or type(exc).__name__)[:300]
-
-
-def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

@@ -41,7 +41,7 @@ def normalise_event(raw: Any, sensor: str) -> Detection | None:
             _field(cfields, labels, "fd.name"), _field(cfields, labels, "container.name"), pod,
         ) if v not in (None, "")
     ))
-    severity_code = _int(raw.get("severity"))
+    severity_code = integer(raw.get("severity"))
     fields: dict[str, Any] = {
         "id": raw.get("id"),
         "policy": raw.get("name"),
@@ -79,12 +79,12 @@ def normalise_event(raw: Any, sensor: str) -> Detection | None:
         action=",".join(action_types) or None,
         node=_field(labels, cfields, "host.hostName"),
         container_id=container,
-        pid=(pid := _int(_field(cfields, labels, "proc.pid"))),
-        ppid=_int(_field(cfields, labels, "proc.ppid")),
+        pid=(pid := integer(_field(cfields, labels, "proc.pid"))),
+        ppid=integer(_field(cfields, labels, "proc.ppid")),
         ancestors=ancestors_of(cfields, pid, container),  # proc.apid[2..], proc.sid
         comm=_field(cfields, labels, "proc.name"),
         names=names,
-        observed_at=(_int(raw.get("timestamp")) or 0) / 1e9,
+        observed_at=(integer(raw.get("timestamp")) or 0) / 1e9,
         fields={k: v for k, v in fields.items() if v not in (None, [], {})},
         raw=raw,
     )
@@ -140,7 +140,8 @@ def _field(first: dict[str, Any], second: dict[str, Any], key: str) -> str | Non
     return None
 
 
-def _int(value: Any) -> int | None:
+def integer(value: Any) -> int | None:
+    """An event field's integer (numbers, numeric strings); None for anything else."""
     if value is None or isinstance(value, bool):
         return None
     try:
