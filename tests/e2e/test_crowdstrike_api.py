@@ -291,7 +291,7 @@ def test_transient_5xx_retried_within_the_poll(server: CrowdStrikeServer,
 
 def test_persistent_5xx_down_then_recovers(server: CrowdStrikeServer, make_sensor: Factory,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crowdstrike, "BACKOFF", 0.01)
+    monkeypatch.setattr(crowdstrike.api, "BACKOFF", 0.01)
     server.fail_next(10**6, 502, path=ALERTS_QUERY)  # until cleared
     sensor = make_sensor()
     sensor.start()

@@ -62,7 +62,7 @@ from harness.core.health import Health
 from harness.core.secrets import redact, resolve_secret
 from harness.sensors.base import DetectionStream, SensorBase
 from harness.sensors.crowdstrike import api
-from harness.sensors.crowdstrike.api import TIMEOUT, FalconClient, PollFailed, dig, integer
+from harness.sensors.crowdstrike.api import RETRIES, TIMEOUT, FalconClient, PollFailed, dig, integer
 from harness.sensors.crowdstrike.falcon import epoch, first_text, normalise_falcon
 from harness.sensors.rulepack import reported_pack
 
@@ -425,3 +425,6 @@ def _top_level_or(fql: str) -> bool:
         elif not quoted and depth == 0 and ch == ",":
             return True
     return False
+
+
+__all__ = ["REGIONS", "RETRIES", "SOURCES", "CrowdStrikeSensor"]
