@@ -52,7 +52,7 @@ def _items(parent: ScenarioFile, scenario: Scenario, st: ScenarioRunner) -> Iter
             if scenario.features:
                 item.add_marker(pytest.mark.shadowtest_requires(*scenario.features))
             item.add_marker(pytest.mark.shadowtest_sensor(*st.settings.sensors))
-            if not st.parallel_safe(node):  # one worker per node: one VM boot, no interference
+            if not st.fleet.parallel_safe(node):  # one worker per node: one VM boot, no interference
                 item.add_marker(pytest.mark.xdist_group(name=f"shadowtest-node-{node}"))
             item.stash[SCENARIO] = (scenario, context, node)
             yield item

@@ -98,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if sensors:
             settings = settings.with_sensors(tuple(s for s in sensors.split(",") if s))
         session = ScenarioRunner(settings, config)
-        session.build()  # every node and sensor, not started: a bad one stops here
+        session.fleet.build()  # every node and sensor, not started: a bad one stops here
         session.scenario_paths = _scenario_paths(config, settings.scenarios)
     except ShadowtestError as exc:
         raise pytest.UsageError(str(exc)) from exc
@@ -185,7 +185,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("shadowtest markers need --shadowtest (node facts are read only when "
                     "shadowtest is asked for)")
     st = runner_of(item.config)
-    check_markers(item, st.facts(next(iter(st.settings.nodes))))
+    check_markers(item, st.fleet.facts(next(iter(st.settings.nodes))))
 
 
 @pytest.fixture(scope="session")
@@ -197,9 +197,9 @@ def shadowtest_sensors(pytestconfig: pytest.Config) -> Iterator[Callable[[str], 
                     "is asked for")
     st = runner_of(pytestconfig)
     try:
-        yield st.sensors_for
+        yield st.fleet.sensors_for
     finally:
-        st.close()
+        st.fleet.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
