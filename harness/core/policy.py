@@ -110,6 +110,11 @@ def outcome_of_row(row: Mapping[str, Any]) -> Outcome:
     return Outcome(verdict, bool(row.get("known_gap")) and verdict is Verdict.MISSED)
 
 
+def known_gap(j: Judgement) -> str | None:
+    """The results row's ``known_gap``: the gap's reason on a MISSED it excuses, else None."""
+    return j.gap if j.verdict is Verdict.MISSED else None
+
+
 def outcome_of(j: Judgement) -> Outcome:
     return Outcome(j.verdict, bool(j.gap) and j.verdict is Verdict.MISSED)
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from harness.core.expectation import of_row, resolve
 from harness.core.health import Health
+from harness.core.policy import known_gap
 from harness.core.scenario import Scenario
-from harness.core.verdict import Verdict, enforcement_claims, judge, with_claims
+from harness.core.verdict import enforcement_claims, judge, with_claims
 from harness.engine.execute import Outcome, exit_records
 from harness.report.results import rows_for, run_of
 from harness.sensors.base import Quiet, Sensor
@@ -62,6 +63,6 @@ def recorded_rows(outcome: Outcome, row: dict[str, Any]) -> list[dict[str, Any]]
                    rule=j.detection.rule if j.detection else None, reason=j.reason,
                    correlated_by=j.correlated_by,
                    detection=j.detection.summary() if j.detection else None, near_misses=[],
-                   known_gap=j.gap if j.verdict is Verdict.MISSED else None)
+                   known_gap=known_gap(j))
         out.append(new)
     return out

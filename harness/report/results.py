@@ -15,10 +15,11 @@ from typing import Any
 
 from harness.core.detection import Detection
 from harness.core.expectation import resolve
+from harness.core.policy import known_gap
 from harness.core.run import Run
 from harness.core.scenario import Scenario
 from harness.core.secrets import redact
-from harness.core.verdict import Judgement, NearMiss, Verdict
+from harness.core.verdict import Judgement, NearMiss
 from harness.engine.execute import Outcome
 from harness.sensors.rulepack import for_row
 
@@ -94,7 +95,7 @@ def rows_for(outcome: Outcome, scenario: Scenario,
             "correlated_by": j.correlated_by,
             "expected": {"technique": exp.technique, "rule": exp.rule, "gap": exp.gap,
                          "enforce": exp.enforce},
-            "known_gap": j.gap if j.verdict is Verdict.MISSED else None,
+            "known_gap": known_gap(j),
             "detection": j.detection.summary() if j.detection else None,
             "near_misses": [near_row(n) for n in j.near_misses],
             "lost_events": health.lost if health else 0,
