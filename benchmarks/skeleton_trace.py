@@ -49,6 +49,7 @@ def _wrap(owner: Any, attr: str, key: str | Callable[..., str]) -> None:
 def instrumented() -> list[tuple[Any, str, str | Callable[..., str]]]:
     """(owner, attribute, event key) of every harness step the traced runs time."""
     from harness.nodes.runner import RunnerSession
+    from harness.pytest import fleet
     from harness.pytest import session as hs
     from harness.sensors.auditd import AuditdSensor
     from harness.sensors.base import Subscription
@@ -68,7 +69,7 @@ def instrumented() -> list[tuple[Any, str, str | Callable[..., str]]]:
         (AuditdSensor, "_start_daemon", "auditd_register"),
         (AuditdSensor, "_load_rules", "auditd_rules"),
         (Subscription, "wait", lambda self, *a, **k: f"wait:{self.stream.sensor}"),
-        (hs.ScenarioRunner, "facts", "facts"),
+        (fleet.NodeFleet, "facts", "facts"),
         (hs, "execute", "execute"),
     ]
     return steps
