@@ -314,7 +314,7 @@ def _held_by_others(mark: bytes | None) -> list[str]:
 
 
 def _reaper_of_live_runner(line: str) -> bool:
-    match = re.search(r"harness\.reaper \S*-(\d+)\.json", line)
+    match = re.search(r"harness\.nodes\.reaper \S*-(\d+)\.json", line)
     return bool(match) and Path(f"/proc/{match.group(1)}").exists()
 
 

@@ -109,7 +109,8 @@ def test_import_art_reports_malformed_and_schema_violating_files(tmp_path: Path)
         "input_arguments, name, supported_platforms, test_number",
         "/bad/T1057.yaml:12: atomic_tests[0].executor.name: expected one of 'manual', "
         "'powershell', 'sh', 'bash', 'command_prompt', got 'zsh'",
-        "/bad/T1059.004.yaml:11: <root>: invalid YAML: mapping values are not allowed in this context; fix the syntax",
+        "/bad/T1059.004.yaml:11: <root>: invalid YAML: mapping values are not allowed in this "
+        "context; fix the syntax",
     ]
     assert list(tmp_path.iterdir()) == []
 
