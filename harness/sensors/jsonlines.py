@@ -42,6 +42,8 @@ def decode_json(data: bytes | str) -> Any:
     ``ValueError`` only since 0.19)."""
     try:
         return _decoder.decode(data)
+    except RecursionError as exc:  # hostile input is data: a line nested thousands deep
+        raise msgspec.DecodeError(f"nested too deeply to decode: {exc}") from exc
     except (msgspec.DecodeError, UnicodeError) as exc:
         first: Exception = exc
     repaired = _repair_utf8(data)
@@ -51,7 +53,7 @@ def decode_json(data: bytes | str) -> Any:
         raise msgspec.DecodeError(str(first)) from first
     try:
         return _decoder.decode(repaired)
-    except UnicodeError as exc:  # pragma: no cover - the repaired text is valid UTF-8
+    except (UnicodeError, RecursionError) as exc:  # the repaired text is valid UTF-8
         raise msgspec.DecodeError(str(exc)) from exc
 
 
@@ -138,7 +140,9 @@ class JsonLinesSensor(SensorBase):
             if not self.path.parent.is_dir():
                 raise SensorError(f"{self.name}: directory of {self.path} does not exist")
             self._tail = FileTail(self.path, self.on_line, f"{self.name}-tail",
-                                  from_start=self.from_start)
+                                  from_start=self.from_start,
+                                  on_bad_line=self.stream.count_malformed,
+                                  on_failure=self.stream.close, on_lost=self.stream.count_lost)
             return
         assert self.command is not None
         try:
@@ -150,7 +154,8 @@ class JsonLinesSensor(SensorBase):
         self._readers = [
             LineReader(self._proc.stdout, self.on_line,
                        lambda: self.stream.close(f"{self.name}: command output ended"),
-                       f"{self.name}-stdout"),
+                       f"{self.name}-stdout", on_bad_line=self.stream.count_malformed,
+                       on_failure=self.stream.close),
             LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
         ]
 

@@ -111,7 +111,9 @@ class AuditdSensor(SensorBase):
             status = audit_status()
             if not status.get("pid"):
                 self._daemon_pid = None
-                self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail")
+                self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail",
+                                      on_bad_line=self.stream.count_malformed,
+                                      on_failure=self.stream.close, on_lost=self.stream.count_lost)
                 return  # health() reports SENSOR_DOWN with the reason
             self._daemon_pid = status["pid"]
         with deferred_signals(), self.shared.locked():
@@ -132,7 +134,9 @@ class AuditdSensor(SensorBase):
                 self._load_rules()
             (self.shared.users / str(os.getpid())).touch()
             self._started = True  # a user from here on: stop() releases, even if interrupted
-        self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail")
+        self._tail = FileTail(self.log, self.on_line, f"{self.name}-tail",
+                              on_bad_line=self.stream.count_malformed,
+                              on_failure=self.stream.close, on_lost=self.stream.count_lost)
         self._lost_seen = audit_status().get("lost", 0)
 
     def _start_daemon(self) -> dict[str, Any]:
@@ -347,7 +351,9 @@ class RemoteDaemon:
                 raise SensorError(f"{s.name}: auditctl -R on node {sh.node!r}: {res.stderr.strip()[:300]}")
         self.tail = sh.popen(["tail", "-n", "0", "-F", self.log])
         assert self.tail.stdout is not None
-        self.readers = [LineReader(self.tail.stdout, s.on_line, lambda: None, f"{s.name}-tail")]
+        self.readers = [LineReader(self.tail.stdout, s.on_line, lambda: None, f"{s.name}-tail",
+                                  on_bad_line=s.stream.count_malformed,
+                                  on_failure=s.stream.close)]
         self.lost_seen = audit_status(sh).get("lost", 0)
         # tail -F -n 0 starts at the end: a round trip through the log proves it follows
         sub = s.stream.subscribe()

@@ -110,7 +110,9 @@ class BpftraceSensor(SensorBase):
         if self.record is not None:  # raw output, for `shadowtest rejudge` (format bpftrace)
             self._record_fh = self.record.open("a", encoding="utf-8")
         if self.attach_output is not None:
-            self._tail = FileTail(self.attach_output, self.on_line, f"{self.name}-tail")
+            self._tail = FileTail(self.attach_output, self.on_line, f"{self.name}-tail",
+                                  on_bad_line=self.stream.count_malformed,
+                                  on_failure=self.stream.close, on_lost=self.stream.count_lost)
             self._ready.set()
             return
         binary = self.shell.which(self.binary)
@@ -141,7 +143,8 @@ class BpftraceSensor(SensorBase):
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
         self._readers = [
-            LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout"),
+            LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout",
+                       on_bad_line=self.stream.count_malformed, on_failure=self.stream.close),
             LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
         ]
         # LLVM compiles the program on the node: under a TCG VM (whether shadowtest runs

@@ -178,7 +178,8 @@ class LsmEnforcerSensor(BpftraceSensor):
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
         self._readers = [
-            LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout"),
+            LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout",
+                       on_bad_line=self.stream.count_malformed, on_failure=self.stream.close),
             LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
         ]
         deadline = time.time() + self.start_timeout
