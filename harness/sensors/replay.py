@@ -64,10 +64,17 @@ class ReplaySensor(SensorBase):
                 adapter.on_line(line)
             adapter.end_of_input()  # auditd: events still pending at the end of the file
         else:
-            for raw in records(text):
-                det = self.adapter.normalise(raw)
+            for raw in records_or_bad(text):
+                if isinstance(raw, str):  # not a JSON object: counted, never a crash
+                    adapter.stream.count_malformed(raw)
+                    continue
+                try:
+                    det = adapter.normalise(raw)
+                except Exception:  # hostile input is data: one bad record never aborts
+                    adapter.stream.count_malformed(json.dumps(raw, default=str)[:200])
+                    continue
                 if det is not None:
-                    self.adapter.stream.push(det)
+                    adapter.stream.push(det)
         # offline, the sensor's own timestamp is the best "received" time there is
         for det in self.adapter.stream.snapshot():
             self.stream.push(replace(det, received_at=det.observed_at))
@@ -143,24 +150,34 @@ def _is_json_document(text: str) -> bool:
         return False
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
 
 def records(text: str) -> Iterator[dict[str, Any]]:
     """Records of an API response or list dump: ``[...]``, ``{"data": [...]}``,
-    ``{"resources": [...]}``, or one object per line."""
+    ``{"resources": [...]}``, or one object per line (what is not an object is skipped:
+    :func:`records_or_bad` says what)."""
+    return (r for r in records_or_bad(text) if isinstance(r, dict))
+
+
+def records_or_bad(text: str) -> Iterator[dict[str, Any] | str]:
+    """As :func:`records`, with each record that is not a JSON object (an undecodable
+    line, a list item that is a string, a document nested too deeply) as a short prefix of
+    its text, for the caller to count malformed."""
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         for line in text.splitlines():
+            if not line.strip():
+                continue
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
+                yield line[:200]
                 continue
-            if isinstance(obj, dict):
-                yield obj
+            yield obj if isinstance(obj, dict) else line[:200]
         return
     if isinstance(doc, dict):
         for key in _CONTAINERS:
@@ -170,4 +187,6 @@ def records(text: str) -> Iterator[dict[str, Any]]:
         else:
             doc = [doc]
     if isinstance(doc, list):
-        yield from (r for r in doc if isinstance(r, dict))
+        yield from (r if isinstance(r, dict) else repr(r)[:200] for r in doc)
+    else:
+        yield repr(doc)[:200]

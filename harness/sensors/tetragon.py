@@ -124,7 +124,7 @@ class TetragonSensor(JsonLinesSensor):
         and other non-detections read through ``_Envelope`` instead of a whole dict."""
         try:
             env = envelope.decode(line)
-        except (msgspec.DecodeError, ValueError):  # not JSON, not these types, not UTF-8
+        except (msgspec.DecodeError, ValueError, RecursionError):  # not JSON, these types, UTF-8; too deep
             # (msgspec <= 0.18: DecodeError is no ValueError, invalid UTF-8 a UnicodeError)
             super().on_line(line)
             return

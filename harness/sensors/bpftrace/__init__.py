@@ -238,7 +238,7 @@ class BpftraceSensor(SensorBase):
                     self.stream.count_malformed(line)
                 return
             payload = _decoder.decode(outer["data"])
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, RecursionError):
             self.stream.count_malformed(line)
             return
         if not isinstance(payload, dict):
