@@ -40,6 +40,7 @@ from harness.core.health import Health
 from harness.nodes.cgroups import node_cgroup2_root
 from harness.nodes.shell import NodeShell
 from harness.sensors.bpftrace import BpftraceSensor
+from harness.sensors.bpftrace import rules as rule_table
 from harness.sensors.rulepack import files_pack
 from harness.sensors.streams import LineReader
 
@@ -52,11 +53,12 @@ LOADER, OBJECT = "shadowtest-lsm", "enforcer.bpf.o"
 #: by the artefacts' digest so a rebuilt enforcer never runs an older object
 REMOTE_DIR = "/var/lib/shadowtest/lsm"
 
-#: rule -> (technique, severity): what the BPF programs enforce
+#: rule -> (technique, severity): what the BPF programs enforce — the enforced rules of the
+#: reference sensor's one rule table (harness/sensors/bpftrace/rules.py), which enforce.bt
+#: is generated from too
 RULES: dict[str, tuple[str, str]] = {
-    "etc-file-create": ("T1098", "medium"),
-    "ptrace-pid1": ("T1055.008", "high"),
-}
+    e.rule: (rule_table.rule(e.rule).technique, rule_table.rule(e.rule).severity)
+    for e in rule_table.ENFORCEMENTS}
 DEFAULT_PARENTS = ("shadowtest", "docker", "kubepods", "kubepods.slice")
 DEFAULT_COMMS = ("dpkg", "apt", "apt-get")
 #: level-1 cgroups that hold the host's own processes: never a container parent
