@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the shadowtest LSM enforcer (sensor type "lsm"): the CO-RE BPF object and its
-# libbpf loader, from harness/sensors/lsm/{enforcer.bpf.c,enforcer.c}.
+# libbpf loader, from harness/sensors/lsm/{enforcer.bpf.c,enforcer.c,enforcer.h}.
 #
 #   bash ci/lsm-enforcer.sh [CACHE_DIR]      # default /var/cache/shadowtest/lsm
 #
@@ -25,10 +25,10 @@ SELF=$(readlink -f "$0")
 log() { printf '%s lsm-enforcer: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for f in enforcer.bpf.c enforcer.c; do
+for f in enforcer.bpf.c enforcer.c enforcer.h; do
   [ -f "$SRC/$f" ] || die "$SRC/$f not found (run this script from a shadowtest checkout)"
 done
-inputs_sha256=$(cat "$SELF" "$SRC/enforcer.bpf.c" "$SRC/enforcer.c" | sha256sum | cut -d' ' -f1)
+inputs_sha256=$(cat "$SELF" "$SRC/enforcer.bpf.c" "$SRC/enforcer.c" "$SRC/enforcer.h" | sha256sum | cut -d' ' -f1)
 OUT=$CACHE_DIR/${inputs_sha256:0:16}
 if [ -f "$OUT/build.json" ]; then
   echo "$OUT"

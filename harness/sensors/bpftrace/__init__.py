@@ -140,13 +140,7 @@ class BpftraceSensor(SensorBase):
             argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
         with deferred_signals():  # started and recorded, or not started at all
             self._proc = self.shell.popen(argv, env, stop_signal=signal.SIGINT)
-        assert self._proc.stdout is not None
-        assert self._proc.stderr is not None
-        self._readers = [
-            LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout",
-                       on_bad_line=self.stream.count_malformed, on_failure=self.stream.close),
-            LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
-        ]
+        self._readers = self._read_output(self._proc)
         # LLVM compiles the program on the node: under a TCG VM (whether shadowtest runs
         # there or drives it over SSH) or on a busy machine that takes a minute or more
         timeout = self.start_timeout * 5
@@ -196,6 +190,17 @@ class BpftraceSensor(SensorBase):
         if self._record_fh is not None:
             self._record_fh.close()
             self._record_fh = None
+
+    def _read_output(self, proc: NodeProcess) -> list[LineReader]:
+        """The daemon's stdout as sensor lines (a bad line counted, a failed pipe closing
+        the stream) and its stderr kept for the reason of a failed start."""
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        return [
+            LineReader(proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout",
+                       on_bad_line=self.stream.count_malformed, on_failure=self.stream.close),
+            LineReader(proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
+        ]
 
     def health(self) -> Health:
         if self._proc is not None and self._proc.poll() is not None:

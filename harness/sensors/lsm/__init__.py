@@ -42,10 +42,9 @@ from harness.nodes.shell import NodeShell
 from harness.sensors.bpftrace import BpftraceSensor
 from harness.sensors.bpftrace import rules as rule_table
 from harness.sensors.rulepack import files_pack
-from harness.sensors.streams import LineReader
 
 HERE = Path(__file__).resolve().parent
-SOURCES = (HERE / "enforcer.bpf.c", HERE / "enforcer.c")
+SOURCES = (HERE / "enforcer.bpf.c", HERE / "enforcer.c", HERE / "enforcer.h")
 BUILD_SCRIPT = HERE.parents[2] / "ci" / "lsm-enforcer.sh"
 DEFAULT_CACHE = Path("/var/cache/shadowtest/lsm")
 LOADER, OBJECT = "shadowtest-lsm", "enforcer.bpf.o"
@@ -177,13 +176,7 @@ class LsmEnforcerSensor(BpftraceSensor):
                            self.rules, self.container_parents, self.allow_comms,
                            cgroup2_root=node_cgroup2_root(self.shell))
         self._proc = self.shell.popen(argv, stop_signal=signal.SIGTERM)
-        assert self._proc.stdout is not None
-        assert self._proc.stderr is not None
-        self._readers = [
-            LineReader(self._proc.stdout, self.on_line, self._on_eof, f"{self.name}-stdout",
-                       on_bad_line=self.stream.count_malformed, on_failure=self.stream.close),
-            LineReader(self._proc.stderr, self._stderr.append, lambda: None, f"{self.name}-stderr"),
-        ]
+        self._readers = self._read_output(self._proc)
         deadline = time.time() + self.start_timeout
         while not self._ready.wait(0.05):
             if self._proc.poll() is not None or time.time() > deadline:

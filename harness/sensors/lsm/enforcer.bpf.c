@@ -46,6 +46,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include "enforcer.h"
 
 #define EPERM 1
 #define PTRACE_MODE_ATTACH 0x02
@@ -56,8 +57,6 @@
 #define EV_ETC_FILE_CREATE 2
 #define EV_PTRACE_PID1 3
 
-#define NAME_LEN 64
-#define ANCESTORS 6
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -68,18 +67,6 @@ struct config {
 	u32 rules;       /* bit 0: etc-file-create, bit 1: ptrace-pid1 */
 };
 
-struct event {
-	u32 type;
-	u32 cpu;
-	u64 ts_ns;
-	u32 pid, tid, ppid, uid;
-	u32 ancestors[ANCESTORS];
-	u64 cgroup;
-	u32 pidns, mntns;
-	u32 target, target_vpid, mode, token;
-	char comm[16];
-	char name[NAME_LEN];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -26,6 +26,8 @@
  */
 #define _GNU_SOURCE
 #include <bpf/libbpf.h>
+#include <linux/types.h>
+#include "enforcer.h"
 #include <bpf/bpf.h>
 #include <errno.h>
 #include <signal.h>
@@ -41,8 +43,6 @@
 #include <unistd.h>
 
 #define VERSION "lsm-1"
-#define NAME_LEN 64
-#define ANCESTORS 6
 #define MAX_LIST 32
 
 #define EV_MARKER 1
@@ -55,18 +55,6 @@ struct config {
 	uint32_t rules;
 };
 
-struct event {
-	uint32_t type;
-	uint32_t cpu;
-	uint64_t ts_ns;
-	uint32_t pid, tid, ppid, uid;
-	uint32_t ancestors[ANCESTORS];
-	uint64_t cgroup;
-	uint32_t pidns, mntns;
-	uint32_t target, target_vpid, mode, token;
-	char comm[16];
-	char name[NAME_LEN];
-};
 
 static volatile sig_atomic_t stopping;
 static char libbpf_first[512]; /* the first libbpf warning: the cause, not the fallout */
