@@ -247,6 +247,8 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         synced = False
         if run.executed:
             deadline = run.ended_at + window + sensor.delay
+            if not sensor.health().up:  # down already: what it had is in; no window to wait out
+                deadline = min(deadline, time.time())
             seen, synced = sub.wait(partial(decided, run, expectation), markers.get(name),
                                     deadline, until=run.ended_at)
         now = sensor.health()

@@ -251,6 +251,11 @@ class AuditdSensor(SensorBase):
             self._on_event(event)
 
     def sync(self) -> str | None:
+        """An audit user message through the kernel; None when the daemon that would log
+        it is gone (the kernel takes the message either way: a token then would only make
+        the run wait out its window)."""
+        if self._remote is None and (self._daemon_pid is None or not pid_alive(self._daemon_pid)):
+            return None
         token = str(next(self._tokens))
         res = auditctl("-m", SYNC_PREFIX + token, shell=self.shell if self._remote else None)
         return token if res.returncode == 0 else None

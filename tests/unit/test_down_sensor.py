@@ -1,0 +1,115 @@
+"""A sensor that is down when a run ends is SENSOR_DOWN at once (issue 16): its token, if
+it gave one, cannot arrive, so the run does not wait out its window; and a dead audit
+daemon gives no sync token at all (the kernel takes the message either way)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from harness.builtin import ATOMICS, SCENARIOS
+from harness.core.detection import Detection
+from harness.core.health import Health
+from harness.core.node import NodeFacts
+from harness.core.run import StageResult
+from harness.core.scenario import check_scenario, load_atomics
+from harness.engine.execute import execute
+from harness.sensors.auditd import AuditdSensor
+from harness.sensors.base import DetectionStream, SensorBase
+from harness.targets.base import TargetBase
+
+#: the window the run is given; waiting it out would trip the guard below
+WINDOW = 600.0
+GUARD_S = 60
+
+
+class _Session:
+    pids = frozenset({4242})
+    cgroup_id = None
+    container_id = None
+    variables: ClassVar[dict[str, Any]] = {}
+
+    def arm_cleanup(self, argv: Any, env: Any) -> None:
+        pass
+
+    def stage(self, name: str, argv: Any, env: Any, timeout: float) -> StageResult:
+        now = time.time()
+        return StageResult(name, 0, started_at=now, ended_at=now)
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Target(TargetBase):
+    node = "local"
+
+    def open(self, context: str, run_id: str) -> _Session:
+        return _Session()
+
+
+class _DiesDuringTheRun(SensorBase):
+    """Up when the run starts, down when it ends; it still hands out sync tokens."""
+
+    NAME: ClassVar[str] = "dies"
+
+    def __init__(self) -> None:
+        self.stream = DetectionStream("dies")
+        self.calls = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def health(self) -> Health:
+        self.calls += 1
+        return Health(True) if self.calls == 1 else Health(False, "dies: the daemon exited")
+
+    def sync(self) -> str | None:
+        return "token-that-never-comes"
+
+    def normalise(self, raw: Any) -> Detection | None:
+        return None
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    def fire(_sig: int, _frame: object) -> None:
+        raise TimeoutError(f"execute waited for a sensor that was down ({GUARD_S} s guard)")
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, GUARD_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_sensor_down_at_the_end_of_the_run_is_judged_without_waiting_the_window() -> None:
+    atomics, _ = load_atomics([ATOMICS])
+    errors, scenario = check_scenario(SCENARIOS / "persistence" / "etc-write.yaml", atomics)
+    assert not errors
+    assert scenario is not None
+    sensor = _DiesDuringTheRun()
+    with _guard():
+        outcome = execute(scenario, "host", _Target(), NodeFacts(node="local", kernel="x"),
+                          {"dies": sensor}, window=WINDOW)
+    (judgement,) = outcome.judgements
+    assert judgement.verdict.name == "SENSOR_DOWN"
+    assert "the daemon exited" in judgement.reason
+
+
+def test_a_dead_audit_daemon_gives_no_sync_token() -> None:
+    sensor = AuditdSensor(attach=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    sensor._daemon_pid = dead.pid
+    assert sensor.sync() is None
