@@ -24,27 +24,15 @@ from typing import IO, Any, Protocol
 from harness.core.errors import TargetError
 from harness.core.run import StageResult
 from harness.nodes.reaper import deferred_signals
-from harness.nodes.shell import LocalShell, NodeShell, close_pipes
+from harness.nodes.shell import LocalShell, NodeShell, PipedProcess, close_pipes
 
 
-class RunnerProcess(Protocol):
-    """What a RunnerSession needs of the process carrying the stage runner's pipes: a local
-    ``subprocess.Popen[str]``, an ``ssh``/``docker start -a`` client, or a Kubernetes exec
-    stream wrapped to look like one."""
+class RunnerProcess(PipedProcess, Protocol):
+    """What a RunnerSession needs of the process carrying the stage runner's pipes: its
+    output, and its stdin to send requests."""
 
     @property
     def stdin(self) -> IO[str] | None: ...
-
-    @property
-    def stdout(self) -> IO[str] | None: ...
-
-    @property
-    def stderr(self) -> IO[str] | None: ...
-
-    @property
-    def returncode(self) -> int | Any: ...
-
-    def poll(self) -> int | None: ...
 
     def wait(self, timeout: float | None = None) -> int: ...
 

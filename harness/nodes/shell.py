@@ -25,8 +25,9 @@ from typing import IO, Protocol, runtime_checkable
 from harness.nodes.process import getpgid_every_cpu, pid_alive, spawn, stop
 
 
-class NodeProcess(Protocol):
-    """A long-running process on the node whose stdout/stderr stream back here."""
+class PipedProcess(Protocol):
+    """A process whose stdout/stderr stream back here (a local ``Popen``, an ``ssh`` or
+    ``docker start -a`` client, a Kubernetes exec stream wrapped to look like one)."""
 
     @property
     def stdout(self) -> IO[str] | None: ...
@@ -37,11 +38,15 @@ class NodeProcess(Protocol):
     @property
     def returncode(self) -> int | None: ...
 
+    def poll(self) -> int | None: ...
+
+
+class NodeProcess(PipedProcess, Protocol):
+    """A long-running process on the node (a sensor's daemon) whose output streams back."""
+
     @property
     def node_pid(self) -> int | None:
         """Its pid on the node (for pid checks like ``auditctl -s``), when known."""
-
-    def poll(self) -> int | None: ...
 
     def halt(self, grace: float = 5.0, repeat: float | None = None) -> int | None:
         """Stop it with its stop signal (SIGKILL after ``grace``); close the pipes."""
