@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from harness.builtin import BUILTIN
-from harness.core.errors import TargetError
+from harness.core.errors import ConfigError, TargetError
 from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.targets.kubernetes import KubernetesTarget
 from tests.e2e.conftest import Catalog
@@ -134,7 +134,10 @@ def test_kubernetes_429_is_retried_after_retry_after(target: KubernetesTarget,
 
 def test_kubernetes_invalid_pod_is_a_422_target_error(kube: tuple[KubeServer, Path]) -> None:
     server, path = kube
-    target = KubernetesTarget("kube", f"kubernetes://{server.node_name}?kubeconfig={path}&image=")
+    with pytest.raises(ConfigError, match=r"image= has no value"):  # refused before any call
+        KubernetesTarget("kube", f"kubernetes://{server.node_name}?kubeconfig={path}&image=")
+    target = KubernetesTarget("kube", f"kubernetes://{server.node_name}?kubeconfig={path}")
+    target.image = ""  # what only the API server can refuse: a pod without an image
     with contextlib.closing(target), pytest.raises(
             TargetError, match=r"422 .*spec.containers\[0\].image: Required value"):
         target.open("pod", "st" + secrets.token_hex(6))
