@@ -158,10 +158,35 @@ def remove_cgroup(cg: Path, timeout: float = 60.0) -> bool:
             return True
 
 
+#: how long a run's own processes get, once the runner is gone, to finish what they do on
+#: their parent's death (the stage runner runs the atomic's armed cleanup, then exits)
+#: before the reaper kills what is left: killing at once killed that cleanup mid-way
+CLEANUP_GRACE = 120.0
+
+
+def wait_empty(cg: Path, timeout: float = CLEANUP_GRACE) -> bool:
+    """Until no process is left in ``cg`` (``cgroup.events``: ``populated 0``) or the cgroup
+    is gone; at most ``timeout``. True when empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            events = (cg / "cgroup.events").read_text()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        if "populated 0" in events.splitlines():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # a watchdog's period: the kernel's change is what ends it
+
+
 def reap(state: dict[str, Any]) -> None:
-    """Remove the runner's run cgroups, its containers, then stop the dockerd it started
-    (by pid)."""
+    """Let each run cgroup's processes finish their own cleanup (bounded), remove the
+    cgroups, the runner's containers, then stop the dockerd it started (by pid)."""
     for cg in state.get("cgroups", ()):
+        wait_empty(Path(cg))
         remove_cgroup(Path(cg))
     socket = state.get("socket")
     label = state.get("label")
