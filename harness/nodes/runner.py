@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -100,12 +101,14 @@ class RunnerSession:
                 self.proc.stdin.write(json.dumps(req) + "\n")
                 self.proc.stdin.flush()
             except (BrokenPipeError, OSError) as exc:
-                raise TargetError(f"{self.context}: stage runner is gone ({exc})") from exc
+                raise TargetError(f"{self.context}: stage runner is gone ({exc}; exit "
+                                  f"{_exit_code(self.proc)}; stderr: {_stderr_tail(self.proc)!r})"
+                                  ) from exc
             line = _readline(self.proc, timeout)
         if not line:
             raise TargetError(
-                f"{self.context}: stage runner exited (code {self.proc.poll()}) during "
-                f"{req.get('stage', 'on_exit')!r}"
+                f"{self.context}: stage runner exited (code {_exit_code(self.proc)}) during "
+                f"{req.get('stage', 'on_exit')!r}; stderr: {_stderr_tail(self.proc)!r}"
             )
         reply: dict[str, Any] = json.loads(line)
         return reply
@@ -183,6 +186,35 @@ def stage_runner_argv() -> list[str]:
     interpreter, not a PATH lookup (a pyenv shim costs ~60 ms and extra processes)."""
     path = Path(str(files("harness.nodes.remote").joinpath("stagerunner.py")))
     return [sys.executable or shutil.which("python3") or "/usr/bin/python3", "-u", str(path)]
+
+
+def _exit_code(proc: RunnerProcess, wait: float = 1.0) -> int | None:
+    """The runner process's exit code once its output ended (it exits right after), or
+    None when it still runs ``wait`` s later."""
+    try:
+        return proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _stderr_tail(proc: RunnerProcess, wait: float = 0.5) -> str:
+    """What the runner's process (or the ssh/docker client carrying it) wrote to stderr,
+    the last 500 characters, without blocking on a pipe still held open."""
+    pipe = proc.stderr
+    if pipe is None:
+        return ""
+    try:
+        fd = pipe.fileno()
+        chunks = []
+        while select.select([fd], [], [], wait)[0]:
+            data = os.read(fd, 4096)
+            if not data:
+                break
+            chunks.append(data)
+            wait = 0.0
+    except (OSError, ValueError):
+        return ""
+    return b"".join(chunks).decode(errors="replace").strip()[-500:]
 
 
 def start_runner(argv: Sequence[str], context: str, pass_fds: Sequence[int] = (),
