@@ -245,13 +245,16 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         sub = subs[name]
         seen: list[Detection] = []
         synced = False
+        down: Health | None = None  # down when the run ended: judged on that, at once
         if run.executed:
             deadline = run.ended_at + window + sensor.delay
-            if not sensor.health().up:  # down already: what it had is in; no window to wait out
-                deadline = min(deadline, time.time())
+            if not (at_end := sensor.health()).up:  # what it had is in; nothing to wait for
+                down, deadline = at_end, min(deadline, time.time())
             seen, synced = sub.wait(partial(decided, run, expectation), markers.get(name),
                                     deadline, until=run.ended_at)
-        now = sensor.health()
+        # the reading the wait was decided on: a row judged without waiting is never
+        # healthy (a later reading of "up" would turn what was not waited for into MISSED)
+        now = down if down is not None else sensor.health()
         start = before[name]
         # synced past the run = everything it caused was delivered: healthy for this window
         # even if the backend blipped; a sensor that can sync but did not is not proven

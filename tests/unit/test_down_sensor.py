@@ -80,6 +80,14 @@ class _DiesDuringTheRun(SensorBase):
         return None
 
 
+class _BlipsAtTheEnd(_DiesDuringTheRun):
+    """Down exactly when the run ends, up again at every later reading."""
+
+    def health(self) -> Health:
+        self.calls += 1
+        return Health(False, "blip: auditctl -s failed") if self.calls == 2 else Health(True)
+
+
 @contextmanager
 def _guard() -> Iterator[None]:
     def fire(_sig: int, _frame: object) -> None:
@@ -105,6 +113,20 @@ def test_a_sensor_down_at_the_end_of_the_run_is_judged_without_waiting_the_windo
     (judgement,) = outcome.judgements
     assert judgement.verdict.name == "SENSOR_DOWN"
     assert "the daemon exited" in judgement.reason
+
+
+def test_a_row_judged_without_waiting_is_never_healthy() -> None:
+    """The reading the (skipped) wait was decided on is the one judged: a sensor that reads
+    'up' again later must not turn what was not waited for into MISSED."""
+    atomics, _ = load_atomics([ATOMICS])
+    _, scenario = check_scenario(SCENARIOS / "persistence" / "etc-write.yaml", atomics)
+    assert scenario is not None
+    with _guard():
+        outcome = execute(scenario, "host", _Target(), NodeFacts(node="local", kernel="x"),
+                          {"blips": _BlipsAtTheEnd()}, window=WINDOW)
+    (judgement,) = outcome.judgements
+    assert judgement.verdict.name == "SENSOR_DOWN"
+    assert "blip" in judgement.reason
 
 
 def test_a_dead_audit_daemon_gives_no_sync_token() -> None:
