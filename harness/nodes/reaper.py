@@ -8,7 +8,9 @@ the docker target starts this reaper, detached (``setsid -f``)::
     python -m harness.nodes.reaper STATE_FILE
 
 STATE_FILE (JSON) names the runner's pid and start time, the run cgroups it holds (the
-local target's namespace contexts), the docker socket, the label that marks the runner's
+local target's namespace contexts), its private temporary directories (a VM's console
+log, an SSH master's control socket: QEMU and ssh die by their parent-death signal, their
+folders do not), the docker socket, the label that marks the runner's
 containers, and the dockerd to stop (its state dir), if any. The runner rewrites it
 *before* it creates what it names. The reaper checks every half second whether the runner
 still lives; once it is gone it removes those cgroups and the labelled containers, stops
@@ -21,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -182,12 +186,24 @@ def wait_empty(cg: Path, timeout: float = CLEANUP_GRACE) -> bool:
         time.sleep(0.05)  # a watchdog's period: the kernel's change is what ends it
 
 
+def private_temp_dir(path: str) -> bool:
+    """Only the harness's own temporary directories are removed for a runner: directly
+    in the temporary directory and named ``shadowtest-*`` (a VM's console log, an SSH
+    master's control socket)."""
+    p = Path(path)
+    return p.parent == Path(tempfile.gettempdir()) and p.name.startswith("shadowtest-")
+
+
 def reap(state: dict[str, Any]) -> None:
     """Let each run cgroup's processes finish their own cleanup (bounded), remove the
-    cgroups, the runner's containers, then stop the dockerd it started (by pid)."""
+    cgroups, the runner's private temporary directories, its containers, then stop the
+    dockerd it started (by pid)."""
     for cg in state.get("cgroups", ()):
         wait_empty(Path(cg))
         remove_cgroup(Path(cg))
+    for d in state.get("dirs", ()):
+        if private_temp_dir(d):
+            shutil.rmtree(d, ignore_errors=True)
     socket = state.get("socket")
     label = state.get("label")
     if socket and label and os.path.exists(socket):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,11 @@ url = "docker://?dockerd=own"
 def _pids(pattern: str) -> set[int]:
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
     return {int(x) for x in out.stdout.split()}
+
+
+def _private_dirs() -> set[Path]:
+    tmp = Path(tempfile.gettempdir())
+    return {*tmp.glob("shadowtest-vm-*"), *tmp.glob("shadowtest-ssh-*")}
 
 
 def _own_dockerd() -> int | None:
@@ -98,6 +104,7 @@ def test_sigkill_mid_run_leaves_no_vm_container_dockerd_or_port_forward(catalog:
         contexts: [container-privileged]
     """)
     qemu_before = _pids("qemu-system-x86_64")
+    dirs_before = _private_dirs()
     assert _own_dockerd() is None, "a dockerd=own daemon runs already"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--results", "r.jsonl"],
                             cwd=catalog.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -128,6 +135,10 @@ def test_sigkill_mid_run_leaves_no_vm_container_dockerd_or_port_forward(catalog:
         _wait(lambda: not reapers.is_dir() or not any(
             json.loads(p.read_text()).get("pid") == proc.pid for p in reapers.glob("*.json")),
             30, "the reaper's state file removed")
+        # the VM's console folder and the SSH master's socket folder: QEMU and ssh die by
+        # their parent-death signal, their folders are the reaper's
+        _wait(lambda: _private_dirs() <= dirs_before, 30,
+              f"the runner's temporary folders removed: {_private_dirs() - dirs_before}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -39,3 +39,23 @@ def test_reap_waits_for_the_cgroup_to_empty_before_killing(
 def test_wait_empty_is_bounded_and_says_so(tmp_path: Path) -> None:
     assert reaper.wait_empty(_cgroup(tmp_path, 1), timeout=0.2) is False
     assert reaper.wait_empty(tmp_path / "gone", timeout=0.2) is True
+
+
+def test_reap_removes_only_the_runners_private_temp_dirs(tmp_path: Path) -> None:
+    """A SIGKILLed harness leaves its VM console folder and SSH control-socket folder
+    (QEMU and ssh die by their parent-death signal; the folders do not): the reaper removes
+    them — and never a path that is not such a folder."""
+    import tempfile
+
+    ours = Path(tempfile.mkdtemp(prefix="shadowtest-vm-6.1-"))
+    (ours / "vm-6.1.console.log").write_text("boot\n")
+    other = Path(tempfile.mkdtemp(prefix="not-ours-"))
+    nested = tmp_path / "shadowtest-deeper"
+    nested.mkdir()
+    try:
+        reaper.reap({"dirs": [str(ours), str(other), str(nested)]})
+        assert not ours.exists()
+        assert other.exists()
+        assert nested.exists()
+    finally:
+        other.rmdir()
