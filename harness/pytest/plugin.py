@@ -22,6 +22,7 @@ from harness.engine.safety import check_nodes_allowed
 from harness.pytest import allure as allure_report
 from harness.pytest.baseline import apply_baseline, load_baseline
 from harness.pytest.collect import SCENARIO, ScenarioFile, is_scenario_file
+from harness.pytest.interrupt import InterruptReport
 from harness.pytest.session import (
     ROWS_PROPERTY,
     RUNNER,
@@ -115,6 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except (OSError, ValueError) as exc:
             raise pytest.UsageError(str(exc)) from exc
     allure_report.register(config)  # labels, parameters, attachments when --alluredir
+    config.pluginmanager.register(InterruptReport(), "shadowtest-interrupt")
     if _on_controller(config):
         config.stash[SIGTERM_HANDLER] = _install_sigterm()
 
