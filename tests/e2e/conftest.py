@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from harness.builtin import BUILTIN
+from harness.nodes.dockerd import Dockerd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -420,3 +421,28 @@ def cpu_hog() -> Iterator[list[int]]:
             p.kill()
         for p in procs:
             p.wait(30)
+
+
+def _dockerd_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``ci/dockerd.sh`` (the project's one start/stop path), in its own process: a dockerd
+    started in the test process would be its child (an unreaped zombie after ``stop``)."""
+    return subprocess.run(["bash", str(REPO / "ci" / "dockerd.sh"), *args], capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[str]:
+    """The project's dockerd with the base image (``ci/dockerd.sh image``); its socket url.
+    At the end of the session it is stopped (``ci/dockerd.sh stop``) only if this fixture
+    started it and the same pid still runs: a dockerd that ran before (started by
+    ci/test.sh, another test, by hand) is left running."""
+    daemon = Dockerd()
+    before = daemon.pid()
+    res = _dockerd_cli("image")  # starts dockerd (idempotent), then builds/imports the image
+    assert res.returncode == 0, res.stderr
+    started = daemon.pid() if before is None else None
+    yield daemon.url
+    if started is not None and daemon.pid() == started:
+        res = _dockerd_cli("stop")
+        assert res.returncode == 0, res.stderr
+        assert daemon.pid() is None, f"dockerd (pid {started}) still runs after stop"

@@ -1,5 +1,6 @@
 """The kubernetes target through the real ``kubernetes`` client against tests/servers/kube_server.py,
-whose pods are real containers in the project's dockerd (ci/dockerd.sh). Not a real
+whose pods are real containers in the project's dockerd (the ``dockerd`` fixture of
+tests/e2e/conftest.py: stopped after the session only if it started it). Not a real
 kube-apiserver/kubelet: see the README's "verified / not verified" statement."""
 
 from __future__ import annotations
@@ -28,24 +29,9 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def docker_url() -> str:
-    import docker
-
-    from harness.nodes.dockerd import Dockerd, ensure_base_image
-
-    url = Dockerd().start()
-    client = docker.DockerClient(base_url=url, version="auto")
-    try:
-        ensure_base_image(client)
-    finally:
-        client.close()
-    return url
-
-
-@pytest.fixture(scope="module")
-def kube(docker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeServer, Path]]:
+def kube(dockerd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeServer, Path]]:
     token = secrets.token_hex(16)
-    with KubeServer(docker_url, token) as server:
+    with KubeServer(dockerd, token) as server:
         path = write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig", server.url, token)
         yield server, path
 
