@@ -4,54 +4,22 @@ daemon gives no sync token at all (the kernel takes the message either way)."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from harness.builtin import ATOMICS, SCENARIOS
 from harness.core.detection import Detection
 from harness.core.health import Health
 from harness.core.node import NodeFacts
-from harness.core.run import StageResult
 from harness.core.scenario import check_scenario, load_atomics
 from harness.engine.execute import execute
 from harness.sensors.auditd import AuditdSensor
 from harness.sensors.base import DetectionStream, SensorBase
-from harness.targets.base import TargetBase
+from tests.helpers import FakeTarget, hang_guard
 
-#: the window the run is given; waiting it out would trip the guard below
+#: the window the run is given; waiting it out would trip the hang guard
 WINDOW = 600.0
 GUARD_S = 60
-
-
-class _Session:
-    pids = frozenset({4242})
-    cgroup_id = None
-    container_id = None
-    variables: ClassVar[dict[str, Any]] = {}
-
-    def arm_cleanup(self, argv: Any, env: Any) -> None:
-        pass
-
-    def stage(self, name: str, argv: Any, env: Any, timeout: float) -> StageResult:
-        now = time.time()
-        return StageResult(name, 0, started_at=now, ended_at=now)
-
-    def abort(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _Target(TargetBase):
-    node = "local"
-
-    def open(self, context: str, run_id: str) -> _Session:
-        return _Session()
 
 
 class _DiesDuringTheRun(SensorBase):
@@ -88,27 +56,14 @@ class _BlipsAtTheEnd(_DiesDuringTheRun):
         return Health(False, "blip: auditctl -s failed") if self.calls == 2 else Health(True)
 
 
-@contextmanager
-def _guard() -> Iterator[None]:
-    def fire(_sig: int, _frame: object) -> None:
-        raise TimeoutError(f"execute waited for a sensor that was down ({GUARD_S} s guard)")
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, GUARD_S)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def test_a_sensor_down_at_the_end_of_the_run_is_judged_without_waiting_the_window() -> None:
     atomics, _ = load_atomics([ATOMICS])
     errors, scenario = check_scenario(SCENARIOS / "persistence" / "etc-write.yaml", atomics)
     assert not errors
     assert scenario is not None
     sensor = _DiesDuringTheRun()
-    with _guard():
-        outcome = execute(scenario, "host", _Target(), NodeFacts(node="local", kernel="x"),
+    with hang_guard(GUARD_S, "execute, its sensor down when the run ended"):
+        outcome = execute(scenario, "host", FakeTarget(), NodeFacts(node="local", kernel="x"),
                           {"dies": sensor}, window=WINDOW)
     (judgement,) = outcome.judgements
     assert judgement.verdict.name == "SENSOR_DOWN"
@@ -121,8 +76,8 @@ def test_a_row_judged_without_waiting_is_never_healthy() -> None:
     atomics, _ = load_atomics([ATOMICS])
     _, scenario = check_scenario(SCENARIOS / "persistence" / "etc-write.yaml", atomics)
     assert scenario is not None
-    with _guard():
-        outcome = execute(scenario, "host", _Target(), NodeFacts(node="local", kernel="x"),
+    with hang_guard(GUARD_S, "execute, its sensor down when the run ended"):
+        outcome = execute(scenario, "host", FakeTarget(), NodeFacts(node="local", kernel="x"),
                           {"blips": _BlipsAtTheEnd()}, window=WINDOW)
     (judgement,) = outcome.judgements
     assert judgement.verdict.name == "SENSOR_DOWN"

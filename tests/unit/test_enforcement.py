@@ -8,7 +8,7 @@ import argparse
 import datetime as _dt
 import json
 import textwrap
-import time as _time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from harness.report import enforcement
 from harness.report.summary import render
 from harness.sensors.bpftrace import BpftraceSensor, program_path
 from harness.sensors.tetragon import TetragonSensor
-from harness.targets.base import TargetBase
+from tests.helpers import FakeSession, FakeTarget
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -387,43 +387,11 @@ def test_unclaimed_or_contradicted_kill_stays_not_executed() -> None:
 
 
 # ---------------------------------------------------------------- live path (execute)
-class _Session:
-    def __init__(self, on_command: Any, side_effect_exit: int) -> None:
-        self.pids = frozenset({24406, KILLED_PID})
-        self.cgroup_id = None
-        self.container_id = None
-        self.variables: dict[str, Any] = {}
-        self.on_command = on_command
-        self.side_effect_exit = side_effect_exit
-        self.stages: list[str] = []
-
-    def arm_cleanup(self, argv: Any, env: Any) -> None:
-        pass
-
-    def stage(self, name: str, argv: Any, env: Any, timeout: float) -> StageResult:
-        self.stages.append(name)
-        now = _time.time()
-        if name == "command":
-            self.on_command()
-            return StageResult(name, -9, started_at=now, ended_at=now)
-        code = self.side_effect_exit if name == "side_effect" else 0
-        return StageResult(name, code, started_at=now, ended_at=now)
-
-    def abort(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _Target(TargetBase):
-    node = "local"
-
-    def __init__(self, session: _Session) -> None:
-        self.session = session
-
-    def open(self, context: str, run_id: str) -> _Session:
-        return self.session
+def _killed(on_command: Callable[[], None], side_effect_exit: int) -> FakeSession:
+    """The action (pids 24406 and the real export's killed pid) ends by SIGKILL (exit -9)
+    after ``on_command``; the side-effect probe exits ``side_effect_exit``."""
+    return FakeSession(frozenset({24406, KILLED_PID}),
+                       {"command": -9, "side_effect": side_effect_exit}, on_command)
 
 
 def _scenario(path: Path) -> Any:
@@ -453,10 +421,10 @@ def test_execute_a_tetragon_sigkill_makes_an_enforcement_run(tmp_path: Path, pat
                 head, _, _ = line.rpartition('"time":"')
                 fh.write(f'{head}"time":"{stamp}"}}\n')
 
-    session = _Session(kill, side_effect_exit=0)
+    session = _killed(kill, side_effect_exit=0)
     sensor.start()
     try:
-        outcome = execute(_scenario(path), "namespace", _Target(session),  # type: ignore[arg-type]
+        outcome = execute(_scenario(path), "namespace", FakeTarget(session),  # type: ignore[arg-type]
                           NodeFacts(node="local", kernel="6.18.44"), {"tetragon": sensor},
                           window=5.0, run_id="st0000000000aa")
     finally:
@@ -472,12 +440,12 @@ def test_execute_an_unclaimed_kill_stays_not_executed(tmp_path: Path) -> None:
     log = tmp_path / "tetragon.log"
     log.touch()
     sensor = TetragonSensor(path=str(log))
-    session = _Session(lambda: None, side_effect_exit=1)
+    session = _killed(lambda: None, side_effect_exit=1)
     sensor.start()
     try:
         outcome = execute(
             _scenario(BUILTIN / "scenarios" / "enforcement" / "etc-write-enforced.yaml"),
-            "namespace", _Target(session), NodeFacts(node="local", kernel="6.18.44"),  # type: ignore[arg-type]
+            "namespace", FakeTarget(session), NodeFacts(node="local", kernel="6.18.44"),  # type: ignore[arg-type]
             {"tetragon": sensor}, window=0.3, run_id="st0000000000ab")
     finally:
         sensor.stop()

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from harness.sensors.falco import FalcoSensor
 from harness.sensors.replay import ReplaySensor
 from harness.sensors.tetragon import TetragonSensor
 from harness.sensors.tracee import TraceeSensor
+from tests.helpers import hang_guard
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SEED = int(os.environ.get("SHADOWTEST_FUZZ_SEED", random.SystemRandom().randrange(1 << 30)))
@@ -34,19 +33,6 @@ HANG_GUARD_S = 60
 
 _VALUES: list[Any] = [None, True, 0, -1, 2**70, 1.5e308, "", "x" * 5000, [], {}, [1, "a"],
                       {"a": {"b": None}}, "\udcff", "2026-13-45T99:99:99Z", "NaN", -0.0]
-
-
-@contextmanager
-def _hang_guard(label: str) -> Iterator[None]:
-    def fire(_sig: int, _frame: object) -> None:
-        raise TimeoutError(f"{label}: still going after {HANG_GUARD_S} s (seed {SEED})")
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, HANG_GUARD_S)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _mutate_json(obj: Any, rng: random.Random, depth: int = 0) -> Any:
@@ -144,7 +130,7 @@ def test_mutated_sensor_lines_are_counted_never_a_traceback(tmp_path: Path, fmt:
     samples = _lines(*paths)
     escaped: list[str] = []
     fed = 0
-    with _hang_guard(fmt):
+    with hang_guard(HANG_GUARD_S, f"{fmt} (seed {SEED})"):
         for line in _mutations(samples, rng, json_lines):
             fed += 1
             try:
@@ -183,7 +169,7 @@ def test_mutated_documents_replay_without_aborting(tmp_path: Path, fmt: str, sou
         path = tmp_path / f"{n}.json"
         path.write_text(json.dumps(mutated, default=str))
         sensor = ReplaySensor(path=str(path), format=fmt)
-        with _hang_guard(f"{fmt} {source.name} #{n}"):
+        with hang_guard(HANG_GUARD_S, f"{fmt} {source.name} #{n} (seed {SEED})"):
             sensor.start()  # must not raise
         assert sensor.health().up
     deep = tmp_path / "deep.json"

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from harness.core.atomic import check_atomic
 from harness.core.errors import ScenarioError
 from harness.core.scenario import check_scenario, load_atomics
 from harness.core.yamlfile import MAX_BYTES, MAX_VALUES
+from tests.helpers import hang_guard
 
 SEED = int(os.environ.get("SHADOWTEST_FUZZ_SEED", random.SystemRandom().randrange(1 << 30)))
 MUTATIONS_PER_FILE = 4
@@ -124,19 +123,6 @@ def _corpus(tmp: Path, rng: random.Random) -> Iterator[tuple[str, Path, str]]:
             yield kind, path, f"{name} ({kind})"
 
 
-@contextmanager
-def _hang_guard(label: str) -> Iterator[None]:
-    def fire(_sig: int, _frame: object) -> None:
-        raise TimeoutError(f"{label}: still loading after {HANG_GUARD_S} s (seed {SEED})")
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, HANG_GUARD_S)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def test_mutated_and_hostile_files_give_bounded_errors_never_a_traceback(tmp_path: Path) -> None:
     print(f"fuzz seed {SEED} (replay: SHADOWTEST_FUZZ_SEED={SEED})")
     rng = random.Random(SEED)  # noqa: S311 - reproducible mutations, not secrets
@@ -147,7 +133,7 @@ def test_mutated_and_hostile_files_give_bounded_errors_never_a_traceback(tmp_pat
     for kind, path, label in _corpus(tmp_path, rng):
         tried += 1
         try:
-            with _hang_guard(label):
+            with hang_guard(HANG_GUARD_S, f"loading {label} (seed {SEED})"):
                 errs, loaded = (check_atomic(path) if kind == "atomic"
                                 else check_scenario(path, atomics))
         except Exception as exc:  # the point: nothing may escape
