@@ -87,6 +87,8 @@ class Judgement:
     #: enforcement runs: {expected, reported, observed, side_effect} (the results row's
     #: ``enforcement``); None when the run was not judged for enforcement
     enforcement: Mapping[str, Any] | None = None
+    #: what the sensor was judged against (the results row's ``expected``)
+    expected: Expectation | None = None
 
 
 def matches(expected: Any, got: Any) -> bool:
@@ -144,7 +146,13 @@ def judge(
 
     ``enforcer``: the sensor is configured to enforce (e.g. bpftrace with ``enforce``), so
     a benign control that was killed or denied is laid at its door even when none of its
-    detections claims the kill."""
+    detections claims the kill. The judgement carries ``expectation`` (``expected``)."""
+    verdict = _judge(run, detections, expectation, health, sensor, near, enforcer)
+    return replace(verdict, expected=expectation)
+
+
+def _judge(run: Run, detections: Sequence[Detection], expectation: Expectation,
+           health: Health, sensor: str, near: int, enforcer: bool) -> Judgement:
     if not run.executed:
         return Judgement(sensor, Verdict.NOT_EXECUTED, run.reason or "the action did not run")
     correlated = [(d, key) for d in detections if (key := correlate(run, d)) is not None]

@@ -28,7 +28,7 @@ from harness.core.verdict import (
     with_claims,
 )
 from harness.nodes.runner import RunnerSession
-from harness.sensors.base import Quiet, Sensor, Subscription
+from harness.sensors.base import Quiet, Sensor, Subscription, expect_key
 from harness.targets.base import Target
 
 
@@ -95,7 +95,8 @@ def enforcement_run(scenario: Scenario, sensors: Mapping[str, Sensor],
     is judged when a sensor's detection claims the stop: ``verdict.with_claims``.)"""
     if scenario.benign:
         return any(enforcer(s) for s in sensors.values())
-    return any(scenario.expectation(name, facts).enforce for name in sensors)
+    return any(scenario.expectation(expect_key(name, s), facts).enforce
+               for name, s in sensors.items())
 
 
 def stopped(res: StageResult) -> tuple[str | None, bool]:
@@ -241,7 +242,7 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
     out: list[Judgement] = []
     healths: dict[str, Health] = {}
     for name, sensor in sensors.items():
-        expectation = scenario.expectation(name, run.facts)
+        expectation = scenario.expectation(expect_key(name, sensor), run.facts)
         sub = subs[name]
         seen: list[Detection] = []
         synced = False

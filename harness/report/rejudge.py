@@ -12,7 +12,7 @@ from harness.core.scenario import Scenario
 from harness.core.verdict import enforcement_claims, judge, with_claims
 from harness.engine.execute import Outcome, exit_records
 from harness.report.results import rows_for, run_of
-from harness.sensors.base import Quiet, Sensor
+from harness.sensors.base import Quiet, Sensor, expect_key
 
 #: a recorded run's window when its scenario file does not set one (the run default)
 DEFAULT_WINDOW = 5.0
@@ -39,7 +39,7 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
             run = with_claims(run, enforcement_claims(run, detections, until, records))
         judgements = []
         for name, sensor in sensors.items():
-            expectation = (resolve(scenario, name, run.facts) if scenario
+            expectation = (resolve(scenario, expect_key(name, sensor), run.facts) if scenario
                            else of_row(row))
             health = Health(sensor.health().up, sensor.health().reason, synced=True)
             if health.up and isinstance(sensor, Quiet):  # no sign of life: never MISSED

@@ -74,7 +74,7 @@ def rows_for(outcome: Outcome, scenario: Scenario,
     out = []
     for j in outcome.judgements:
         health = outcome.health.get(j.sensor)
-        exp = resolve(scenario, j.sensor, facts)
+        exp = j.expected or resolve(scenario, j.sensor, facts)
         out.append({
             "schema": SCHEMA,
             "run_id": run.run_id,

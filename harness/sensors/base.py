@@ -53,6 +53,9 @@ class Sensor(Protocol):
 
     #: configured to stop what it detects (bpftrace ``enforce = true``, the BPF-LSM enforcer)
     enforces: bool
+    #: whose ``expect:`` blocks judge this sensor: "" = its own name's; else another
+    #: sensor's that runs the same rule pack (config ``expect_as``; :func:`expect_key`)
+    expects: str
 
     @property
     def sync_hint(self) -> str | None:
@@ -84,6 +87,7 @@ class SensorBase:
     NAME: ClassVar[str]
     enforces: bool = False
     delay: float = 0.0
+    expects: str = ""
 
     @property
     def sync_hint(self) -> str | None:
@@ -326,6 +330,7 @@ BUILTIN: dict[str, str] = {
     "crowdstrike": "harness.sensors.crowdstrike:CrowdStrikeSensor",
     "replay": "harness.sensors.replay:ReplaySensor",
     "lsm": "harness.sensors.lsm:LsmEnforcerSensor",
+    "libbpf": "harness.sensors.libbpf:LibbpfSensor",
 }
 
 
@@ -359,7 +364,7 @@ def build_sensor(name: str, options: Mapping[str, Any]) -> Sensor:
     """Build the sensor called ``name`` from its ``[tool.shadowtest.sensors.<name>]`` table."""
     kind = str(options.get("type", name))
     cls = sensor_class(kind)
-    kwargs = {k: v for k, v in options.items() if k not in ("type", "nodes")}
+    kwargs = {k: v for k, v in options.items() if k not in ("type", "nodes", "expect_as")}
     accepted = inspect.signature(cls).parameters
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:
@@ -368,4 +373,19 @@ def build_sensor(name: str, options: Mapping[str, Any]) -> Sensor:
             f"{kind!r}: expected {', '.join(sorted(k for k in accepted if k != 'name'))}",
             key=unknown[0],
         )
-    return cls(name=name, **kwargs)
+    sensor = cls(name=name, **kwargs)
+    if "expect_as" in options:
+        expect_as = options["expect_as"]
+        if not isinstance(expect_as, str) or not expect_as.strip():
+            raise ConfigError(f"[tool.shadowtest.sensors.{name}]: expect_as must name the sensor "
+                              f"whose expect: blocks judge this one (e.g. 'falco'), got "
+                              f"{expect_as!r}", key="expect_as")
+        sensor.expects = expect_as
+    return sensor
+
+
+def expect_key(name: str, sensor: Sensor) -> str:
+    """The sensor name whose ``expect:`` blocks judge the sensor configured as ``name``:
+    its ``expect_as`` (or its type's default, e.g. the compiled reference sensor judged
+    as ``bpftrace``), else ``name``."""
+    return sensor.expects or name

@@ -156,13 +156,18 @@ class Path:
 
 @dataclass(frozen=True)
 class Raw:
-    """NOT data: a bpftrace condition for what the table cannot express. ``setup`` are
-    statements run first (their variables may feed ``Field`` values); ``cond`` is the
-    expression; ``describe`` says what it means, for the docs and other compilers."""
+    """NOT data: a condition for what the table cannot express, written once per compiler.
+    ``setup`` are bpftrace statements run first (their variables may feed ``Field``
+    values); ``cond`` is the bpftrace expression; ``c_setup``/``c_cond`` are the same in C
+    for the compiled sensor (``harness.sensors.libbpf``: ``task``, the scratch ``s``, the
+    hook's arguments ``a_<name>``; empty = the rule is not compiled); ``describe`` says
+    what it means, for the docs."""
 
     describe: str
     cond: str
     setup: tuple[str, ...] = ()
+    c_setup: tuple[str, ...] = ()
+    c_cond: str = ""
 
 
 Predicate = (FlagsAny | FlagsNone | ArgIn | ArgNotIn | ArgCmp | NotCaller | InContainer
@@ -172,12 +177,15 @@ Predicate = (FlagsAny | FlagsNone | ArgIn | ArgNotIn | ArgCmp | NotCaller | InCo
 @dataclass(frozen=True)
 class Field:
     """One detection field after the header. ``value``: a logical argument of the hook,
-    or (``raw``) a bpftrace expression, e.g. a variable a :class:`Raw` predicate set."""
+    or (``raw``) a bpftrace expression, e.g. a variable a :class:`Raw` predicate set;
+    ``c`` is then the C statement that stores it in ``{dst}`` (a ``long`` or a
+    ``char[ST_STR]``) for the compiled sensor."""
 
     name: str
     type: Literal["int", "long", "uint", "str"]
     value: str
     raw: bool = False
+    c: str = ""
 
 
 @dataclass(frozen=True)
@@ -284,8 +292,19 @@ RULES: tuple[Rule, ...] = (
                     "if (*(uint8 *)uptr($end - 1) == 0) { $end = $end - 1; }"),
              cond=('$fam == 1 && (strncmp(str(uptr($end - 11)), "docker.sock", 12) == 0 || '
                    'strncmp(str(uptr($end - 15)), "containerd.sock", 16) == 0 || '
-                   'strncmp(str(uptr($end - 9)), "crio.sock", 10) == 0)'))),
-         (Field("path", "str", "str(uptr($sa + 2))", raw=True),),
+                   'strncmp(str(uptr($end - 9)), "crio.sock", 10) == 0)'),
+             c_setup=("__u64 len = (__u32)a_addrlen;",
+                      "st_bound(len, 0x7f);",
+                      "bpf_probe_read_user(s->aux, len, (void *)a_addr);",
+                      "__u16 fam = *(__u16 *)s->aux;",
+                      "__u32 end = len;",
+                      "if (s->aux[(end - 1) & ST_MASK] == 0)",
+                      "\tend = end - 1;"),
+             c_cond=('fam == 1 && (st_suffix(s->aux, end, "docker.sock", 11) || '
+                     'st_suffix(s->aux, end, "containerd.sock", 15) || '
+                     'st_suffix(s->aux, end, "crio.sock", 9))'))),
+         (Field("path", "str", "str(uptr($sa + 2))", raw=True,
+                c="bpf_probe_read_user_str({dst}, ST_STR, (void *)(a_addr + 2));"),),
          "connect() to a unix socket named docker.sock, containerd.sock or crio.sock"),
     Rule("process-vm-write", "T1055", "high", ("process_vm_writev",), (NotCaller("pid"),),
          (Field("target", "long", "pid"),), "process_vm_writev into another process"),
@@ -330,9 +349,12 @@ RULES: tuple[Rule, ...] = (
     Rule("fileless-exec-memfd", "T1620", "high", ("exec",),
          (Raw("the new image is a memfd: its exe dentry is named \"memfd:...\"",
               cond=('strncmp(str(curtask->mm->exe_file->f_path.dentry->d_name.name), '
-                    '"memfd:", 6) == 0')),),
+                    '"memfd:", 6) == 0'),
+              c_setup=("bpf_probe_read_kernel_str(s->aux, ST_STR, "
+                       "BPF_CORE_READ(task, mm, exe_file, f_path.dentry, d_name.name));",),
+              c_cond='st_prefix(s->aux, "memfd:", 6)'),),
          (Field("path", "str", "str(curtask->mm->exe_file->f_path.dentry->d_name.name)",
-                raw=True),
+                raw=True, c="bpf_probe_read_kernel_str({dst}, ST_STR, s->aux);"),
           Field("filename", "str", "filename")),
          "exec of a memfd (exe dentry \"memfd:...\")"),
     Rule("setuid-bit-set", "T1548.001", "high", ("fchmodat", "chmod"),
@@ -350,17 +372,30 @@ RULES: tuple[Rule, ...] = (
                     "if ($file != 0 && ($file->f_inode->i_mode & 0xf000) == 0xc000) {",
                     "\t$fam = ((struct socket *)$file->private_data)->sk->__sk_common.skc_family;",
                     "}"),
-             cond="$fam == 2 || $fam == 10")),
+             cond="$fam == 2 || $fam == 10",
+             c_setup=("struct file **fds = BPF_CORE_READ(task, files, fdt, fd);",
+                      "struct file *file = 0;",
+                      "bpf_probe_read_kernel(&file, sizeof(file), fds + (a_oldfd & 0xffffff));",
+                      "__u16 fam = 0;",
+                      "if (file && (BPF_CORE_READ(file, f_inode, i_mode) & 0xf000) == 0xc000) {",
+                      "\tstruct socket *sock = (struct socket *)BPF_CORE_READ(file, private_data);",
+                      "\tfam = BPF_CORE_READ(sock, sk, __sk_common.skc_family);",
+                      "}"),
+             c_cond="fam == 2 || fam == 10")),
          (Field("oldfd", "int", "oldfd"), Field("newfd", "int", "newfd"),
-          Field("family", "int", "$fam", raw=True)),
+          Field("family", "int", "$fam", raw=True, c="{dst} = fam;")),
          "dup2/dup3 of an AF_INET/AF_INET6 socket onto fd 0, 1 or 2"),
     Rule("setuid-root-gain", "T1548.001", "high", ("commit_creds",),
          (Raw("a task whose effective uid is not 0 commits credentials with euid 0 "
               "(a setuid-root exec, su or sudo raising privilege)",
               setup=("$new = (struct cred *)arg0;",),
-              cond="$new->euid.val == 0 && curtask->cred->euid.val != 0"),),
-         (Field("old_euid", "uint", "curtask->cred->euid.val", raw=True),
-          Field("new_euid", "uint", "$new->euid.val", raw=True)),
+              cond="$new->euid.val == 0 && curtask->cred->euid.val != 0",
+              c_setup=("struct cred *new = (struct cred *)PT_REGS_PARM1(ctx);",),
+              c_cond="BPF_CORE_READ(new, euid.val) == 0 && BPF_CORE_READ(task, cred, euid.val) != 0"),),
+         (Field("old_euid", "uint", "curtask->cred->euid.val", raw=True,
+                c="{dst} = BPF_CORE_READ(task, cred, euid.val);"),
+          Field("new_euid", "uint", "$new->euid.val", raw=True,
+                c="{dst} = BPF_CORE_READ(new, euid.val);")),
          "commit_creds raising euid to 0 (needs kprobes and BTF for struct cred)",
          module="kprobes"),
 )

@@ -15,36 +15,32 @@ Rules (``enforcer.bpf.c`` has the exact policy):
 the host's own processes (root cgroup, init.scope, system.slice, user sessions) are never
 denied. The loader (``enforcer.c``) prints bpftrace's ``-f json`` envelope with the
 bundled bpftrace sensor's payloads, plus ``"action": "deny"``; so this sensor is the
-bpftrace sensor's reader with another daemon. Build: ``bash ci/lsm-enforcer.sh`` (run by
-``start()`` when needed); the artefacts go to the node under ``/var/lib/shadowtest/lsm``.
+bpftrace sensor's reader with another daemon (``harness.sensors.libbpf.LoaderSensor``
+runs it, as it runs the compiled reference sensor). Build: ``bash ci/lsm-enforcer.sh``
+(run by ``start()`` when needed); the artefacts go to the node under
+``/var/lib/shadowtest/lsm``.
 On a node whose kernel cannot run BPF LSM programs (this development host), ``start()``
 raises SensorError with the node's reason, and the run reports SENSOR_DOWN.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shlex
-import signal
-import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.core.detection import Detection
-from harness.core.errors import ConfigError, SensorError
-from harness.core.health import Health
+from harness.core.errors import ConfigError
 from harness.nodes.cgroups import node_cgroup2_root
-from harness.nodes.shell import NodeShell
-from harness.sensors.bpftrace import BpftraceSensor
 from harness.sensors.bpftrace import rules as rule_table
+from harness.sensors.libbpf import LoaderSensor
 from harness.sensors.rulepack import files_pack
 
 HERE = Path(__file__).resolve().parent
-SOURCES = (HERE / "enforcer.bpf.c", HERE / "enforcer.c", HERE / "enforcer.h")
+SOURCES = (HERE / "enforcer.bpf.c", HERE / "enforcer.c", HERE / "enforcer.h",
+           HERE.parent / "libbpf" / "emit.h")
 BUILD_SCRIPT = HERE.parents[2] / "ci" / "lsm-enforcer.sh"
 DEFAULT_CACHE = Path("/var/cache/shadowtest/lsm")
 LOADER, OBJECT = "shadowtest-lsm", "enforcer.bpf.o"
@@ -64,9 +60,6 @@ DEFAULT_COMMS = ("dpkg", "apt", "apt-get")
 HOST_CGROUPS = frozenset({"init.scope", "system.slice", "user.slice", "machine.slice"})
 MAX_ENTRIES = 32  # the loader's list sizes
 _PARENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-#: a part of a file written to a node: put() passes data base64-encoded in one argv
-#: entry, and one argv string is capped at 128 KiB by the kernel (MAX_ARG_STRLEN)
-CHUNK = 64 * 1024
 
 
 def validate(name: str, rules: Sequence[str], container_parents: Sequence[str],
@@ -115,26 +108,17 @@ def loader_argv(loader: str, obj: str, node: str, rules: Sequence[str],
     return argv
 
 
-def build(cache_dir: Path = DEFAULT_CACHE, script: Path = BUILD_SCRIPT) -> Path:
-    """``bash ci/lsm-enforcer.sh cache_dir`` (a no-op when built): the artefacts' dir."""
-    if not script.is_file():
-        raise SensorError(f"lsm: the build script {script} is missing (the harness was "
-                          "installed without its ci/); build the enforcer in a checkout with "
-                          "`bash ci/lsm-enforcer.sh` and set build_dir = '<its output dir>'")
-    res = subprocess.run(["bash", str(script), str(cache_dir)], capture_output=True, text=True,
-                         timeout=900, check=False)
-    out = res.stdout.strip().splitlines()
-    if res.returncode != 0 or not out:
-        raise SensorError(f"lsm: building the enforcer failed (`bash {script} {cache_dir}`, "
-                          f"exit {res.returncode}): {res.stderr.strip()[-800:]}")
-    return Path(out[-1])
-
-
-class LsmEnforcerSensor(BpftraceSensor):
+class LsmEnforcerSensor(LoaderSensor):
     """The BPF LSM enforcer (``shadowtest-lsm`` + ``enforcer.bpf.o``) run on the node;
     its output is read like the bundled bpftrace sensor's (markers, cgroup mapping)."""
 
     NAME: ClassVar[str] = "lsm"
+    LOADER: ClassVar[str] = LOADER
+    OBJECT: ClassVar[str] = OBJECT
+    BUILD_SCRIPT: ClassVar[Path] = BUILD_SCRIPT
+    DEFAULT_CACHE: ClassVar[Path] = DEFAULT_CACHE
+    REMOTE_DIR: ClassVar[str] = REMOTE_DIR
+    WHAT: ClassVar[str] = "the LSM enforcer"
 
     def __init__(self, name: str = "lsm", rules: Sequence[str] = tuple(RULES),
                  container_parents: Sequence[str] = DEFAULT_PARENTS,
@@ -142,73 +126,15 @@ class LsmEnforcerSensor(BpftraceSensor):
                  cache_dir: str | None = None, start_timeout: float = 60.0,
                  node: str | None = None, record: str | None = None) -> None:
         validate(name, rules, container_parents, allow_comms)
-        super().__init__(name=name, start_timeout=start_timeout, node=node, record=record,
-                         load_modules=False)
+        super().__init__(name=name, build_dir=build_dir, cache_dir=cache_dir,
+                         start_timeout=start_timeout, node=node, record=record)
         self.rules = tuple(rules)
         self.container_parents = tuple(container_parents)
         self.allow_comms = tuple(allow_comms)
-        self.build_dir = Path(build_dir) if build_dir else None
-        self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE
-        self.error: str | None = None  # the loader's {"kind": "error"} reason
-        self.ready: dict[str, Any] = {}  # the loader's ready line (load_ms, attach_ms, ...)
-        self.timings: dict[str, float] = {}  # seconds: build, upload, start (to ready)
 
-    # ------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        if self.record is not None:
-            self._record_fh = self.record.open("a", encoding="utf-8")
-        t0 = time.perf_counter()
-        built = self.build_dir or build(self.cache_dir)
-        loader_bin, obj = built / LOADER, built / OBJECT
-        if not loader_bin.is_file() or not obj.is_file():
-            raise SensorError(f"{self.name}: {built} lacks {LOADER} and {OBJECT}: build them "
-                              "with `bash ci/lsm-enforcer.sh`")
-        t1 = time.perf_counter()
-        data = {LOADER: loader_bin.read_bytes(), OBJECT: obj.read_bytes()}
-        digest = hashlib.sha256(data[LOADER] + data[OBJECT]).hexdigest()[:16]
-        remote = f"{REMOTE_DIR}/{digest}"
-        for fname, blob in data.items():
-            put_file(self.shell, f"{remote}/{fname}", blob, 0o755 if fname == LOADER else 0o644)
-        t2 = time.perf_counter()
-        self._ncpu = self.shell.cpus()
-        self._clock = self.shell.clock_offset()
-        argv = loader_argv(f"{remote}/{LOADER}", f"{remote}/{OBJECT}", self.shell.node,
-                           self.rules, self.container_parents, self.allow_comms,
-                           cgroup2_root=node_cgroup2_root(self.shell))
-        self._proc = self.shell.popen(argv, stop_signal=signal.SIGTERM)
-        self._readers = self._read_output(self._proc)
-        deadline = time.time() + self.start_timeout
-        while not self._ready.wait(0.05):
-            if self._proc.poll() is not None or time.time() > deadline:
-                code = self._proc.poll()
-                for reader in self._readers:  # the error line may still be in the pipe
-                    reader.join(2)
-                self.stop()
-                if self.error:
-                    raise SensorError(f"{self.name}: {self.error}")
-                raise SensorError(
-                    f"{self.name}: the LSM enforcer did not become ready on {self.shell.node!r} "
-                    f"(exit {code}): " + " | ".join(self._stderr[-5:]))
-        self.timings = {"build": t1 - t0, "upload": t2 - t1, "start": time.perf_counter() - t2}
-
-    def _on_payload(self, payload: dict[str, Any], line: str) -> None:
-        kind = payload.get("kind")
-        if kind == "error":
-            self.error = str(payload.get("reason"))
-            return
-        if kind == "ready":
-            self.ready = payload
-        super()._on_payload(payload, line)
-
-    def _on_eof(self) -> None:
-        self.stream.close(f"{self.name}: the LSM enforcer's output ended (process exited): "
-                          + (self.error or " | ".join(self._stderr[-3:])))
-
-    def health(self) -> Health:
-        if self._proc is not None and self._proc.poll() is not None:
-            err = self.error or " | ".join(x for x in self._stderr[-3:] if x.strip())
-            return Health(False, f"the LSM enforcer exited with code {self._proc.returncode}: {err}")
-        return super().health()
+    def loader_args(self, loader: str, obj: str) -> list[str]:
+        return loader_argv(loader, obj, self.shell.node, self.rules, self.container_parents,
+                           self.allow_comms, cgroup2_root=node_cgroup2_root(self.shell))
 
     def normalise(self, raw: Any) -> Detection | None:
         det = super().normalise(raw)
@@ -222,20 +148,4 @@ class LsmEnforcerSensor(BpftraceSensor):
         return files_pack(list(SOURCES))
 
 
-def put_file(shell: NodeShell, path: str, data: bytes, mode: int) -> None:
-    """``shell.put``, in parts when ``data`` is larger than one argv entry can carry."""
-    if len(data) <= CHUNK:
-        shell.put(path, data, mode)
-        return
-    parts = [f"{path}.part{i}" for i in range(0, len(data), CHUNK)]
-    for part, i in zip(parts, range(0, len(data), CHUNK), strict=True):
-        shell.put(part, data[i:i + CHUNK], 0o600)
-    script = (f"cat {' '.join(shlex.quote(p) for p in parts)} > {shlex.quote(path)} && "
-              f"chmod {oct(mode)[2:]} {shlex.quote(path)} && rm -f "
-              + " ".join(shlex.quote(p) for p in parts))
-    res = shell.run(["sh", "-c", script])
-    if res.returncode != 0:
-        raise SensorError(f"lsm: cannot write {path} on {shell.node!r}: {res.stderr.strip()}")
-
-
-__all__ = ["RULES", "LsmEnforcerSensor", "build", "loader_argv", "put_file", "validate"]
+__all__ = ["RULES", "LsmEnforcerSensor", "loader_argv", "validate"]

@@ -25,17 +25,12 @@
  * so a parent created after start (the first container) is picked up.
  */
 #define _GNU_SOURCE
-#include <bpf/libbpf.h>
+#define ST_PROG "shadowtest-lsm"
+#include "emit.h" /* harness/sensors/libbpf: the JSON envelope, fail(), signals */
 #include <linux/types.h>
 #include "enforcer.h"
 #include <bpf/bpf.h>
 #include <errno.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -56,96 +51,7 @@ struct config {
 };
 
 
-static volatile sig_atomic_t stopping;
-static char libbpf_first[512]; /* the first libbpf warning: the cause, not the fallout */
 static const char *node = "this node";
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stopping = 1;
-}
-
-static int on_libbpf(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	char line[512];
-	if (level == LIBBPF_DEBUG)
-		return 0;
-	vsnprintf(line, sizeof(line), fmt, ap);
-	line[strcspn(line, "\n")] = 0;
-	if (line[0] && !libbpf_first[0])
-		snprintf(libbpf_first, sizeof(libbpf_first), "%s", line);
-	return fprintf(stderr, "%s\n", line);
-}
-
-/* ------------------------------------------------------------------ JSON output */
-struct buf {
-	char data[4096];
-	size_t len;
-};
-
-static void put(struct buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-	if (b->len >= sizeof(b->data))
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(b->data + b->len, sizeof(b->data) - b->len, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		b->len = b->len + (size_t)n < sizeof(b->data) ? b->len + (size_t)n : sizeof(b->data) - 1;
-}
-
-/* a JSON string body (no quotes) of s[0..n) or up to the first NUL */
-static void put_escaped(struct buf *b, const char *s, size_t n)
-{
-	for (size_t i = 0; i < n && s[i]; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\')
-			put(b, "\\%c", c);
-		else if (c == '\n')
-			put(b, "\\n");
-		else if (c < 0x20 || c == 0x7f)
-			put(b, "\\u%04x", c);
-		else
-			put(b, "%c", c);
-	}
-}
-
-/* the object in bpftrace's envelope, one line, flushed */
-static void emit(struct buf *inner)
-{
-	struct buf outer = {.len = 0};
-	put(&outer, "{\"type\":\"printf\",\"data\":\"");
-	put_escaped(&outer, inner->data, inner->len);
-	put(&outer, "\\n\"}\n");
-	if (fwrite(outer.data, 1, outer.len, stdout) != outer.len || fflush(stdout) != 0)
-		stopping = 1; /* the reader is gone */
-}
-
-static void fail(const char *fmt, ...)
-{
-	char reason[1024];
-	struct buf b = {.len = 0};
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	put(&b, "{\"kind\":\"error\",\"reason\":\"");
-	put_escaped(&b, reason, sizeof(reason));
-	put(&b, "\"}");
-	emit(&b);
-	fprintf(stderr, "shadowtest-lsm: %s\n", reason);
-	exit(2);
-}
-
-static uint64_t clock_ns(clockid_t id)
-{
-	struct timespec ts;
-	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ events */
 static int on_event(void *ctx, void *data, size_t size)
@@ -280,12 +186,7 @@ int main(int argc, char **argv)
 	}
 	if (!object || !rules || !nparents)
 		usage();
-	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
-	signal(SIGPIPE, SIG_IGN);
-	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll returns EINTR */
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	libbpf_set_print(on_libbpf);
+	on_signals();
 
 	check_lsm();
 	if (!cg2[0])
