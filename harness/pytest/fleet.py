@@ -96,6 +96,13 @@ class NodeFleet:
         self._node_sensors[node] = started
         return started
 
+    def built(self, node: str) -> dict[str, Sensor]:
+        """The configured sensors watching ``node``, built (as :meth:`build` made them),
+        started or not: what a run that cannot happen is reported for."""
+        if node not in self._built:
+            self.build()
+        return self._built[node]
+
     def _shell_for_sensor(self, name: str, node: str) -> NodeShell:
         shell = self.shell(node)
         if shell is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from harness.engine.execute import Outcome, execute, new_run_id
 from harness.pytest.fleet import NodeFleet
 from harness.pytest.junit import junit_properties
 from harness.report.results import explain, rows_for
-from harness.sensors.base import Sensor
+from harness.sensors.base import Sensor, expect_key
 from harness.sensors.rulepack import rulepacks_of
 
 RUNNER = pytest.StashKey["ScenarioRunner"]()
@@ -63,7 +63,7 @@ class ScenarioRunner:
         facts = fleet.facts(node)
         unmet = unmet_requirements(item, facts)
         if unmet:  # not runnable on this node: a NOT_EXECUTED row per sensor, with the reason
-            outcome = not_runnable(scenario, context, node, facts, fleet.judged_on(node), unmet)
+            outcome = not_runnable(scenario, context, node, facts, fleet.built(node), unmet)
             sensors: dict[str, Sensor] = {}
         else:
             sensors = fleet.sensors_for(node)
@@ -71,7 +71,7 @@ class ScenarioRunner:
                 outcome = execute(scenario, context, target, facts, sensors,
                                   window=_window(scenario, self))
             except TargetError as exc:  # the node could not run it: rows say why, test fails
-                outcome = not_runnable(scenario, context, node, facts, list(sensors),
+                outcome = not_runnable(scenario, context, node, facts, sensors,
                                        f"target error on {node}: {exc}")
                 target_error = str(exc)
         item.config.hook.pytest_shadowtest_run_finished(item=item, outcome=outcome)
@@ -129,14 +129,18 @@ def check_markers(item: pytest.Item, facts: NodeFacts) -> None:
 
 
 def not_runnable(scenario: Scenario, context: str, node: str, facts: NodeFacts,
-                 sensors: Sequence[str], reason: str) -> Outcome:
-    """The outcome of a scenario its node cannot run: nothing was started or attacked."""
+                 sensors: Mapping[str, Sensor], reason: str) -> Outcome:
+    """The outcome of a scenario its node cannot run: nothing was started or attacked (each
+    sensor's row states what it would have been judged against)."""
     now = time.time()
     reason = reason if reason.startswith("target error") else f"not runnable: {reason}"
     run = Run(run_id=new_run_id(), scenario=scenario.id, context=context, node=node,
               started_at=now, ended_at=now, executed=False, reason=reason,
               facts=facts.as_row())
-    judgements = tuple(Judgement(s, Verdict.NOT_EXECUTED, run.reason) for s in sensors)
+    judgements = tuple(
+        Judgement(name, Verdict.NOT_EXECUTED, run.reason,
+                  expected=scenario.expectation(expect_key(name, sensor), run.facts))
+        for name, sensor in sensors.items())
     return Outcome(run, judgements, {})
 
 

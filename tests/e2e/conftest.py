@@ -106,7 +106,8 @@ KINDS = ("etc_files", "processes", "cgroups", "audit_rules", "audit_settings", "
          "files", "netns")
 #: processes a run may start (matched in ``ps`` args)
 RUN_PROCESSES = (" bpftrace ", " auditd ", "stagerunner.py", " unshare ", "harness.nodes.reaper",
-                 "harness.sensors.auditd ")
+                 "harness.sensors.auditd ", "shadowtest-sensor --object",
+                 "shadowtest-lsm --object")
 #: files under /run/shadowtest that are the node's own state, kept between runs (the shared
 #: audit daemon's lock, config and log; the bpftrace program cache by digest; folders)
 KEPT_STATE = ("/run/shadowtest/auditd/lock", "/run/shadowtest/auditd/audit.log",

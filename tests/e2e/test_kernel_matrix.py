@@ -1,12 +1,14 @@
-"""The kernel matrix, for real: the bundled scenarios with auditd and the bundled bpftrace
-sensor on three kernels — this machine's, and Debian's 6.1 and 6.12 booted under QEMU from
-the project's image — each through the very job a user copies into CI
-(``ci/kernel-job.sh KERNEL``, ``ci/pipelines/``), then merged into one grid.
+"""The kernel matrix, for real: the bundled scenarios with auditd and the reference rule
+table on three kernels — this machine's (under bpftrace), and Debian's 6.1 and 6.12 booted
+under QEMU from the project's image (compiled: sensor type libbpf, judged by the bpftrace
+expectations) — each through the very job a user copies into CI (``ci/kernel-job.sh
+KERNEL``, ``ci/pipelines/``), then merged into one grid. The sensors of each job are read
+from its ci/kernels/<kernel>.toml.
 
 The harness must find the real per-kernel difference: the setuid-root-gain scenario needs
-kprobes (the bpftrace rule is a kprobe on commit_creds); this host's kernel has none, so
+kprobes (the reference rule is a kprobe on commit_creds); this host's kernel has none, so
 it is reported NOT_EXECUTED ("not runnable") with the reason, while both VM kernels run it
-and the bpftrace sensor detects it."""
+and the compiled sensor's kprobe program detects it."""
 
 from __future__ import annotations
 
@@ -21,12 +23,23 @@ from typing import Any
 
 import pytest
 
+from harness.engine.config import load_settings
+from harness.sensors.base import build_sensor, expect_key
 from harness.tools.catalogue import expected_cell, load_catalogue
 from tests.e2e.conftest import REPO
 
 pytestmark = [pytest.mark.vm, pytest.mark.node]
 
 KERNELS = {"host": None, "6.1": "6.1.0-56-amd64", "6.12": "6.12.117+deb12-amd64"}
+
+
+def job_sensors(kernel: str) -> dict[str, str]:
+    """The sensors of a kernel job (its ci/kernels/<kernel>.toml) -> the sensor whose
+    expectations judge each (``expect_as``)."""
+    config = REPO / "ci" / "kernels" / f"{kernel}.toml"
+    settings = load_settings(config.parent, config)
+    return {name: expect_key(name, build_sensor(name, settings.sensor_options.get(name, {})))
+            for name in settings.sensors}
 
 
 def _qemus() -> set[int]:
@@ -70,14 +83,17 @@ def test_each_kernel_gives_the_documented_verdicts(matrix: dict[str, Any], kerne
     cat = load_catalogue(REPO)
     got = {(r["scenario"], r["context"], r["sensor"]): r for r in rows}
     problems = []
+    sensors = job_sensors(kernel)
+    assert set(sensors.values()) == {"auditd", "bpftrace"}  # the two embedded rule packs
+    assert {r["sensor"] for r in rows} == set(sensors)
     for s in cat.scenarios:
         for context in s.contexts:
-            for sensor in ("auditd", "bpftrace"):
+            for sensor, judged_as in sensors.items():
                 row = got.get((s.id, context, sensor))
                 if row is None:
                     problems.append(f"{s.id}[{context}] {sensor}: no row")
                     continue
-                verdict, want = row["verdict"], expected_cell(s, sensor, row.get("facts"))
+                verdict, want = row["verdict"], expected_cell(s, judged_as, row.get("facts"))
                 if verdict == "NOT_EXECUTED":
                     if not row["reason"]:
                         problems.append(f"{s.id}[{context}] {sensor}: NOT_EXECUTED without a reason")
@@ -99,7 +115,7 @@ def test_the_grid_shows_the_kprobe_difference_between_kernels(matrix: dict[str, 
     assert host
     assert all(r["verdict"] == "NOT_EXECUTED" for r in host), host
     assert all("not runnable: kprobes not usable" in r["reason"] for r in host), host
-    bpf = [r for r in vms if r["sensor"] == "bpftrace"]
+    bpf = [r for r in vms if job_sensors("6.1").get(r["sensor"]) == "bpftrace"]
     assert len(bpf) == 4, bpf
     assert {r["verdict"] for r in bpf} == {"DETECTED"}, bpf
     assert {r["rule"] for r in bpf} == {"setuid-root-gain"}

@@ -20,7 +20,8 @@ import pytest
 
 from harness.core.errors import ConfigError
 from harness.sensors.base import build_sensor
-from harness.sensors.lsm import RULES, LsmEnforcerSensor, loader_argv, put_file, validate
+from harness.sensors.libbpf import put_file
+from harness.sensors.lsm import RULES, LsmEnforcerSensor, loader_argv, validate
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "lsm"
 HEADER = ("kind", "rule", "technique", "severity", "action", "pid", "tid", "ppid", "ancestors",
