@@ -546,3 +546,23 @@ def test_layer_of_names_every_layer() -> None:
     assert layer_of("harness.nodes.shell") == "nodes"
     assert layer_of("harness.pytest.runner") == "pytest"
     assert layer_of("harness.elsewhere") is None
+
+
+def test_every_package_and_its_data_ship_in_the_wheel() -> None:
+    """Every package under harness/ is listed in pyproject's [tool.setuptools] packages (a
+    missing one is absent from the wheel: an ImportError for users only), and every C
+    source and header of a package is in its package-data (a sensor's rulepack() digests
+    them; a missing one reads as no rule-pack identity)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {".".join(p.parent.relative_to(root).parts)
+                for p in (root / "harness").rglob("__init__.py")}
+    assert packages - set(setup["packages"]) == set()
+    globs = setup["package-data"]["harness"]
+    sources = [p.relative_to(root / "harness") for p in (root / "harness").rglob("*")
+               if p.suffix in (".c", ".h", ".bt")]
+    assert sources
+    missing = [str(p) for p in sources if not any(p.match(g) for g in globs)]
+    assert missing == []
