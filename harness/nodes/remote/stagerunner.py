@@ -13,6 +13,10 @@ Protocol (stdin -> stdout, JSON lines):
   {"getpgid": N}  -> {"getpgid": N}: getpgid(N) once on every CPU (a sensor's sync marker,
                      in-process: no interpreter start per marker on a slow VM)
   EOF / SIGTERM: runs the armed on_exit command, then exits.
+
+At start, before its hello, the runner calls getpgid(ANNOUNCE) once (it fails: no such
+pid): a sensor that filters in the kernel (the compiled reference sensor with
+``filter = "runs"``) starts following this process's tree there, synchronously.
 """
 
 import contextlib
@@ -24,6 +28,8 @@ import sys
 import time
 from typing import Any
 
+#: getpgid(ANNOUNCE): "follow my process tree" (harness.sensors.libbpf; above pid_max)
+ANNOUNCE = 0x5AE00000
 _armed: dict[str, dict[str, Any]] = {}
 _current: dict[str, subprocess.Popen[str]] = {}
 
@@ -109,6 +115,8 @@ def _getpgid_every_cpu(pid: int) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness decides; Ctrl-C reaches it first
+    with contextlib.suppress(OSError):
+        os.getpgid(ANNOUNCE)
     hello = {"ready": True, "pid": os.getpid(), "pidns": _ns("pid"), "mntns": _ns("mnt"),
              "hostname": os.uname().nodename}
     sys.stdout.write(json.dumps(hello) + "\n")

@@ -208,10 +208,10 @@ class BpftraceSensor(SensorBase):
             return Health(False, f"bpftrace exited with code {self._proc.returncode}: {err}")
         if self.attach_pid is not None and not self.shell.pid_alive(self.attach_pid):
             return Health(False, f"attached bpftrace pid {self.attach_pid} is not running")
-        if self._proc is None and self._tail is None:
-            return Health(False, "bpftrace sensor was never started")
-        if self.stream.closed:
+        if self.stream.closed:  # e.g. why it did not start
             return Health(False, self.stream.closed)
+        if self._proc is None and self._tail is None:
+            return Health(False, f"{self.name} was never started")
         return Health(True, lost=self.stream.lost, malformed=self.stream.malformed)
 
     def sync(self) -> str | None:

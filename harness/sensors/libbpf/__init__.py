@@ -22,6 +22,7 @@ import shlex
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +37,10 @@ REPO = HERE.parents[2]
 #: what the compiled sensor is made of, in load order (its rule-pack identity)
 SOURCES = tuple(HERE / f for f in ("sensor.bpf.c", "rules.h", "prelude.bpf.h", "event.h",
                                    "emit.h", "loader.c"))
+#: what the kernel reports (loader.c --filter): the whole node; the stage runners' process
+#: trees (each announces itself at start: harness/nodes/remote/stagerunner.py) plus kernel
+#: usermode helpers; those and every task outside the initial pid namespace
+FILTERS = ("none", "runs", "runs+containers")
 #: a part of a file written to a node: put() passes data base64-encoded in one argv
 #: entry, and one argv string is capped at 128 KiB by the kernel (MAX_ARG_STRLEN)
 CHUNK = 64 * 1024
@@ -68,6 +73,19 @@ def put_file(shell: NodeShell, path: str, data: bytes, mode: int) -> None:
               f"chmod {oct(mode)[2:]} {shlex.quote(path)} && rm -f "
               + " ".join(shlex.quote(p) for p in parts))
     res = shell.run(["sh", "-c", script])
+    if res.returncode != 0:
+        raise SensorError(f"cannot write {path} on {shell.node!r}: {res.stderr.strip()}")
+
+
+def upload(shell: NodeShell, path: str, data: bytes, mode: int) -> None:
+    """``data`` at ``path`` on the node unless it is there already: the path is named by the
+    content's digest, and a file appears there only whole (written aside, then renamed), so
+    a second sensor never rewrites a loader that is running (ETXTBSY)."""
+    if shell.run(["test", "-f", path]).returncode == 0:
+        return
+    aside = f"{path}.part-{uuid.uuid4().hex[:12]}"
+    put_file(shell, aside, data, mode)
+    res = shell.run(["mv", "-f", aside, path])
     if res.returncode != 0:
         raise SensorError(f"cannot write {path} on {shell.node!r}: {res.stderr.strip()}")
 
@@ -114,8 +132,7 @@ class LoaderSensor(BpftraceSensor):
         digest = hashlib.sha256(data[self.LOADER] + data[self.OBJECT]).hexdigest()[:16]
         remote = f"{self.REMOTE_DIR}/{digest}"
         for fname, blob in data.items():
-            put_file(self.shell, f"{remote}/{fname}", blob,
-                     0o755 if fname == self.LOADER else 0o644)
+            upload(self.shell, f"{remote}/{fname}", blob, 0o755 if fname == self.LOADER else 0o644)
         t2 = time.perf_counter()
         self._ncpu = self.shell.cpus()
         self._clock = self.shell.clock_offset()
@@ -175,9 +192,13 @@ class LibbpfSensor(LoaderSensor):
     expects = "bpftrace"
 
     def __init__(self, name: str = "libbpf", build_dir: str | None = None,
-                 cache_dir: str | None = None, ringbuf_mb: int = 8,
+                 cache_dir: str | None = None, ringbuf_mb: int = 8, filter: str = "none",
                  start_timeout: float = 60.0, node: str | None = None,
                  record: str | None = None, load_modules: bool = True) -> None:
+        if filter not in FILTERS:
+            raise ConfigError(f"[tool.shadowtest.sensors.{name}]: filter must be one of "
+                              f"{', '.join(repr(f) for f in FILTERS)}, got {filter!r}",
+                              key="filter")
         if isinstance(ringbuf_mb, bool) or not isinstance(ringbuf_mb, int) \
                 or ringbuf_mb < 1 or ringbuf_mb > 1024 or ringbuf_mb & (ringbuf_mb - 1):
             raise ConfigError(f"[tool.shadowtest.sensors.{name}]: ringbuf_mb must be a power "
@@ -187,11 +208,13 @@ class LibbpfSensor(LoaderSensor):
                          start_timeout=start_timeout, node=node, record=record,
                          load_modules=load_modules)
         self.ringbuf_mb = ringbuf_mb
+        self.filter = filter
 
     def loader_args(self, loader: str, obj: str) -> list[str]:
         self.modules = [feature for feature, (_, probe) in MODULES.items()
                         if self.load_modules and self.shell.run(probe).returncode == 0]
-        return loader_argv(loader, obj, self.shell.node, self.modules, self.ringbuf_mb)
+        return loader_argv(loader, obj, self.shell.node, self.modules, self.ringbuf_mb,
+                           self.filter)
 
     def rulepack(self) -> dict[str, Any]:
         """The generated and hand-written sources (header ``shadowtest-rulepack`` of the
@@ -200,9 +223,10 @@ class LibbpfSensor(LoaderSensor):
 
 
 def loader_argv(loader: str, obj: str, node: str, modules: list[str],
-                ringbuf_mb: int) -> list[str]:
+                ringbuf_mb: int, filter: str = "none") -> list[str]:
     """Pure: the compiled sensor's loader command line."""
-    argv = [loader, "--object", obj, "--node", node, "--ringbuf-mb", str(ringbuf_mb)]
+    argv = [loader, "--object", obj, "--node", node, "--ringbuf-mb", str(ringbuf_mb),
+            "--filter", filter]
     for module in modules:
         argv += ["--module", module]
     return argv

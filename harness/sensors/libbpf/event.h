@@ -11,6 +11,11 @@
 #define ST_NNUM 3           /* integer fields of one event (MAX_INT in generate.py) */
 #define ST_MARKER_BASE 0x5ad00000
 #define ST_MARKER_LAST 0x5adfffff
+#define ST_INIT_PIDNS 4026531836U  /* PROC_PID_INIT_INO: the initial pid namespace */
+#define ST_ANNOUNCE 0x5ae00000  /* getpgid(): "follow my tree" (the stage runner's ANNOUNCE) */
+
+/* what the programs report (the loader's --filter; config map slot 0) */
+enum st_filter { ST_FILTER_NONE = 0, ST_FILTER_RUNS = 1, ST_FILTER_RUNS_CONTAINERS = 2 };
 
 enum st_kind { ST_KIND_MARKER = 1, ST_KIND_DETECTION = 2 };
 

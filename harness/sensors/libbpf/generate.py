@@ -247,11 +247,18 @@ def _indent(lines: Sequence[str], depth: int = 1) -> list[str]:
     return ["\t" * depth + line if line else line for line in lines]
 
 
-def _rule_block(hook: Hook, slots: Sequence[str], index: int, rule: Rule) -> list[str]:
-    """The rule's conditions in order (a Raw one's setup after those before it), then the
-    event; in a scope of its own (the setups' variables)."""
+def exempt(rule: Rule) -> bool:
+    """Reported whatever the filter: what a kernel usermode helper does (a child of
+    kthreadd) is in no run's process tree by nature, however a run caused it."""
+    return any(isinstance(p, ParentIs) for p in rule.when)
+
+
+def _rule_block(hook: Hook, slots: Sequence[str], index: int, rule: Rule,
+                gate: str = "") -> list[str]:
+    """The rule's conditions in order (``gate`` first; a Raw one's setup after those
+    before it), then the event; in a scope of its own (the setups' variables)."""
     body: list[str] = []
-    depth, conds = 0, list[str]()
+    depth, conds = 0, [gate] if gate else list[str]()
     for pred in rule.when:
         setup = pred.c_setup if isinstance(pred, Raw) else ()
         if setup and conds:
@@ -289,6 +296,10 @@ def _program(hook: Hook, rules: Sequence[tuple[int, Rule]]) -> list[str]:
     slots = _path_slots(hook, only)
     body = ["struct task_struct *task = (struct task_struct *)bpf_get_current_task();",
             "struct st_scratch *s = st_scratch();", "if (!s)", "\treturn 0;"]
+    if not any(exempt(r) for r in only):  # the filter first: nothing read for the rest
+        body += ["if (!st_traced(task))", "\treturn 0;"]
+    elif not all(exempt(r) for r in only):
+        body += ["int traced = st_traced(task);"]
     for name in _args_used(hook, only):
         body += _arg_decl(hook, name)
     read = "kernel" if _kernel_string(hook) else "user"
@@ -298,8 +309,10 @@ def _program(hook: Hook, rules: Sequence[tuple[int, Rule]]) -> list[str]:
             body += [f"__u32 base{i} = st_basename(s->str[{i}]);"]
     if any(isinstance(p, CommNotIn) for r in only for p in r.when):
         body += ["char comm[16];", "bpf_get_current_comm(comm, sizeof(comm));"]
+    mixed = any(exempt(r) for r in only) and not all(exempt(r) for r in only)
     for index, r in rules:
-        body += ["", *_rule_block(hook, slots, index, r)]
+        body += ["", *_rule_block(hook, slots, index, r,
+                                  "traced" if mixed and not exempt(r) else "")]
     note = f" (module {module}: loaded only where the node has it)" if module else ""
     title = f"/* {hook.name}: {', '.join(r.name for r in only)}{note} */"
     return [title, *head, "{", *_indent(body), "\treturn 0;", "}"]

@@ -6,7 +6,13 @@
  * exit: they are file descriptors of this process).
  *
  *   shadowtest-sensor --object sensor.bpf.o [--node NAME] [--module NAME]...
- *                     [--ringbuf-mb N]
+ *                     [--ringbuf-mb N] [--filter none|runs|runs+containers]
+ *
+ * --filter runs reports only the process trees of the stage runners that announced
+ * themselves (getpgid(ST_ANNOUNCE), see harness/nodes/remote/stagerunner.py) and what a
+ * kernel usermode helper runs; runs+containers also every task outside the initial pid
+ * namespace; none (the default) the whole node. The filter is applied in the kernel,
+ * before anything is read or sent: background load does not reach the ring buffer.
  *
  * --module enables an optional part of the rule pack (rules.h's module column, e.g.
  * "kprobes"): its programs are loaded only when asked (the harness probes the node).
@@ -38,6 +44,31 @@
 
 static const char *node = "this node";
 static uint64_t wall_offset; /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns, at start */
+static int lost_fd = -1, ncpu;
+static uint64_t reported; /* lost events reported so far */
+
+static uint64_t lost_total(void)
+{
+	uint64_t values[512] = {0}, sum = 0;
+	uint32_t zero = 0;
+	if (lost_fd < 0 || ncpu > 512 || bpf_map_lookup_elem(lost_fd, &zero, values) != 0)
+		return 0;
+	for (int i = 0; i < ncpu; i++)
+		sum += values[i];
+	return sum;
+}
+
+/* the events lost since the last report, as bpftrace's lost_events line; called before
+ * each marker is printed, so a loss before a sync point is read before that point */
+static void report_lost(void)
+{
+	uint64_t total = lost_total();
+	if (total > reported) {
+		printf("{\"type\":\"lost_events\",\"data\":{\"events\":%llu}}\n",
+		       (unsigned long long)(total - reported));
+		reported = total;
+	}
+}
 
 static int on_event(void *ctx, void *data, size_t size)
 {
@@ -47,6 +78,7 @@ static int on_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(*e))
 		return 0;
 	if (e->kind == ST_KIND_MARKER) {
+		report_lost();
 		put(&b, "{\"kind\":\"marker\",\"token\":%u,\"cpu\":%u,\"ts_ns\":%llu}", e->rule, e->cpu,
 		    (unsigned long long)e->ts_ns);
 		emit(&b);
@@ -85,21 +117,10 @@ static int on_event(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-static uint64_t lost_total(int fd, int ncpu)
-{
-	uint64_t values[512] = {0}, sum = 0;
-	uint32_t zero = 0;
-	if (ncpu > 512 || bpf_map_lookup_elem(fd, &zero, values) != 0)
-		return 0;
-	for (int i = 0; i < ncpu; i++)
-		sum += values[i];
-	return sum;
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: " ST_PROG " --object sensor.bpf.o [--node NAME] [--module NAME]... "
-			"[--ringbuf-mb N]\n");
+			"[--ringbuf-mb N] [--filter none|runs|runs+containers]\n");
 	exit(64);
 }
 
@@ -117,6 +138,8 @@ int main(int argc, char **argv)
 	const char *object = NULL, *modules[MAX_MODULES];
 	int nmodules = 0;
 	unsigned long ringbuf_mb = 8;
+	uint32_t filter = ST_FILTER_NONE;
+	const char *filter_name = "none";
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -129,6 +152,12 @@ int main(int argc, char **argv)
 			node = v;
 		else if (strcmp(a, "--module") == 0 && nmodules < MAX_MODULES)
 			modules[nmodules++] = v;
+		else if (strcmp(a, "--filter") == 0 && strcmp(v, "none") == 0)
+			filter = ST_FILTER_NONE, filter_name = v;
+		else if (strcmp(a, "--filter") == 0 && strcmp(v, "runs") == 0)
+			filter = ST_FILTER_RUNS, filter_name = v;
+		else if (strcmp(a, "--filter") == 0 && strcmp(v, "runs+containers") == 0)
+			filter = ST_FILTER_RUNS_CONTAINERS, filter_name = v;
 		else if (strcmp(a, "--ringbuf-mb") == 0 && (ringbuf_mb = strtoul(v, &end, 10)) > 0 &&
 			 *end == 0 && ringbuf_mb <= 1024 && (ringbuf_mb & (ringbuf_mb - 1)) == 0)
 			;
@@ -160,6 +189,10 @@ int main(int argc, char **argv)
 		fail("the sensor's BPF programs do not load on %s (%s; %s)", node, strerror(errno),
 		     libbpf_first);
 	uint64_t t1 = clock_ns(CLOCK_MONOTONIC);
+	uint32_t zero = 0;
+	int config_fd = bpf_object__find_map_fd_by_name(obj, "st_config");
+	if (config_fd < 0 || bpf_map_update_elem(config_fd, &zero, &filter, BPF_ANY) != 0)
+		fail("%s: cannot set the filter (st_config map): %s", object, strerror(errno));
 
 	struct bpf_link *links[MAX_LINKS];
 	int nlinks = 0;
@@ -181,16 +214,17 @@ int main(int argc, char **argv)
 	struct ring_buffer *rb = ring_buffer__new(bpf_map__fd(events), on_event, NULL, NULL);
 	if (!rb)
 		fail("cannot open the ring buffer: %s", strerror(errno));
-	int lost_fd = bpf_object__find_map_fd_by_name(obj, "lost");
-	int ncpu = libbpf_num_possible_cpus();
+	lost_fd = bpf_object__find_map_fd_by_name(obj, "lost");
+	ncpu = libbpf_num_possible_cpus();
 	if (lost_fd < 0 || ncpu <= 0)
 		fail("%s: no 'lost' map, or the possible CPUs are unknown", object);
 
 	struct buf b = {.len = 0};
 	put(&b, "{\"kind\":\"ready\",\"version\":\"%s\",\"engine\":\"libbpf\",\"ts_ns\":%llu,"
-		"\"load_ms\":%.1f,\"attach_ms\":%.1f,\"programs\":%d,\"modules\":[",
+		"\"load_ms\":%.1f,\"attach_ms\":%.1f,\"programs\":%d,\"filter\":\"%s\","
+		"\"modules\":[",
 	    ST_RULEPACK, (unsigned long long)clock_ns(CLOCK_MONOTONIC), (t1 - t0) / 1e6,
-	    (t2 - t1) / 1e6, nlinks);
+	    (t2 - t1) / 1e6, nlinks, filter_name);
 	for (int i = 0; i < nmodules; i++) {
 		put(&b, i ? ",\"" : "\"");
 		put_escaped(&b, modules[i], 64);
@@ -199,7 +233,7 @@ int main(int argc, char **argv)
 	put(&b, "]}");
 	emit(&b);
 
-	uint64_t reported = 0, beat = clock_ns(CLOCK_MONOTONIC);
+	uint64_t beat = clock_ns(CLOCK_MONOTONIC);
 	while (!stopping) {
 		int n = ring_buffer__poll(rb, 250);
 		if (n < 0 && n != -EINTR) {
@@ -208,12 +242,7 @@ int main(int argc, char **argv)
 		}
 		uint64_t now = clock_ns(CLOCK_MONOTONIC);
 		if (now - beat >= 1000000000ull) {
-			uint64_t total = lost_total(lost_fd, ncpu);
-			if (total > reported) {
-				printf("{\"type\":\"lost_events\",\"data\":{\"events\":%llu}}\n",
-				       (unsigned long long)(total - reported));
-				reported = total;
-			}
+			report_lost();
 			struct buf hb = {.len = 0};
 			put(&hb, "{\"kind\":\"heartbeat\",\"ts_ns\":%llu}", (unsigned long long)now);
 			emit(&hb);

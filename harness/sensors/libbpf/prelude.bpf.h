@@ -23,6 +23,24 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* st_config slot 0: enum st_filter, written by the loader after load (0 until then: report all) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} st_config SEC(".maps");
+
+/* processes followed with --filter runs: the stage runners that announced themselves
+ * (getpgid(ST_ANNOUNCE)) and everything they forked since. LRU: never full; an entry is
+ * never deleted on exit (a recycled pid may be followed too: more events, never fewer) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked SEC(".maps");
+
 /* the path arguments of the running program, read once (too large for the stack) */
 struct st_scratch {
 	char str[ST_NSTR][ST_STR];
@@ -105,6 +123,18 @@ static __always_inline __u32 st_pidns(struct task_struct *task)
 	return BPF_CORE_READ(upid.ns, ns.inum);
 }
 
+/* whether events of the calling task are reported (the --filter; see enum st_filter) */
+static __always_inline int st_traced(struct task_struct *task)
+{
+	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *mode = bpf_map_lookup_elem(&st_config, &zero);
+	if (!mode || *mode == ST_FILTER_NONE)
+		return 1;
+	if (bpf_map_lookup_elem(&tracked, &tgid))
+		return 1;
+	return *mode == ST_FILTER_RUNS_CONTAINERS && st_pidns(task) != ST_INIT_PIDNS;
+}
+
 static __always_inline void st_lost(void)
 {
 	__u32 zero = 0;
@@ -151,11 +181,18 @@ static __always_inline struct st_event *st_emit(struct task_struct *task, __u32 
 	return e;
 }
 
-/* sync markers: getpgid(pid) with pid in [ST_MARKER_BASE, ST_MARKER_LAST] */
+/* sync markers: getpgid(pid) with pid in [ST_MARKER_BASE, ST_MARKER_LAST]; and
+ * getpgid(ST_ANNOUNCE): follow the caller's tree from now on (before the call returns) */
 SEC("tracepoint/syscalls/sys_enter_getpgid")
 int st_marker(struct trace_event_raw_sys_enter *ctx)
 {
 	int pid = (int)ctx->args[0];
+	if (pid == ST_ANNOUNCE) {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		__u8 one = 1;
+		bpf_map_update_elem(&tracked, &tgid, &one, BPF_ANY);
+		return 0;
+	}
 	if (pid < ST_MARKER_BASE || pid > ST_MARKER_LAST)
 		return 0;
 	struct st_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -168,5 +205,16 @@ int st_marker(struct trace_event_raw_sys_enter *ctx)
 	e->rule = pid - ST_MARKER_BASE;
 	e->cpu = bpf_get_smp_processor_id();
 	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* a followed process's children are followed (threads too: keyed by their tid, harmless) */
+SEC("tracepoint/sched/sched_process_fork")
+int st_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32, child = ctx->child_pid;
+	__u8 one = 1;
+	if (bpf_map_lookup_elem(&tracked, &tgid))
+		bpf_map_update_elem(&tracked, &child, &one, BPF_ANY);
 	return 0;
 }

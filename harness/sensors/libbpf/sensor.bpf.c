@@ -15,6 +15,8 @@ int st_ptrace(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	long a_request = (long)ctx->args[0];
 	long a_pid = (long)ctx->args[1];
 
@@ -52,6 +54,8 @@ int st_setns(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	int a_fd = (int)ctx->args[0];
 	int a_flags = (int)ctx->args[1];
 
@@ -88,6 +92,8 @@ int st_openat(struct trace_event_raw_sys_enter *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct st_scratch *s = st_scratch();
 	if (!s)
+		return 0;
+	if (!st_traced(task))
 		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[1];
 	int a_flags = (int)ctx->args[2];
@@ -249,6 +255,8 @@ int st_open(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[0];
 	int a_flags = (int)ctx->args[1];
 	bpf_probe_read_user_str(s->str[0], ST_STR, (void *)a_path);
@@ -275,6 +283,8 @@ int st_openat2(struct trace_event_raw_sys_enter *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct st_scratch *s = st_scratch();
 	if (!s)
+		return 0;
+	if (!st_traced(task))
 		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[1];
 	long a_flags = 0;
@@ -304,6 +314,8 @@ int st_creat(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[0];
 	bpf_probe_read_user_str(s->str[0], ST_STR, (void *)a_path);
 	char comm[16];
@@ -329,6 +341,8 @@ int st_mount(struct trace_event_raw_sys_enter *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct st_scratch *s = st_scratch();
 	if (!s)
+		return 0;
+	if (!st_traced(task))
 		return 0;
 	unsigned long a_source = (unsigned long)ctx->args[0];
 	unsigned long a_fstype = (unsigned long)ctx->args[2];
@@ -372,6 +386,8 @@ int st_connect(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	unsigned long a_addr = (unsigned long)ctx->args[1];
 	int a_addrlen = (int)ctx->args[2];
 
@@ -406,6 +422,8 @@ int st_process_vm_writev(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	int a_pid = (int)ctx->args[0];
 
 	/* process-vm-write (T1055): process_vm_writev into another process */
@@ -429,6 +447,7 @@ int st_exec(struct trace_event_raw_sched_process_exec *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	int traced = st_traced(task);
 	unsigned long a_filename = (unsigned long)ctx + (ctx->__data_loc_filename & 0xFFFF);
 
 	/* usermode-helper-exec (T1611): exec by a kernel usermode helper (a child of kthreadd: release_agent, core_pattern pipe, modprobe) */
@@ -444,14 +463,16 @@ int st_exec(struct trace_event_raw_sched_process_exec *ctx)
 
 	/* fileless-exec-memfd (T1620): exec of a memfd (exe dentry "memfd:...") */
 	{
-		/* RAW (not table data): the new image is a memfd: its exe dentry is named "memfd:..." */
-		bpf_probe_read_kernel_str(s->aux, ST_STR, BPF_CORE_READ(task, mm, exe_file, f_path.dentry, d_name.name));
-		if ((st_prefix(s->aux, "memfd:", 6))) {
-			struct st_event *e = st_emit(task, 21);
-			if (e) {
-				bpf_probe_read_kernel_str(e->str[0], ST_STR, s->aux);
-				bpf_probe_read_kernel_str(e->str[1], ST_STR, (void *)a_filename);
-				bpf_ringbuf_submit(e, 0);
+		if (traced) {
+			/* RAW (not table data): the new image is a memfd: its exe dentry is named "memfd:..." */
+			bpf_probe_read_kernel_str(s->aux, ST_STR, BPF_CORE_READ(task, mm, exe_file, f_path.dentry, d_name.name));
+			if ((st_prefix(s->aux, "memfd:", 6))) {
+				struct st_event *e = st_emit(task, 21);
+				if (e) {
+					bpf_probe_read_kernel_str(e->str[0], ST_STR, s->aux);
+					bpf_probe_read_kernel_str(e->str[1], ST_STR, (void *)a_filename);
+					bpf_ringbuf_submit(e, 0);
+				}
 			}
 		}
 	}
@@ -465,6 +486,8 @@ int st_unlinkat(struct trace_event_raw_sys_enter *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct st_scratch *s = st_scratch();
 	if (!s)
+		return 0;
+	if (!st_traced(task))
 		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[1];
 	bpf_probe_read_user_str(s->str[0], ST_STR, (void *)a_path);
@@ -490,6 +513,8 @@ int st_unlink(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[0];
 	bpf_probe_read_user_str(s->str[0], ST_STR, (void *)a_path);
 
@@ -513,6 +538,8 @@ int st_fchmodat(struct trace_event_raw_sys_enter *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct st_scratch *s = st_scratch();
 	if (!s)
+		return 0;
+	if (!st_traced(task))
 		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[1];
 	int a_mode = (int)ctx->args[2];
@@ -539,6 +566,8 @@ int st_chmod(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	unsigned long a_path = (unsigned long)ctx->args[0];
 	int a_mode = (int)ctx->args[1];
 
@@ -563,6 +592,8 @@ int st_dup2(struct trace_event_raw_sys_enter *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct st_scratch *s = st_scratch();
 	if (!s)
+		return 0;
+	if (!st_traced(task))
 		return 0;
 	int a_oldfd = (int)ctx->args[0];
 	int a_newfd = (int)ctx->args[1];
@@ -601,6 +632,8 @@ int st_dup3(struct trace_event_raw_sys_enter *ctx)
 	struct st_scratch *s = st_scratch();
 	if (!s)
 		return 0;
+	if (!st_traced(task))
+		return 0;
 	int a_oldfd = (int)ctx->args[0];
 	int a_newfd = (int)ctx->args[1];
 
@@ -637,6 +670,8 @@ int st_commit_creds(struct pt_regs *ctx)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct st_scratch *s = st_scratch();
 	if (!s)
+		return 0;
+	if (!st_traced(task))
 		return 0;
 
 	/* setuid-root-gain (T1548.001): commit_creds raising euid to 0 (needs kprobes and BTF for struct cred) */
