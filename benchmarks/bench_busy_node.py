@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402 - the benchmarks' own helper
+from _results import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 RATES = (0, 25_000, 100_000)

@@ -1,20 +1,26 @@
 """The compiled reference sensor (type ``libbpf``) on this node, for real: built by
 ci/libbpf-sensor.sh, loaded with libbpf, run beside bpftrace on the bundled catalogue.
 
-Both run the same rule table (sensors/bpftrace/rules.py), so on every (scenario, context)
-the compiled sensor must give bpftrace's verdict and rule — while both are judged by the
-scenarios' bpftrace expectations (``expect_as``), whose outcome the run's exit code states.
-A harness killed with SIGKILL leaves no loader and no BPF program behind."""
+All run the same rule table (sensors/bpftrace/rules.py), so on every (scenario, context)
+the compiled sensor — node-wide and with the in-kernel run filter — must give bpftrace's
+verdict and rule, while all are judged by the scenarios' bpftrace expectations
+(``expect_as``), whose outcome the run's exit code states. Beside background load that
+matches a rule, the filtered one decides every run, and no sensor says MISSED where it
+said DETECTED without load. A harness killed with SIGKILL leaves no loader and no BPF
+program behind."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +45,12 @@ type = "bpftrace"
 
 [tool.shadowtest.sensors.libbpf]
 type = "libbpf"
+
+[tool.shadowtest.sensors.libbpf-runs]
+type = "libbpf"
+filter = "runs"
 """
+COMPILED = ("libbpf", "libbpf-runs")
 
 
 def _programs() -> set[str]:
@@ -65,16 +76,16 @@ def test_compiled_sensor_gives_bpftrace_verdicts_on_the_bundled_catalogue(
     rows = catalog.rows()
     by = {(r["scenario"], r["context"], r["sensor"]): r for r in rows}
     keys = {(s, c) for s, c, _ in by}
-    assert {sensor for _, _, sensor in by} == {"bpftrace", "libbpf"}
-    differ = [(s, c, by[s, c, "bpftrace"]["verdict"], by[s, c, "libbpf"]["verdict"],
-               by[s, c, "bpftrace"]["rule"], by[s, c, "libbpf"]["rule"])
-              for s, c in sorted(keys)
+    assert {sensor for _, _, sensor in by} == {"bpftrace", *COMPILED}
+    differ = [(s, c, name, by[s, c, "bpftrace"]["verdict"], by[s, c, name]["verdict"],
+               by[s, c, "bpftrace"]["rule"], by[s, c, name]["rule"])
+              for s, c in sorted(keys) for name in COMPILED
               if (by[s, c, "bpftrace"]["verdict"], by[s, c, "bpftrace"]["rule"])
-              != (by[s, c, "libbpf"]["verdict"], by[s, c, "libbpf"]["rule"])]
+              != (by[s, c, name]["verdict"], by[s, c, name]["rule"])]
     assert differ == []
-    compiled = [r for r in rows if r["sensor"] == "libbpf"]
+    compiled = [r for r in rows if r["sensor"] in COMPILED]
     detected = [r for r in compiled if r["verdict"] == "DETECTED"]
-    assert len(detected) >= 30, [(r["scenario"], r["verdict"]) for r in compiled]
+    assert len(detected) >= 60, [(r["scenario"], r["verdict"]) for r in compiled]
     assert all(r["expected"] == by[r["scenario"], r["context"], "bpftrace"]["expected"]
                for r in compiled)  # judged by bpftrace's expect blocks
     assert {Path(f["path"]).name for f in compiled[0]["rulepack"]["files"]} == {
@@ -86,7 +97,9 @@ def test_compiled_sensor_gives_bpftrace_verdicts_on_the_bundled_catalogue(
 def test_sigkill_leaves_no_loader_and_no_bpf_program(catalog: Catalog) -> None:
     shutil.rmtree(catalog.root / "scenarios")
     shutil.copytree(BUILTIN / "scenarios", catalog.root / "scenarios")
-    catalog.config(BOTH.replace('[tool.shadowtest.sensors.bpftrace]\ntype = "bpftrace"\n', ""))
+    catalog.config(BOTH.replace('[tool.shadowtest.sensors.bpftrace]\ntype = "bpftrace"\n', "")
+                   .replace('[tool.shadowtest.sensors.libbpf-runs]\ntype = "libbpf"\n'
+                            'filter = "runs"\n', ""))
     before = snapshot()
     programs_before = _programs()
     proc = catalog.popen("run", "--results", "results.jsonl")
@@ -113,3 +126,52 @@ def test_sigkill_leaves_no_loader_and_no_bpf_program(catalog: Catalog) -> None:
     assert _loaders() == []
     assert ours() == set()
     assert left == NOTHING_LEFT
+
+
+def _load(rate: float, stop: Any) -> None:
+    """Read /etc/shadow ``rate`` times a second (a shadow-read event of no run), until
+    ``stop``."""
+    done, started = 0, time.monotonic()
+    while not stop.is_set():
+        for _ in range(100):
+            os.close(os.open("/etc/shadow", os.O_RDONLY))
+        done += 100
+        ahead = done / rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+#: scenarios whose runs each sensor detects without load (their rules: ptrace, open for
+#: write, setns in a namespace): beside the load, DETECTED or SENSOR_DOWN, never MISSED
+BUSY_SCENARIOS = "ptrace-pid1 or etc-write or container-escape-setns or ld-preload-write"
+
+
+def test_busy_node_filtered_sensor_decides_every_run_and_none_says_missed(
+        catalog: Catalog, clean_node: Callable[[], Leftovers]) -> None:
+    shutil.rmtree(catalog.root / "scenarios")
+    shutil.copytree(BUILTIN / "scenarios", catalog.root / "scenarios")
+    catalog.config(BOTH)
+    stop = mp.Event()
+    load = [mp.Process(target=_load, args=(25_000.0, stop), daemon=True) for _ in range(2)]
+    for p in load:
+        p.start()
+    try:
+        res = catalog.run("run", "--results", "results.jsonl", "--", "-k", BUSY_SCENARIOS,
+                          timeout=900)
+    finally:
+        stop.set()
+        for p in load:
+            p.join(10)
+    rows = catalog.rows()
+    assert rows, res.stdout[-3000:] + res.stderr[-2000:]
+    executed = [r for r in rows if r["executed"] and not r["benign"]]
+    assert len({(r["scenario"], r["context"]) for r in executed}) >= 5, rows
+    filtered = [r for r in executed if r["sensor"] == "libbpf-runs"]
+    assert {r["verdict"] for r in filtered} == {"DETECTED"}, [
+        (r["scenario"], r["context"], r["verdict"], r["reason"]) for r in filtered]
+    assert all(r["lost_events"] == 0 for r in filtered)
+    missed = [(r["scenario"], r["context"], r["sensor"], r["reason"]) for r in executed
+              if r["verdict"] == "MISSED"]
+    assert missed == []  # a lossy node-wide sensor is SENSOR_DOWN, never MISSED
+    assert {r["verdict"] for r in executed} <= {"DETECTED", "SENSOR_DOWN"}
+    assert clean_node() == NOTHING_LEFT

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,16 @@ import pytest
 
 from harness.core.errors import ConfigError
 from harness.sensors.base import build_sensor, expect_key
-from harness.sensors.bpftrace.rules import HOOKS, RULES, VERSION, Raw, Rule, module_rules
-from harness.sensors.libbpf import SOURCES, LibbpfSensor, loader_argv
+from harness.sensors.bpftrace.rules import (
+    HOOKS,
+    INIT_PIDNS,
+    RULES,
+    VERSION,
+    Raw,
+    Rule,
+    module_rules,
+)
+from harness.sensors.libbpf import SOURCES, LibbpfSensor, loader_argv, put_file, upload
 from harness.sensors.libbpf import generate as gen
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "libbpf"
@@ -148,11 +159,129 @@ def test_an_error_line_is_kept_as_the_reason() -> None:
     assert not sensor._ready.is_set()
 
 
+# ---------------------------------------------------------------- put_file
+class _Shell:
+    """A node shell that records what would be written and run (its files are a dict)."""
+
+    node = "fake"
+    remote = True
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.runs: list[list[str]] = []
+
+    def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self.files[path] = data
+
+    def run(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        self.runs.append(list(argv))
+        return subprocess.CompletedProcess(list(argv), 0, "", "")
+
+    def popen(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              stop_signal: signal.Signals = signal.SIGTERM) -> Any:
+        raise AssertionError("not used")
+
+
+def test_put_file_small_is_one_put() -> None:
+    shell = _Shell()
+    put_file(shell, "/n/x", b"a" * 100, 0o755)  # type: ignore[arg-type]
+    assert shell.files == {"/n/x": b"a" * 100}
+    assert shell.runs == []
+
+
+def test_put_file_large_goes_in_parts_then_joins() -> None:
+    shell = _Shell()
+    data = bytes(range(256)) * 600  # 153600 bytes: 3 parts of at most 64 KiB
+    put_file(shell, "/n/x", data, 0o755)  # type: ignore[arg-type]
+    assert sorted(shell.files) == ["/n/x.part0", "/n/x.part131072", "/n/x.part65536"]
+    assert b"".join(shell.files[f"/n/x.part{i}"] for i in (0, 65536, 131072)) == data
+    assert shell.runs == [["sh", "-c", "cat /n/x.part0 /n/x.part65536 /n/x.part131072 > /n/x"
+                           " && chmod 755 /n/x && rm -f /n/x.part0 /n/x.part65536 "
+                           "/n/x.part131072"]]
+
+
+class _Present(_Shell):
+    """A node where ``test -f`` finds every file (the digest's folder is complete)."""
+
+    def run(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        self.runs.append(list(argv))
+        return subprocess.CompletedProcess(list(argv), 0 if argv[0] == "test" else 1, "", "")
+
+
+class _Absent(_Shell):
+    def run(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        self.runs.append(list(argv))
+        return subprocess.CompletedProcess(list(argv), 1 if argv[0] == "test" else 0, "", "")
+
+
+def test_upload_leaves_a_file_that_is_there_alone() -> None:
+    """A second sensor on the node must not rewrite a loader that is running (ETXTBSY)."""
+    shell = _Present()
+    upload(shell, "/var/lib/x/d1/shadowtest-sensor", b"elf", 0o755)  # type: ignore[arg-type]
+    assert shell.files == {}
+    assert shell.runs == [["test", "-f", "/var/lib/x/d1/shadowtest-sensor"]]
+
+
+def test_upload_writes_aside_then_renames() -> None:
+    shell = _Absent()
+    upload(shell, "/var/lib/x/d1/sensor.bpf.o", b"obj", 0o644)  # type: ignore[arg-type]
+    (aside, data), = shell.files.items()
+    assert aside.startswith("/var/lib/x/d1/sensor.bpf.o.part-")
+    assert data == b"obj"
+    assert shell.runs[-1] == ["mv", "-f", aside, "/var/lib/x/d1/sensor.bpf.o"]
+
+
+def test_a_sensor_that_did_not_start_says_why() -> None:
+    sensor = LibbpfSensor(name="compiled-runs")
+    sensor.stream.close("compiled-runs did not start on node local: SensorError: boom")
+    health = sensor.health()
+    assert not health.up
+    assert health.reason == "compiled-runs did not start on node local: SensorError: boom"
+
+
 # ---------------------------------------------------------------- options, argv, expect_as
-def test_loader_argv_names_object_node_ring_buffer_and_modules() -> None:
-    assert loader_argv("/l/shadowtest-sensor", "/l/sensor.bpf.o", "vm-6.1", ["kprobes"], 16) == [
+def test_loader_argv_names_object_node_ring_buffer_filter_and_modules() -> None:
+    assert loader_argv("/l/shadowtest-sensor", "/l/sensor.bpf.o", "vm-6.1", ["kprobes"], 16,
+                       "runs") == [
         "/l/shadowtest-sensor", "--object", "/l/sensor.bpf.o", "--node", "vm-6.1",
-        "--ringbuf-mb", "16", "--module", "kprobes"]
+        "--ringbuf-mb", "16", "--filter", "runs", "--module", "kprobes"]
+
+
+@pytest.mark.parametrize("bad", ["all", "", "runs,containers", 1])
+def test_filter_is_one_of_the_loaders(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="filter must be one of 'none', 'runs', "
+                                          "'runs\\+containers'") as err:
+        build_sensor("ref", {"type": "libbpf", "filter": bad})
+    assert err.value.key == "filter"
+
+
+def test_every_rule_but_the_usermode_helpers_is_behind_the_filter() -> None:
+    """A rule reports only what the filter lets through, except what a kernel usermode helper
+    runs (never in a run's tree): in a program with only filtered rules the filter is the
+    first thing (nothing read for the rest), in a mixed one each filtered rule is gated."""
+    source = gen.bpf_source()
+    programs = dict(re.findall(r"^int st_(\w+)\(.*?\n\{\n(.*?)\n\}$", source, re.MULTILINE | re.DOTALL))
+    assert [r.name for r in RULES if gen.exempt(r)] == ["usermode-helper-exec"]
+    for hook, body in programs.items():
+        rules = [r for r in RULES if hook in r.hooks]
+        head = body.split("\n\n")[0]
+        if not any(gen.exempt(r) for r in rules):
+            assert "if (!st_traced(task))\n\t\treturn 0;" in head, hook
+            assert head.index("st_traced") < head.index("if (!s)") + 40, hook
+        else:
+            assert "int traced = st_traced(task);" in head, hook
+            for r in rules:
+                block = body.split(f"/* {r.name} ")[1].split("\n\t}\n")[0]
+                assert ("if (traced" in block) != gen.exempt(r), (hook, r.name)
+
+
+def test_the_announce_magic_is_the_stage_runners() -> None:
+    from harness.nodes.remote import stagerunner
+
+    event_h = (gen.HERE / "event.h").read_text()
+    assert f"#define ST_ANNOUNCE {stagerunner.ANNOUNCE:#x}" in event_h
+    assert f"#define ST_INIT_PIDNS {INIT_PIDNS}U" in event_h
+    assert stagerunner.ANNOUNCE > 4 * 1024 * 1024  # above PID_MAX_LIMIT: never a real pid
 
 
 @pytest.mark.parametrize("bad", [0, 3, 2048, True, "8"])

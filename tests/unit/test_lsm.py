@@ -10,9 +10,6 @@ LSM programs.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,6 @@ import pytest
 
 from harness.core.errors import ConfigError
 from harness.sensors.base import build_sensor
-from harness.sensors.libbpf import put_file
 from harness.sensors.lsm import RULES, LsmEnforcerSensor, loader_argv, validate
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "lsm"
@@ -143,42 +139,3 @@ def test_loader_takes_the_cgroup2_root_and_never_detects_it() -> None:
     assert "cgroup2\")" not in source
 
 
-# ---------------------------------------------------------------- put_file
-class _Shell:
-    """A node shell that records what would be written and run (its files are a dict)."""
-
-    node = "fake"
-    remote = True
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.runs: list[list[str]] = []
-
-    def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self.files[path] = data
-
-    def run(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        self.runs.append(list(argv))
-        return subprocess.CompletedProcess(list(argv), 0, "", "")
-
-    def popen(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              stop_signal: signal.Signals = signal.SIGTERM) -> Any:
-        raise AssertionError("not used")
-
-
-def test_put_file_small_is_one_put() -> None:
-    shell = _Shell()
-    put_file(shell, "/n/x", b"a" * 100, 0o755)  # type: ignore[arg-type]
-    assert shell.files == {"/n/x": b"a" * 100}
-    assert shell.runs == []
-
-
-def test_put_file_large_goes_in_parts_then_joins() -> None:
-    shell = _Shell()
-    data = bytes(range(256)) * 600  # 153600 bytes: 3 parts of at most 64 KiB
-    put_file(shell, "/n/x", data, 0o755)  # type: ignore[arg-type]
-    assert sorted(shell.files) == ["/n/x.part0", "/n/x.part131072", "/n/x.part65536"]
-    assert b"".join(shell.files[f"/n/x.part{i}"] for i in (0, 65536, 131072)) == data
-    assert shell.runs == [["sh", "-c", "cat /n/x.part0 /n/x.part65536 /n/x.part131072 > /n/x"
-                           " && chmod 755 /n/x && rm -f /n/x.part0 /n/x.part65536 "
-                           "/n/x.part131072"]]

@@ -12,12 +12,11 @@ bpftrace 0.17 has no functions or macros, so the walk is written out once per pr
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path as FilePath
 
+from harness.sensors import codegen
 from harness.sensors.bpftrace.header import (
     COMMAND,
     ENFORCE_PREAMBLE,
@@ -456,24 +455,11 @@ def outputs() -> dict[FilePath, str]:
 
 def stale() -> list[FilePath]:
     """Generated files whose committed text differs from the table's."""
-    return [p for p, text in outputs().items()
-            if not p.exists() or p.read_text(encoding="utf-8") != text]
+    return codegen.stale(outputs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="do not write: exit 1 if a generated file is stale")
-    args = parser.parse_args(argv)
-    if args.check:
-        old = stale()
-        for path in old:
-            print(f"stale: {path} (regenerate: {COMMAND})", file=sys.stderr)
-        return 1 if old else 0
-    for path, text in outputs().items():
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
-    return 0
+    return codegen.main(outputs, COMMAND, (__doc__ or "").split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,32 @@ static void emit(struct buf *inner)
 		stopping = 1; /* the reader is gone */
 }
 
+/* the detection header of sensor.bt's lines, through wall_ns (the caller adds its fields
+ * and the closing brace); action: "deny", or NULL for a detection without one */
+struct st_header {
+	const char *rule, *technique, *severity, *action;
+	long long pid, tid, ppid, ancestors[6];
+	const char *comm;
+	size_t comm_len;
+	unsigned long long cgroup, ts_ns, wall_ns;
+	unsigned int pidns, mntns, uid;
+};
+
+static void put_detection(struct buf *b, const struct st_header *h)
+{
+	put(b, "{\"kind\":\"detection\",\"rule\":\"%s\",\"technique\":\"%s\",\"severity\":\"%s\"",
+	    h->rule, h->technique, h->severity);
+	if (h->action)
+		put(b, ",\"action\":\"%s\"", h->action);
+	put(b, ",\"pid\":%lld,\"tid\":%lld,\"ppid\":%lld,\"ancestors\":[", h->pid, h->tid, h->ppid);
+	for (int i = 0; i < 6; i++)
+		put(b, i ? ",%lld" : "%lld", h->ancestors[i]);
+	put(b, "],\"comm\":\"");
+	put_escaped(b, h->comm, h->comm_len);
+	put(b, "\",\"cgroup\":%llu,\"pidns\":%u,\"mntns\":%u,\"uid\":%u,\"ts_ns\":%llu,\"wall_ns\":%llu",
+	    h->cgroup, h->pidns, h->mntns, h->uid, h->ts_ns, h->wall_ns);
+}
+
 /* {"kind":"error","reason":...} on stdout, the reason on stderr, exit status 2 */
 static void fail(const char *fmt, ...)
 {

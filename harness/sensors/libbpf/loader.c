@@ -87,16 +87,15 @@ static int on_event(void *ctx, void *data, size_t size)
 	if (e->kind != ST_KIND_DETECTION || e->rule >= ST_NRULES)
 		return 0;
 	const struct st_rule *r = &st_rules[e->rule];
-	put(&b, "{\"kind\":\"detection\",\"rule\":\"%s\",\"technique\":\"%s\",\"severity\":\"%s\","
-		"\"pid\":%d,\"tid\":%d,\"ppid\":%d,\"ancestors\":[",
-	    r->name, r->technique, r->severity, e->pid, e->tid, e->ppid);
+	struct st_header h = {
+		.rule = r->name, .technique = r->technique, .severity = r->severity,
+		.pid = e->pid, .tid = e->tid, .ppid = e->ppid, .comm = e->comm,
+		.comm_len = sizeof(e->comm), .cgroup = e->cgroup, .ts_ns = e->ts_ns,
+		.wall_ns = e->ts_ns + wall_offset, .pidns = e->pidns, .mntns = e->mntns, .uid = e->uid,
+	};
 	for (int i = 0; i < 6; i++)
-		put(&b, i ? ",%d" : "%d", e->ancestors[i]);
-	put(&b, "],\"comm\":\"");
-	put_escaped(&b, e->comm, sizeof(e->comm));
-	put(&b, "\",\"cgroup\":%llu,\"pidns\":%u,\"mntns\":%u,\"uid\":%u,\"ts_ns\":%llu,\"wall_ns\":%llu",
-	    (unsigned long long)e->cgroup, e->pidns, e->mntns, e->uid,
-	    (unsigned long long)e->ts_ns, (unsigned long long)(e->ts_ns + wall_offset));
+		h.ancestors[i] = e->ancestors[i];
+	put_detection(&b, &h);
 	for (int i = 0; i < r->nfields; i++) {
 		const struct st_field *f = &r->fields[i];
 		put(&b, ",\"%s\":", f->name);

@@ -75,17 +75,16 @@ static int on_event(void *ctx, void *data, size_t size)
 		return 0;
 	}
 	/* bpf_ktime_get_ns is CLOCK_MONOTONIC: shift it by the wall clock's offset now */
-	uint64_t wall = e->ts_ns + (clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC));
-	put(&b, "{\"kind\":\"detection\",\"rule\":\"%s\",\"technique\":\"%s\",\"severity\":\"%s\","
-		"\"action\":\"deny\",\"pid\":%u,\"tid\":%u,\"ppid\":%u,\"ancestors\":[",
-	    rule, technique, severity, e->pid, e->tid, e->ppid);
+	struct st_header h = {
+		.rule = rule, .technique = technique, .severity = severity, .action = "deny",
+		.pid = e->pid, .tid = e->tid, .ppid = e->ppid, .comm = e->comm,
+		.comm_len = sizeof(e->comm), .cgroup = e->cgroup, .ts_ns = e->ts_ns,
+		.wall_ns = e->ts_ns + (clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC)),
+		.pidns = e->pidns, .mntns = e->mntns, .uid = e->uid,
+	};
 	for (int i = 0; i < ANCESTORS; i++)
-		put(&b, i ? ",%u" : "%u", e->ancestors[i]);
-	put(&b, "],\"comm\":\"");
-	put_escaped(&b, e->comm, sizeof(e->comm));
-	put(&b, "\",\"cgroup\":%llu,\"pidns\":%u,\"mntns\":%u,\"uid\":%u,\"ts_ns\":%llu,\"wall_ns\":%llu",
-	    (unsigned long long)e->cgroup, e->pidns, e->mntns, e->uid,
-	    (unsigned long long)e->ts_ns, (unsigned long long)wall);
+		h.ancestors[i] = e->ancestors[i];
+	put_detection(&b, &h);
 	if (e->type == EV_ETC_FILE_CREATE) {
 		put(&b, ",\"path\":\"/etc/");
 		put_escaped(&b, e->name, sizeof(e->name));
