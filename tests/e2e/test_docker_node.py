@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,28 +16,11 @@ import pytest
 from harness.builtin import BUILTIN
 from harness.nodes.remote.nodeprobe import cgroup2_root
 from harness.targets.docker import DockerTarget
-from tests.e2e.conftest import REPO, Catalog, verdicts
+from tests.e2e.conftest import Catalog, verdicts
 
 pytestmark = [pytest.mark.docker, pytest.mark.node]
 
-DOCKERD = REPO / "ci" / "dockerd.sh"
-SOCKET = "/run/shadowtest/dockerd/docker.sock"
-
-
-def _dockerd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(DOCKERD), *args], capture_output=True, text=True,
-                          timeout=600, check=False)
-
-
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[str]:
-    """The project's dockerd with the base image; stopped at the end only if started here."""
-    was_running = _dockerd("status").returncode == 0
-    res = _dockerd("image")  # starts dockerd (idempotent), then builds/imports the image
-    assert res.returncode == 0, res.stderr
-    yield f"unix://{SOCKET}"
-    if not was_running:
-        assert _dockerd("stop").returncode == 0
+SOCKET = "/run/shadowtest/dockerd/docker.sock"  # the project's dockerd: conftest's `dockerd`
 
 
 def _docker(*args: str) -> str:

@@ -231,6 +231,23 @@ def test_upload_writes_aside_then_renames() -> None:
     assert shell.runs[-1] == ["mv", "-f", aside, "/var/lib/x/d1/sensor.bpf.o"]
 
 
+def test_upload_of_a_large_file_goes_gzipped_and_is_unpacked_aside() -> None:
+    import gzip
+
+    shell = _Absent()
+    data = bytes(200_000)  # a BPF object's size: 4 parts plain, one gzipped
+    upload(shell, "/var/lib/x/d1/sensor.bpf.o", data, 0o644)  # type: ignore[arg-type]
+    (packed_at, packed), = shell.files.items()
+    assert packed_at.startswith("/var/lib/x/d1/sensor.bpf.o.part-")
+    assert packed_at.endswith(".gz")
+    assert gzip.decompress(packed) == data
+    aside = packed_at.removesuffix(".gz")
+    script = shell.runs[-1][2]
+    assert shell.runs[-1][:2] == ["sh", "-c"]
+    assert script.startswith(f"gzip -dc {packed_at} > {aside} && chmod 644 {aside} && "
+                             f"mv -f {aside} /var/lib/x/d1/sensor.bpf.o;")
+
+
 def test_a_sensor_that_did_not_start_says_why() -> None:
     sensor = LibbpfSensor(name="compiled-runs")
     sensor.stream.close("compiled-runs did not start on node local: SensorError: boom")
