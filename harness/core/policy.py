@@ -28,6 +28,8 @@ regression.
 from __future__ import annotations
 
 import enum
+import fnmatch
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -210,3 +212,49 @@ def change(base: Outcome | None, current: Outcome) -> Change:
     else:
         kind = Change.OTHER
     return kind
+
+
+# ---------------------------------------------------------------- NOT_EXECUTED budget
+#: an allowed_not_executed entry: a scenario id (``*`` globs) and optionally ``[context]``
+BUDGET_ENTRY = re.compile(r"^(?P<scenario>[^\[\]\s]+)(?:\[(?P<context>[^\[\]\s]+)\])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class NotExecutedBudget:
+    """How many runs may end NOT_EXECUTED before a session fails (``max_not_executed``;
+    None: any number, as without a budget), not counting the runs ``allowed`` names
+    (``allowed_not_executed``: ``scenario`` or ``scenario[context]``, ``*`` globs). A run
+    is one (scenario, context, node), whatever the number of sensors: coverage that erodes
+    (an atomic whose precondition stopped holding, a node that lost a feature) fails CI
+    instead of passing as skips."""
+
+    limit: int | None = None
+    allowed: tuple[str, ...] = ()
+
+    def allows(self, scenario: str, context: str) -> bool:
+        for entry in self.allowed:
+            m = BUDGET_ENTRY.match(entry)
+            if m and fnmatch.fnmatchcase(scenario, m["scenario"]) and (
+                    m["context"] is None or fnmatch.fnmatchcase(context, m["context"])):
+                return True
+        return False
+
+    def spent(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """The runs that count against the budget: ``scenario[context-node]: reason``."""
+        runs: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+        for row in rows:
+            key = (str(row.get("scenario")), str(row.get("context")), str(row.get("node")))
+            runs.setdefault(key, []).append(row)
+        out = []
+        for (scenario, context, node), mine in sorted(runs.items()):
+            if all(verdict_of(r.get("verdict")) is Verdict.NOT_EXECUTED for r in mine) \
+                    and not self.allows(scenario, context):
+                out.append(f"{scenario}[{context}-{node}]: {mine[0].get('reason') or ''}")
+        return out
+
+    def exceeded(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """The counted runs when there are more than ``limit`` of them, else []."""
+        if self.limit is None:
+            return []
+        spent = self.spent(rows)
+        return spent if len(spent) > self.limit else []

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.builtin import ATOMICS, NAME, SCENARIOS
 from harness.core.errors import ConfigError
+from harness.core.policy import BUDGET_ENTRY, NotExecutedBudget
 from harness.core.schema import parse_duration
 
 # Every public key, with what it means: unknown keys are errors.
@@ -23,6 +24,10 @@ KEYS: dict[str, str] = {
     "nodes": "node name -> {url = 'local://'}",
     "window": "default detection window, e.g. '5s'",
     "results": "default results file (JSON lines), e.g. 'results.jsonl'",
+    "max_not_executed": "the most runs that may end NOT_EXECUTED before the session fails "
+                        "(default: any number), not counting allowed_not_executed",
+    "allowed_not_executed": "runs that may end NOT_EXECUTED without counting against "
+                            "max_not_executed: 'scenario' or 'scenario[context]', * globs",
     "coverage": "[tool.shadowtest.coverage] defaults of `shadowtest coverage`: threshold "
                 "(0.0-1.0, default 1.0)",
     "parity": "[tool.shadowtest.parity] defaults of `shadowtest parity`: engine, keys, tolerance, "
@@ -45,6 +50,7 @@ class Settings:
     allowed_nodes: tuple[str, ...] = ()
     window: float = 5.0
     results: Path | None = None
+    not_executed: NotExecutedBudget = field(default_factory=NotExecutedBudget)
 
     def where(self, table: str, key: str) -> str:
         """``file:line`` of ``key`` in ``[tool.shadowtest.<table>]`` (for error messages)."""
@@ -124,6 +130,7 @@ def load_settings(rootdir: Path, explicit: Path | None = None) -> Settings:
     except ValueError as exc:
         raise ConfigError(f"{where}:{_line_of(source, 'window')}: window: {exc}") from exc
     results = table.get("results")
+    budget = _budget(table, where, source)
     return Settings(
         source=source,
         root=base,
@@ -138,7 +145,28 @@ def load_settings(rootdir: Path, explicit: Path | None = None) -> Settings:
         allowed_nodes=tuple(table.get("allowed_nodes", ())),
         window=window,
         results=base / results if results else None,
+        not_executed=budget,
     )
+
+
+def _budget(table: Mapping[str, Any], where: str, source: Path | None) -> NotExecutedBudget:
+    """``max_not_executed`` and ``allowed_not_executed`` (an allow-list alone: none else)."""
+    limit = table.get("max_not_executed")
+    allowed = table.get("allowed_not_executed", [])
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"{where}:{_line_of(source, 'max_not_executed')}: max_not_executed: "
+                          f"expected a whole number >= 0 (runs that may end NOT_EXECUTED), "
+                          f"got {limit!r}", key="max_not_executed")
+    if isinstance(allowed, str) or not isinstance(allowed, list) or not all(
+            isinstance(a, str) and BUDGET_ENTRY.match(a) for a in allowed):
+        raise ConfigError(f"{where}:{_line_of(source, 'allowed_not_executed')}: "
+                          f"allowed_not_executed: expected a list of 'scenario' or "
+                          f"'scenario[context]' (* globs), e.g. ['setuid-root-gain', "
+                          f"'host-fs-mount[namespace]'], got {allowed!r}",
+                          key="allowed_not_executed")
+    if limit is None and allowed:
+        limit = 0
+    return NotExecutedBudget(limit, tuple(allowed))
 
 
 def catalogue_path(base: Path, entry: str, builtin: Path) -> Path:

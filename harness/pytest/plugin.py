@@ -38,6 +38,7 @@ from harness.sensors.base import Sensor
 
 ROWS = pytest.StashKey[list[dict[str, Any]]]()
 BASELINE = pytest.StashKey[Mapping[Key, Entry]]()
+OVER_BUDGET = pytest.StashKey[list[str]]()
 SIGTERM_HANDLER = pytest.StashKey[Callable[[int, FrameType | None], None] | None]()
 
 
@@ -250,6 +251,18 @@ def _on_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """More runs NOT_EXECUTED than ``max_not_executed`` allows: the session fails (exit 1)."""
+    config = session.config
+    if RUNNER not in config.stash or not _on_controller(config):
+        return
+    rows: list[dict[str, Any]] = config.stash.get(ROWS, [])
+    over = runner_of(config).settings.not_executed.exceeded(rows)
+    config.stash[OVER_BUDGET] = over
+    if over and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
                             config: pytest.Config) -> None:
     rows = config.stash.get(ROWS, [])
@@ -258,3 +271,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     terminalreporter.section("shadowtest")
     width = int(os.environ.get("COLUMNS", "0") or 0) or config.get_terminal_writer().fullwidth
     terminalreporter.write(summary.render(rows, width=width, color=terminalreporter.hasmarkup))
+    over = config.stash.get(OVER_BUDGET, [])
+    if over:
+        budget = runner_of(config).settings.not_executed
+        terminalreporter.write_line(
+            f"FAILED: {len(over)} runs NOT_EXECUTED, more than max_not_executed = "
+            f"{budget.limit} (allowed_not_executed excepted); add the expected ones to "
+            f"allowed_not_executed or fix what stopped them:", red=True)
+        for line in over:
+            terminalreporter.write_line(f"  {line}")
