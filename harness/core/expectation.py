@@ -12,6 +12,9 @@ Semantics:
   fail; a detection still counts);
 - otherwise ``technique`` (default: the scenario's), ``rule``, ``severity``, ``fields`` and
   ``enforce: {action: sigkill|deny|override}`` (BLOCKED / RACED / MISSED, never DETECTED);
+- ``requires: {kernel, features}`` in a block: what that sensor needs of the node to
+  observe the scenario; on a node without it the sensor's row is NOT_EXECUTED ("not
+  runnable for <sensor>") while the run goes on for the others;
 - on a node with facts, the first ``overrides`` entry whose ``kernel`` requirement and
   ``features`` the node meets, and which has a block for the sensor, replaces the block.
 """
@@ -73,14 +76,17 @@ def of_block(scenario: Expects, found: Block) -> Expectation:
     """The expectation one expect block states for ``scenario``."""
     if scenario.benign:
         return Expectation(technique=None)
+    req = found.get("requires")
+    requires = (req.get("kernel"), tuple(req.get("features", ()))) if req else None
     if "gap" in found:
-        return Expectation(technique=scenario.technique, gap=str(found["gap"]))
+        return Expectation(technique=scenario.technique, gap=str(found["gap"]), requires=requires)
     return Expectation(
         technique=found.get("technique", scenario.technique),
         rule=found.get("rule"),
         severity=found.get("severity"),
         fields=dict(found.get("fields", {})),
         enforce=(found.get("enforce") or {}).get("action"),
+        requires=requires,
     )
 
 

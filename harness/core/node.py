@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -51,6 +51,22 @@ class NodeFacts:
         """(available, why not) for a feature a scenario may require."""
         ok = bool(getattr(self, name, False))
         return ok, dict(self.reasons).get(name, "" if ok else f"{name} not available")
+
+
+def unmet(facts: Mapping[str, Any], kernel: str | None, features: Sequence[str]) -> str:
+    """Why a node with ``facts`` (``NodeFacts.as_row()``) does not meet a kernel
+    requirement and features ('' when it does, or when no facts are known: nothing to
+    hold against it)."""
+    if not facts:
+        return ""
+    release, node = str(facts.get("kernel") or ""), facts.get("node")
+    if kernel and not (release and kernel_satisfies(release, kernel)):
+        return f"kernel {release or 'unknown'} on {node} does not satisfy {kernel}"
+    for feature in features:
+        if not facts.get(feature):
+            why = dict(facts.get("reasons") or {}).get(feature) or f"{feature} not available"
+            return f"{feature} not usable on {node} ({release}): {why}"
+    return ""
 
 
 def kernel_tuple(release: str) -> tuple[int, int, int]:

@@ -12,6 +12,7 @@ from typing import Any
 from harness.core.correlate import correlate
 from harness.core.detection import Detection
 from harness.core.health import Health
+from harness.core.node import unmet
 from harness.core.run import Run
 
 
@@ -50,6 +51,9 @@ class Expectation:
     fields: Mapping[str, Any] = field(default_factory=dict)
     gap: str | None = None
     enforce: str | None = None
+    #: what this sensor needs of the node to observe the scenario (its expect block's
+    #: ``requires``: kernel requirement, features); unmet: NOT_EXECUTED for this sensor
+    requires: tuple[str | None, tuple[str, ...]] | None = None
 
     @property
     def benign(self) -> bool:
@@ -147,7 +151,11 @@ def judge(
     ``enforcer``: the sensor is configured to enforce (e.g. bpftrace with ``enforce``), so
     a benign control that was killed or denied is laid at its door even when none of its
     detections claims the kill. The judgement carries ``expectation`` (``expected``)."""
-    verdict = _judge(run, detections, expectation, health, sensor, near, enforcer)
+    why = unmet(run.facts, *expectation.requires) if expectation.requires else ""
+    if run.executed and why:  # the node cannot show this sensor the scenario
+        verdict = Judgement(sensor, Verdict.NOT_EXECUTED, f"not runnable for {sensor}: {why}")
+    else:
+        verdict = _judge(run, detections, expectation, health, sensor, near, enforcer)
     return replace(verdict, expected=expectation)
 
 

@@ -66,6 +66,10 @@ def _cell_of(scenario: Scenario, sensor: str, exp: Expectation) -> Cell:
                                            for k, v in sorted(exp.fields.items())))
     if exp.enforce:
         parts.append(f"enforce {exp.enforce} before the side effect")
+    if exp.requires:
+        kernel, features = exp.requires
+        needs = [f"kernel {kernel}"] * bool(kernel) + list(features)
+        parts.append(f"needs {', '.join(needs)} (else not runnable for this sensor)")
     if not explicit(scenario, sensor):
         parts.append("(no expect block: the scenario's technique)")
     return Cell("BLOCKED" if exp.enforce else "DETECTED", "; ".join(parts))

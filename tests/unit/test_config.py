@@ -148,8 +148,9 @@ def test_load_settings_unknown_key_names_file_line_and_key(
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path)
     assert str(info.value).startswith(f"{path}:{line}: [tool.shadowtest] unknown key {key!r}")
-    assert ("expected one of allowed_nodes, atomics, coverage, nodes, parity, results, "
-            "scenarios, sensors, window") in str(info.value)
+    assert ("expected one of allowed_nodes, allowed_not_executed, atomics, coverage, "
+            "max_not_executed, nodes, parity, results, scenarios, sensors, window"
+            ) in str(info.value)
 
 
 def test_load_settings_unknown_key_line_is_the_one_in_the_shadowtest_table(

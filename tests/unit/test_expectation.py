@@ -82,3 +82,13 @@ def test_sensors_and_enforced() -> None:
 ])
 def test_of_row_reads_a_results_rows_expected(row: dict[str, Any], want: Expectation) -> None:
     assert expectation.of_row(row) == want
+
+
+def test_a_blocks_requires_is_read_with_the_rest() -> None:
+    s = _scenario({"bpftrace": {"rule": "k", "requires": {"features": ["kprobes"]}},
+                   "tetragon": {"gap": "none", "requires": {"kernel": ">=5.8"}}})
+    assert expectation.resolve(s, "bpftrace") == Expectation(
+        "T1611", rule="k", requires=(None, ("kprobes",)))
+    assert expectation.resolve(s, "tetragon") == Expectation(
+        "T1611", gap="none", requires=(">=5.8", ()))
+    assert expectation.resolve(s, "auditd").requires is None

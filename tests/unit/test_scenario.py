@@ -184,7 +184,8 @@ def test_check_scenario_bundled_files_are_valid() -> None:
                      "unknown key 'windw': expected one of arguments, atomic, benign,",
                      id="unknown-top-level-key"),
         pytest.param(_edit(SCENARIO, 11, "    rules: T1055.008"), 11, "expect.auditd.rules",
-                     "unknown key 'rules': expected one of enforce, fields, gap, rule, severity, technique",
+                     "unknown key 'rules': expected one of enforce, fields, gap, requires, rule, "
+                     "severity, technique",
                      id="unknown-key-under-expect-sensor"),
         pytest.param(_edit(SCENARIO, 12, "    fields: {syscall: {glob: ptr*}}"), 12,
                      "expect.auditd.fields.syscall",

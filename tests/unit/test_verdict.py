@@ -652,3 +652,40 @@ def test_notify_enforcer_satisfies_an_expected_sigkill_when_the_action_was_kille
     completed = judge(_run(side_effect=True), [_detection(action="KPROBE_ACTION_NOTIFYENFORCER")],
                       enforce, UP, "tetragon")
     assert completed.verdict is Verdict.MISSED
+
+
+# ---------------------------------------------------------------- a sensor's own requires
+NO_KPROBES = {"node": "local", "kernel": "6.18.44-x", "kprobes": False,
+              "reasons": {"kprobes": "no kprobe_events in tracefs"}}
+KPROBE_RULE = Expectation(technique="T1055.008", rule="ptrace-pid1",
+                          requires=(None, ("kprobes",)))
+
+
+@pytest.mark.parametrize(("expectation", "facts", "detections", "verdict", "reason"), [
+    # the node cannot show this sensor the scenario: its row only is not runnable
+    (KPROBE_RULE, NO_KPROBES, (), Verdict.NOT_EXECUTED,
+     "not runnable for bpftrace: kprobes not usable on local (6.18.44-x): "
+     "no kprobe_events in tracefs"),
+    (KPROBE_RULE, NO_KPROBES, (HIT,), Verdict.NOT_EXECUTED, None),
+    (Expectation(technique="T1055.008", requires=(">=99.0", ())), NO_KPROBES, (),
+     Verdict.NOT_EXECUTED, "not runnable for bpftrace: kernel 6.18.44-x on local does not "
+                           "satisfy >=99.0"),
+    # met, or no facts to hold against it: judged as ever
+    (KPROBE_RULE, {**NO_KPROBES, "kprobes": True}, (HIT,), Verdict.DETECTED, None),
+    (KPROBE_RULE, {**NO_KPROBES, "kprobes": True}, (), Verdict.MISSED, None),
+    (KPROBE_RULE, {}, (HIT,), Verdict.DETECTED, None),
+])
+def test_a_sensors_own_requires(expectation: Expectation, facts: dict[str, Any],
+                                detections: tuple[Detection, ...], verdict: Verdict,
+                                reason: str | None) -> None:
+    j = judge(_run(facts=facts), list(detections), expectation, UP, "bpftrace")
+    assert j.verdict is verdict
+    if reason is not None:
+        assert j.reason == reason
+    assert j.expected == expectation
+
+
+def test_a_run_that_did_not_run_keeps_its_own_reason() -> None:
+    j = judge(_run(executed=False, reason="precondition failed: x", facts=NO_KPROBES), [],
+              KPROBE_RULE, UP, "bpftrace")
+    assert (j.verdict, j.reason) == (Verdict.NOT_EXECUTED, "precondition failed: x")

@@ -27,6 +27,7 @@ from harness.core.mitre import TECHNIQUE_ID
 from harness.nodes.process import pid_alive, spawn, stop
 from harness.nodes.reaper import deferred_signals, spawn_detached
 from harness.nodes.shell import LocalShell, NodeProcess, NodeShell
+from harness.sensors.auditd import netlink
 from harness.sensors.auditd.auditlog import AuditEvent, AuditLogParser
 from harness.sensors.auditd.daemon import (
     REGISTER_TIMEOUT,
@@ -257,6 +258,13 @@ class AuditdSensor(SensorBase):
         if self._remote is None and (self._daemon_pid is None or not pid_alive(self._daemon_pid)):
             return None
         token = str(next(self._tokens))
+        if self._remote is None:
+            try:  # in process: no auditctl subprocess per run
+                netlink.user_message(SYNC_PREFIX + token)
+            except OSError:
+                pass  # the kernel refused netlink here: auditctl below
+            else:
+                return token
         res = auditctl("-m", SYNC_PREFIX + token, shell=self.shell if self._remote else None)
         return token if res.returncode == 0 else None
 
