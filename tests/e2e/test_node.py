@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.builtin import BUILTIN
+from harness.core.node import unmet
 from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
 from harness.nodes.runner import RunnerSession, stage_runner_argv, start_runner
 from tests.e2e.conftest import NOTHING_LEFT, Catalog, verdicts
@@ -53,7 +54,11 @@ def test_bundled_scenarios_give_each_sensor_its_expected_verdict(bundled: Catalo
         expectation = scenario.expectation(r["sensor"])
         where = (r["scenario"], r["context"], r["sensor"], r["verdict"], r["reason"])
         if r["verdict"] == "NOT_EXECUTED":
-            assert r["reason"].startswith(("precondition failed:", "not runnable:")), where
+            if r["reason"].startswith(f"not runnable for {r['sensor']}: "):  # its own requires
+                assert expectation.requires, where
+                assert unmet(r["facts"], *expectation.requires), where
+            else:
+                assert r["reason"].startswith(("precondition failed:", "not runnable:")), where
         elif scenario.benign:
             assert r["verdict"] == "CLEAN", where
         elif expectation.gap:
