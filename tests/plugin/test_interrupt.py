@@ -15,25 +15,13 @@ from tests.plugin.test_reports import QUIET, make_catalog
 
 # conftest of the session under test: a KeyboardInterrupt whose traceback holds an entry
 # with tb_lineno None, as CPython builds it for an instruction without a line
-LINELESS_INTERRUPT = '''
-import sys
-import types
-
-
-def _lineless():
-    with open(__file__):
-        pass
-    frame = sys._getframe()
-    for lasti in range(0, len(frame.f_code.co_code), 2):
-        tb = types.TracebackType(None, frame, lasti, -1)
-        if tb.tb_lineno is None:
-            return tb
-    raise AssertionError("no instruction without a line in this function")
+LINELESS_INTERRUPT = """
+from tests.plugin.test_interrupt import _lineless_traceback
 
 
 def pytest_collection_finish(session):
-    raise KeyboardInterrupt("signal 2").with_traceback(_lineless())
-'''
+    raise KeyboardInterrupt("signal 2").with_traceback(_lineless_traceback())
+"""
 
 
 def _lineless_traceback() -> types.TracebackType:

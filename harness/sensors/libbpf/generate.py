@@ -14,6 +14,7 @@ last ``/``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path as FilePath
 
@@ -104,7 +105,8 @@ def _args_used(hook: Hook, rules: Sequence[Rule]) -> list[str]:
         used |= {f.value for f in r.emits if not f.raw}
         text += [f.c for f in r.emits if f.raw]
     joined = " ".join(text)
-    return [name for name, _ in hook.args if name in used or f"a_{name}" in joined]
+    return [name for name, _ in hook.args
+            if name in used or re.search(rf"\ba_{name}\b", joined)]
 
 
 def _arg_decl(hook: Hook, name: str) -> list[str]:
