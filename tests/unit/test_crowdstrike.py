@@ -400,3 +400,46 @@ def test_normalise_parent_and_grandparent_command_lines_are_names(
         sensor: CrowdStrikeSensor) -> None:
     d = _norm(sensor, _ancestry_alerts()[0])
     assert {"sh -c python3 poke.py", "python3 -m harness._stagerunner"} <= set(d.names)
+
+
+# ================================================================ prevention (issue 14)
+# Falcon's prevention says what it did in ``pattern_disposition_details`` (Alerts v2):
+# ``kill_process: true`` ("Prevention, process killed."), ``operation_blocked: true``.
+def _prevented(**flags: bool) -> dict[str, Any]:
+    raw = copy.deepcopy(_ancestry_alerts()[0])
+    raw.update(pattern_disposition=2048, pattern_disposition_description="Prevention, process killed.",
+               pattern_disposition_details={"detect": False, "kill_process": False,
+                                            "kill_action_failed": False, "operation_blocked": False,
+                                            **flags})
+    return raw
+
+
+@pytest.mark.parametrize(("flags", "action"), [
+    ({"kill_process": True}, "sigkill"), ({"operation_blocked": True}, "deny"),
+    ({"process_blocked": True}, "deny"), ({}, None),
+    ({"kill_process": True, "kill_action_failed": True}, None),
+])
+def test_normalise_pattern_disposition_is_the_enforcement_action(
+        sensor: CrowdStrikeSensor, flags: dict[str, bool], action: str | None) -> None:
+    from harness.core.verdict import enforcement_action
+
+    assert enforcement_action(_norm(sensor, _prevented(**flags))) == action
+
+
+@pytest.mark.parametrize(("side_effect", "verdict"), [(True, "RACED"), (False, "BLOCKED")])
+def test_falcon_kill_makes_an_enforcement_run_never_not_executed(
+        sensor: CrowdStrikeSensor, side_effect: bool, verdict: str) -> None:
+    """The action the stage runner (81000) started was killed (exit -9) and Falcon says it
+    killed it: RACED or BLOCKED from the side-effect probe for an enforce expectation."""
+    from harness.core.health import Health
+    from harness.core.verdict import Expectation, enforcement_claims, judge, with_claims
+
+    d = _norm(sensor, _prevented(kill_process=True))
+    run = Run(run_id="st000000000003", scenario="s", context="host", node="n",
+              started_at=d.observed_at - 1, ended_at=d.observed_at + 0.1, executed=False,
+              reason="the action failed: exit -9", exit_code=-9, pids=frozenset({81000}),
+              side_effect=side_effect)
+    judged = with_claims(run, enforcement_claims(run, {"falcon": [d]}, run.ended_at + 5))
+    assert (judged.executed, judged.killed_by) == (True, "SIGKILL")
+    enforce = Expectation(technique=d.technique[0], enforce="sigkill")
+    assert judge(judged, [d], enforce, Health(True), "falcon").verdict.value == verdict

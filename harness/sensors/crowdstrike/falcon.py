@@ -63,6 +63,7 @@ def normalise_falcon(raw: Any, sensor: str) -> Detection | None:
         severity=severity,
         node=(first_text(raw, "hostname") or first_text(device, "hostname")
               or first_text(raw, "computer_name")),
+        action=disposition(raw),
         container_id=first_text(raw, "container_id"), pid=pid, ppid=ppid, ancestors=ancestors,
         comm=first_text(raw, "filename", "file_name"), names=names, observed_at=observed,
         fields=fields, raw=dict(raw),
@@ -77,7 +78,29 @@ _KEEP = (
     "cmdline", "command_line", "filepath", "file_path", "filename", "file_name", "sha256",
     "user_name", "container_id", "pod_name", "namespace", "cluster_name", "image_id",
     "action_taken", "timestamp", "created_timestamp", "detect_timestamp", "falcon_host_link",
+    "pattern_disposition", "pattern_disposition_description", "pattern_disposition_details",
 )
+#: ``pattern_disposition_details`` flags saying Falcon's prevention acted on the process
+_KILL_FLAGS = ("kill_process", "kill_subprocess", "kill_parent")
+_BLOCK_FLAGS = ("operation_blocked", "process_blocked", "fs_operation_blocked")
+
+
+def disposition(raw: Mapping[str, Any]) -> str | None:
+    """What Falcon's prevention did, as the words ``harness.core.verdict`` reads
+    (``process_killed``, ``operation_blocked``): an Alerts v2 record says it in
+    ``pattern_disposition_details`` (``kill_process: true``, ``operation_blocked: true``;
+    a kill with ``kill_action_failed`` did not happen); a container runtime detection in
+    ``action_taken`` (read by the verdict as it is). None: it only detected."""
+    details = mapping(raw.get("pattern_disposition_details"))
+    acted: list[str] = []
+    failed = details.get("kill_action_failed") is True
+    if any(details.get(f) is True for f in _KILL_FLAGS) and not failed:
+        acted.append("process_killed")
+    if any(details.get(f) is True for f in _BLOCK_FLAGS):
+        acted.append("operation_blocked")
+    return ",".join(acted) or None
+
+
 _SEVERITY_NAMES = {"critical": "critical", "high": "high", "medium": "medium", "low": "low",
                    "informational": "info", "info": "info"}
 _FRACTION = re.compile(r"(\.\d{6})\d+")
