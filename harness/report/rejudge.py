@@ -21,11 +21,13 @@ DEFAULT_WINDOW = 5.0
 def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
             scenarios: Mapping[str, Scenario]) -> list[dict[str, Any]]:
     """One new row per (recorded run, sensor). Expectations come from the scenario files
-    when found by id (on the recorded node's facts, as the live judge), else from the row's
-    ``expected``."""
+    when found by id (on the recorded node's facts, as the live judge), else from the
+    ``expected`` of that sensor's recorded row (the run's first row when it has none)."""
     runs: dict[str, dict[str, Any]] = {}
+    recorded: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
         runs.setdefault(row["run_id"], row)
+        recorded.setdefault((row["run_id"], str(row.get("sensor"))), row)
     detections = {name: s.stream.snapshot() for name, s in sensors.items()}
     records = exit_records(sensors)
     out: list[dict[str, Any]] = []
@@ -38,9 +40,13 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
                 (s.delay for s in sensors.values()), default=0.0)
             run = with_claims(run, enforcement_claims(run, detections, until, records))
         judgements = []
+        own: dict[str, dict[str, Any]] = {}  # each sensor's recorded row of this run
         for name, sensor in sensors.items():
-            expectation = (resolve(scenario, expect_key(name, sensor), run.facts) if scenario
-                           else of_row(row))
+            key = expect_key(name, sensor)
+            own[name] = recorded.get((row["run_id"], name)) or recorded.get(
+                (row["run_id"], key)) or row
+            expectation = (resolve(scenario, key, run.facts) if scenario
+                           else of_row(own[name]))
             health = Health(sensor.health().up, sensor.health().reason, synced=True)
             if health.up and isinstance(sensor, Quiet):  # no sign of life: never MISSED
                 why = sensor.silence(run.started_at,
@@ -49,16 +55,17 @@ def rejudge(rows: Iterable[dict[str, Any]], sensors: Mapping[str, Sensor],
                     health = Health(False, why)
             judgements.append(judge(run, detections[name], expectation, health, name))
         outcome = Outcome(run, tuple(judgements), {n: s.health() for n, s in sensors.items()})
-        out += rows_for(outcome, scenario) if scenario else recorded_rows(outcome, row)
+        out += rows_for(outcome, scenario) if scenario else recorded_rows(outcome, row, own)
     return out
 
 
-def recorded_rows(outcome: Outcome, row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows for a run whose scenario file is not at hand: the recorded row's identity with
-    the new verdicts."""
+def recorded_rows(outcome: Outcome, row: dict[str, Any],
+                  own: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Rows for a run whose scenario file is not at hand: the recorded row's identity (that
+    sensor's own row in ``own`` when recorded) with the new verdicts."""
     out = []
     for j in outcome.judgements:
-        new = dict(row)
+        new = dict((own or {}).get(j.sensor, row))
         new.update(sensor=j.sensor, verdict=j.verdict.value, latency_ms=j.latency_ms,
                    rule=j.detection.rule if j.detection else None, reason=j.reason,
                    correlated_by=j.correlated_by,

@@ -92,3 +92,24 @@ def test_real_recordings_present() -> None:
     names = {f"{p.parent.name}/{p.name}" for p in FOLDERS}
     assert {"tetragon/default", "tetragon/ancestors", "tetragon/enforce",
             "tetragon/from-start"} <= names
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: f"{p.parent.name}-{p.name}")
+def test_rejudge_without_the_scenario_files_judges_each_sensor_on_its_own_row(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """No scenario file at hand (a recording replayed outside a checkout): each sensor is
+    judged on the ``expected`` of its own recorded row, not on the run's first row (auditd's
+    rule names), and still gives the truth."""
+    product = folder.parent.name
+    (tmp_path / "none").mkdir()
+    config = tmp_path / "shadowtest.toml"
+    config.write_text('[tool.shadowtest]\nscenarios = ["none"]\n', "utf-8")
+    out = tmp_path / "rejudged.jsonl"
+    monkeypatch.chdir(tmp_path)
+    main(["rejudge", str(folder / "results.jsonl"), "--sensor",
+          f"{product}={product}:{_export(folder)}", "--config", str(config), "--out", str(out)])
+    capsys.readouterr()
+    truth = {t["run_id"]: t["truthful_verdict"] for t in _rows(folder / "truth.jsonl")}
+    got = {r["run_id"]: r["verdict"] for r in _rows(out) if r["sensor"] == product}
+    assert got == truth
