@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from harness.core import policy
 from harness.report.html import write_html
 from harness.report.results import read_rows
 
@@ -121,10 +122,8 @@ def test_html_report_filters(page: Any, tmp_path: Path) -> None:
     rows, _ = open_report(page, tmp_path)
     page.check("#f-failing")
     shown = grid_buttons(page, visible_only=True)
-    # DESIGN.md: RACED fails (enforcement); a declared known gap's MISSED does not
-    failing = [i for i, r in enumerate(rows)
-               if r["verdict"] in ("MISSED", "UNEXPECTED", "SENSOR_DOWN", "RACED")
-               and not (r["verdict"] == "MISSED" and r.get("known_gap"))]
+    # the one verdict policy (harness.core.policy): RACED fails, a known gap's MISSED does not
+    failing = [i for i, r in enumerate(rows) if policy.row_failed(r)]
     assert sorted(b["row"] for b in shown) == failing
     page.uncheck("#f-failing")
     page.select_option("#f-kernel", "6.12.9-cloud")
