@@ -1,26 +1,36 @@
-"""The runner's reaper: what a harness killed even with SIGKILL must not leave behind.
+"""The run journal and its reaper: what a harness killed even with SIGKILL must not leave
+behind, with nothing left to timing.
 
 A parent-death signal covers processes the harness starts directly (contexts, QEMU, the
-SSH master connection), but not a container (its processes belong to dockerd) nor a
-dockerd the harness started for itself (it must stop *after* its containers). For those
-the docker target starts this reaper, detached (``setsid -f``)::
+SSH master connection), but not what outlives a process by nature: a run cgroup, a
+container (its processes belong to dockerd), a dockerd the harness started for itself (it
+must stop *after* its containers), a private temporary folder. Each of those is recorded
+in a :class:`Journal` — a state file under ``/run/shadowtest/reaper`` — *before* it is
+created, and leaves it once it is gone. The first entry arms a detached watchdog::
 
     python -m harness.nodes.reaper STATE_FILE
 
-STATE_FILE (JSON) names the runner's pid and start time, the run cgroups it holds (the
-local target's namespace contexts), its private temporary directories (a VM's console
-log, an SSH master's control socket: QEMU and ssh die by their parent-death signal, their
-folders do not), the docker socket, the label that marks the runner's
-containers, and the dockerd to stop (its state dir), if any. The runner rewrites it
-*before* it creates what it names. The reaper checks every half second whether the runner
-still lives; once it is gone it removes those cgroups and the labelled containers, stops
-that dockerd by pid, removes the state file and exits. A runner that releases normally
-stops the reaper by pid (and waits for it) and removes the state file.
+which holds ``STATE_FILE.lock`` (an flock: the kernel releases it when the watchdog dies,
+so "is a watchdog looking after this journal?" is a fact, not a guess) and checks every
+half second whether the runner still lives. Once the runner is gone it replays the
+journal in reverse — run cgroups (after their processes finished the atomic's armed
+cleanup, bounded), private folders, the runner's containers, then the dockerd it started,
+by pid — removes the state file and exits. A runner that releases everything itself
+stops the watchdog by pid and removes the file. A journal whose runner *and* watchdog are
+both dead (both SIGKILLed, a reboot of a tmpfs-less /run, ...) is replayed by the next run:
+:func:`sweep` runs at every session start and before every new journal, and gives each
+such orphan a new watchdog.
+
+The shared audit daemon keeps its own journal of the same discipline (the kernel's audit
+settings and the daemon's pid recorded before they change; released by the last user, its
+watchdog, or the next start): ``harness/sensors/auditd/daemon.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -111,31 +121,168 @@ def stop_detached(pid: int, start: str, timeout: float = 30.0) -> None:
 
 
 _ARMED: dict[Path, tuple[int, str]] = {}
+_SERIAL = itertools.count(1)
+
+Entry = dict[str, Any]
 
 
-def arm(name: str, **state: Any) -> Path:
-    """Write the state and start the detached reaper for the current process."""
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    path = STATE_DIR / f"{name}-{os.getpid()}.json"
-    update(path, **state)
-    _ARMED[path] = spawn_detached([sys.executable, "-m", "harness.nodes.reaper", str(path)])
-    return path
-
-
-def update(path: Path, **state: Any) -> None:
-    """(Re)write the reaper's state — what it must release — atomically, before the
-    runner creates what it names (a journal entry)."""
+def _write(path: Path, entries: list[Entry], **extra: Any) -> None:
+    """(Re)write a journal atomically: the runner (pid and start time, one process even
+    after its pid is reused) and what it holds, in the order it was recorded."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "start": start_time(os.getpid()), **state}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "start": start_time(os.getpid()),
+                               "entries": entries, **extra}))
     tmp.replace(path)
 
 
-def disarm(path: Path) -> None:
-    """The runner released everything itself: the reaper is stopped (by pid, waited for)
-    and its state removed."""
+def _arm(name: str, entries: list[Entry]) -> Path:
+    """Write a new journal and start its watchdog (orphaned journals of dead runners are
+    swept first)."""
+    sweep()
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = STATE_DIR / f"{name}-{next(_SERIAL)}-{os.getpid()}.json"  # the runner last
+    _write(path, entries)
+    watchdog = spawn_detached([sys.executable, "-m", "harness.nodes.reaper", str(path)])
+    _ARMED[path] = watchdog
+    _write(path, entries, watchdog=list(watchdog))
+    return path
+
+
+def _disarm(path: Path) -> None:
     path.unlink(missing_ok=True)
     pid, start = _ARMED.pop(path, (0, ""))
     stop_detached(pid, start)
+    _lock_path(path).unlink(missing_ok=True)
+
+
+class Journal:
+    """What this process creates on the node that would outlive it, recorded *before* it is
+    created (:meth:`record`) and dropped once it is gone (:meth:`forget`); the file is
+    written atomically, the watchdog armed with the first entry. Entries are JSON objects
+    with a ``kind``: ``cgroup`` (path), ``dir`` (path), ``containers`` (socket, label),
+    ``dockerd`` (state, data)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._entries: list[Entry] = []
+        self._path: Path | None = None
+        self._pid = 0
+
+    @property
+    def path(self) -> Path | None:
+        return self._path if self._pid == os.getpid() else None
+
+    def record(self, kind: str, **fields: Any) -> None:
+        entry = {"kind": kind, **fields}
+        with self._lock, deferred_signals():
+            if entry not in self._entries:
+                self._entries.append(entry)
+            if self._path is None or self._pid != os.getpid():  # none yet, or forked
+                self._path = _arm(self.name, self._entries)
+                self._pid = os.getpid()
+            else:
+                _write(self._path, self._entries, watchdog=list(_ARMED.get(self._path, (0, ""))))
+
+    def forget(self, kind: str, **fields: Any) -> None:
+        entry = {"kind": kind, **fields}
+        with self._lock:
+            if entry in self._entries:
+                self._entries.remove(entry)
+            if self.path is not None:
+                _write(self.path, self._entries, watchdog=list(_ARMED.get(self.path, (0, ""))))
+
+    def holds(self) -> list[Entry]:
+        return list(self._entries)
+
+    def close(self) -> None:
+        """Everything recorded is gone: stop the watchdog (by pid, waited for) and remove the
+        journal. With entries left it stays armed: the watchdog replays them once this
+        process is gone."""
+        with self._lock, deferred_signals():
+            if self.path is not None and not self._entries:
+                _disarm(self.path)
+                self._path = None
+
+
+def entries_of(state: dict[str, Any]) -> list[Entry]:
+    """A journal's entries in the order recorded; a state file of an older version (fixed
+    keys) is read in the order those were created."""
+    if "entries" in state:
+        return [e for e in state["entries"] if isinstance(e, dict)]
+    entries: list[Entry] = []
+    if state.get("dockerd_state"):
+        entries.append({"kind": "dockerd", "state": state["dockerd_state"],
+                        "data": state.get("dockerd_data")})
+    if state.get("socket") and state.get("label"):
+        entries.append({"kind": "containers", "socket": state["socket"], "label": state["label"]})
+    entries += [{"kind": "dir", "path": d} for d in state.get("dirs", ())]
+    entries += [{"kind": "cgroup", "path": c} for c in state.get("cgroups", ())]
+    return entries
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_suffix(".lock")
+
+
+def _try_lock(path: Path) -> int | None:
+    """The journal's watchdog lock, taken without waiting: None when a watchdog holds it."""
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and "pid" in state else None
+
+
+def sweep(state_dir: Path | None = None) -> list[Path]:
+    """Give every journal whose runner is dead and that no watchdog looks after (both were
+    killed) a new watchdog, which replays it; the journals so handed over. Nothing here
+    waits or guesses by age: the runner's pid and start time, and the watchdog's lock."""
+    handed: list[Path] = []
+    root = state_dir or STATE_DIR
+    if not root.is_dir():
+        return handed
+    for path in sorted(root.glob("*.json")):
+        if path in _ARMED:
+            continue
+        fd = _try_lock(path)
+        if fd is None:
+            continue  # a watchdog looks after it
+        try:
+            state = _read(path)
+            if state is None:
+                if not path.exists():
+                    _lock_path(path).unlink(missing_ok=True)
+                continue
+            if _runner_alive(state):
+                continue
+        finally:
+            os.close(fd)
+        spawn_detached([sys.executable, "-m", "harness.nodes.reaper", str(path)])
+        handed.append(path)
+    return handed
+
+
+def held(kind: str, state_dir: Path | None = None) -> set[str]:
+    """The paths of ``kind`` entries in the journals of live runners (this one too): what
+    a sweep of leftovers must not touch."""
+    root = state_dir or STATE_DIR
+    paths: set[str] = set()
+    for path in root.glob("*.json") if root.is_dir() else ():
+        state = _read(path)
+        if state is not None and _runner_alive(state):
+            paths |= {str(e.get("path")) for e in entries_of(state) if e.get("kind") == kind}
+    return paths
 
 
 def _runner_alive(state: dict[str, Any]) -> bool:
@@ -194,45 +341,69 @@ def private_temp_dir(path: str) -> bool:
     return p.parent == Path(tempfile.gettempdir()) and p.name.startswith("shadowtest-")
 
 
+def _remove_containers(socket: str, label: str) -> None:
+    if not os.path.exists(socket):
+        return
+    with contextlib.suppress(Exception):
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.DockerClient(base_url=f"unix://{socket}", version="auto", timeout=30)
+        for c in client.api.containers(all=True, filters={"label": label}):
+            with contextlib.suppress(Exception):
+                client.api.remove_container(c["Id"], force=True, v=True)
+        client.close()
+
+
+def _stop_dockerd(state: str, data: str) -> None:
+    from harness.nodes.dockerd import Dockerd
+
+    with contextlib.suppress(Exception):
+        Dockerd(state, data).stop()
+
+
+def release(entry: Entry) -> None:
+    """Undo one journal entry: a run cgroup once its processes finished their own cleanup
+    (bounded), a private temporary folder, the runner's containers, the dockerd it started
+    (by pid). Anything else is left alone (an entry this version does not know)."""
+    kind = entry.get("kind")
+    if kind == "cgroup":
+        wait_empty(Path(entry["path"]))
+        remove_cgroup(Path(entry["path"]))
+    elif kind == "dir" and private_temp_dir(str(entry.get("path", ""))):
+        shutil.rmtree(entry["path"], ignore_errors=True)
+    elif kind == "containers" and entry.get("socket") and entry.get("label"):
+        _remove_containers(str(entry["socket"]), str(entry["label"]))
+    elif kind == "dockerd" and entry.get("state"):
+        _stop_dockerd(str(entry["state"]), str(entry.get("data") or ""))
+
+
 def reap(state: dict[str, Any]) -> None:
-    """Let each run cgroup's processes finish their own cleanup (bounded), remove the
-    cgroups, the runner's private temporary directories, its containers, then stop the
-    dockerd it started (by pid)."""
-    for cg in state.get("cgroups", ()):
-        wait_empty(Path(cg))
-        remove_cgroup(Path(cg))
-    for d in state.get("dirs", ()):
-        if private_temp_dir(d):
-            shutil.rmtree(d, ignore_errors=True)
-    socket = state.get("socket")
-    label = state.get("label")
-    if socket and label and os.path.exists(socket):
-        with contextlib.suppress(Exception):
-            import docker  # type: ignore[import-untyped]
-
-            client = docker.DockerClient(base_url=f"unix://{socket}", version="auto", timeout=30)
-            for c in client.api.containers(all=True, filters={"label": label}):
-                with contextlib.suppress(Exception):
-                    client.api.remove_container(c["Id"], force=True, v=True)
-            client.close()
-    if state.get("dockerd_state"):
-        from harness.nodes.dockerd import Dockerd
-
-        with contextlib.suppress(Exception):
-            Dockerd(state["dockerd_state"], state["dockerd_data"]).stop()
+    """Replay a dead runner's journal in reverse: what was created last goes first (its
+    containers before the dockerd they run on)."""
+    for entry in reversed(entries_of(state)):
+        release(entry)
 
 
 def watch(path: Path, interval: float = 0.5) -> None:
-    while True:
-        try:
-            state: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return  # disarmed: the runner released everything itself
-        if not _runner_alive(state):
-            reap(state)
-            path.unlink(missing_ok=True)
-            return
-        time.sleep(interval)  # a watchdog's period, not a wait for a result
+    """The watchdog: holds the journal's lock for its whole life (a second watchdog for the
+    same journal exits at once); once the runner is gone, replays the journal."""
+    fd = _try_lock(path)
+    if fd is None:
+        return
+    try:
+        while True:
+            state = _read(path)
+            if state is None:
+                return  # disarmed: the runner released everything itself
+            if not _runner_alive(state):
+                reap(state)
+                path.unlink(missing_ok=True)
+                return
+            time.sleep(interval)  # a watchdog's period, not a wait for a result
+    finally:
+        if not path.exists():
+            _lock_path(path).unlink(missing_ok=True)
+        os.close(fd)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import TargetError
-from harness.nodes.reaper import arm, disarm
+from harness.nodes.reaper import Journal
 from harness.nodes.runner import RunnerSession, start_runner
 from harness.nodes.shell import LocalProcess, close_pipes, put_argv, remote_wrapped
 
@@ -88,8 +88,9 @@ class SshShell:
         #: False only for the harness's own ephemeral VMs (vm://): a new host key each boot
         self.check_host_key = check_host_key
         self._dir = tempfile.mkdtemp(prefix="shadowtest-ssh-")
-        # removed by close(), or by the detached reaper when this process is SIGKILLed
-        self._reaper = arm(f"ssh-{Path(self._dir).name}", dirs=[self._dir])
+        # removed by close(), or by the journal's watchdog when this process is SIGKILLed
+        self._journal = Journal("ssh")
+        self._journal.record("dir", path=self._dir)
         self.control_path = f"{self._dir}/master"
         self._master: subprocess.Popen[str] | None = None
         self._control: RunnerSession | None = None
@@ -188,7 +189,9 @@ class SshShell:
         with contextlib.suppress(OSError):
             Path(self.control_path).unlink(missing_ok=True)
             Path(self._dir).rmdir()
-        disarm(self._reaper)
+        if not Path(self._dir).exists():
+            self._journal.forget("dir", path=self._dir)
+        self._journal.close()
 
     # ------------------------------------------------------------ NodeShell
     def run(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import pytest
 from harness.core.errors import ConfigError, SensorError, TargetError
 from harness.core.node import NodeFacts
 from harness.engine.config import Settings
-from harness.nodes.reaper import deferred_signals
+from harness.nodes.reaper import deferred_signals, sweep
 from harness.nodes.shell import NodeShell
 from harness.sensors.base import OnNode, Sensor, build_sensor
 from harness.targets.base import Target, build_target
@@ -78,6 +78,8 @@ class NodeFleet:
         with ``nodes = [...]`` watches only those nodes."""
         if node in self._node_sensors:
             return self._node_sensors[node]
+        if not self._node_sensors:
+            sweep()  # journals of earlier runs killed with their watchdogs are replayed first
         if node not in self._built:
             self.build()
         started: dict[str, Sensor] = {}

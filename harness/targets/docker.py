@@ -28,7 +28,7 @@ from harness.core.errors import TargetError
 from harness.core.node import NodeFacts
 from harness.nodes.cgroups import container_id, process_cgroup
 from harness.nodes.dockerd import BASE_IMAGE, STATE_DIR, Dockerd, ensure_base_image
-from harness.nodes.reaper import arm, disarm, start_time
+from harness.nodes.reaper import Journal, start_time
 from harness.nodes.runner import RunnerSession, start_runner
 from harness.nodes.shell import LocalShell
 from harness.nodes.url import parse_node_url
@@ -174,7 +174,8 @@ class DockerTarget(TargetBase):
         self._created: set[str] = set()
         self._bin_dir: str | None = None
         self._session = f"{os.getpid()}-{start_time(os.getpid())}"
-        self._reaper: Path | None = None
+        #: its containers and its own dockerd, recorded before they exist (see nodes/reaper)
+        self._journal = Journal("docker")
         self._own: Dockerd | None = None
 
     def contexts(self) -> tuple[str, ...]:
@@ -201,12 +202,11 @@ class DockerTarget(TargetBase):
             import docker  # type: ignore[import-untyped]
 
             if self.config.dockerd == "own":
+                self._journal.record("dockerd", state=str(OWN_STATE), data=str(OWN_DATA))
                 self._own = Dockerd(OWN_STATE, OWN_DATA)
                 self._own.start()
-            # removes this runner's containers (and stops its own dockerd) if it is killed
-            self._reaper = arm("docker", socket=self.config.socket, label=self._label(),
-                               dockerd_state=str(OWN_STATE) if self._own else None,
-                               dockerd_data=str(OWN_DATA) if self._own else None)
+            # removes this runner's containers (then stops its own dockerd) if it is killed
+            self._journal.record("containers", socket=self.config.socket, label=self._label())
             if not os.path.exists(self.config.socket):
                 raise TargetError(
                     f"node {self.node!r}: no docker socket at {self.config.socket}: start the "
@@ -281,12 +281,12 @@ class DockerTarget(TargetBase):
                     self._remove(cid)
             self._client.close()
             self._client = None
+        self._journal.forget("containers", socket=self.config.socket, label=self._label())
         if self._own is not None:
             self._own.stop()
             self._own = None
-        if self._reaper is not None:
-            disarm(self._reaper)
-            self._reaper = None
+            self._journal.forget("dockerd", state=str(OWN_STATE), data=str(OWN_DATA))
+        self._journal.close()
 
 
 def runner_path() -> str:

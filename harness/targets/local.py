@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -118,7 +116,7 @@ def _open_namespace(shell: LocalShell, run_id: str, root: Path) -> RunnerSession
     sweep_cgroups(root=root)
     sweep_named_hierarchies()
     cg = root / CGROUP_PARENT / cid
-    _journal.add(cg)  # before it exists: a harness killed from here on leaves nothing
+    _journal.record("cgroup", path=str(cg))  # before it exists: a harness killed from here on leaves nothing
     cg.mkdir(parents=True, exist_ok=True)
     host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     hostname = f"shadowtest-{run_id}"
@@ -154,11 +152,11 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
-def sweep_cgroups(min_age: float = 60.0, root: Path | None = None) -> list[Path]:
-    """Remove run cgroups left empty by a harness that was killed (SIGKILL runs no cleanup;
-    the context itself cleaned up and exited). Only empty ones older than ``min_age``
-    seconds: a concurrent run's cgroup is never empty after its first moment. ``root``:
-    the cgroup2 root (default: the node probe's, on this machine)."""
+def sweep_cgroups(root: Path | None = None) -> list[Path]:
+    """Remove empty run cgroups that no live runner's journal names (left by a harness of an
+    older version, or whose journal was lost with /run). Every run's cgroup is recorded in
+    its runner's journal before it is created, so nothing here depends on age or timing.
+    ``root``: the cgroup2 root (default: the node probe's, on this machine)."""
     removed: list[Path] = []
     if root is None:
         found = cgroup2_root()
@@ -168,10 +166,11 @@ def sweep_cgroups(min_age: float = 60.0, root: Path | None = None) -> list[Path]
     parent = root / CGROUP_PARENT
     if not parent.is_dir():
         return removed
-    now = time.time()
+    reaper.sweep()  # journals of dead runners first: their watchdogs remove their cgroups
+    live = reaper.held("cgroup")
     for cg in parent.iterdir():
         try:
-            if (not cg.is_dir() or now - cg.stat().st_mtime < min_age
+            if (not cg.is_dir() or str(cg) in live
                     or (cg / "cgroup.procs").read_text().strip()):
                 continue
             cg.rmdir()
@@ -217,44 +216,12 @@ def remove_cgroup(cg: Path) -> None:
     the kernel to let go, however long a busy machine takes (bounded generously). Once
     gone, it leaves the run reaper's journal."""
     if reaper.remove_cgroup(cg):
-        _journal.discard(cg)
+        _journal.forget("cgroup", path=str(cg))
 
 
-class _Journal:
-    """The run cgroups this process holds, kept in the state of a detached reaper (armed
-    with the first one, before it is created): a harness killed even with SIGKILL leaves
-    none behind."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cgroups: set[str] = set()
-        self._path: Path | None = None
-        self._pid = 0
-
-    def add(self, cg: Path) -> None:
-        with self._lock, reaper.deferred_signals():
-            self._cgroups.add(str(cg))
-            if self._path is None or self._pid != os.getpid():  # none yet, or forked
-                self._path = reaper.arm("local", cgroups=sorted(self._cgroups))
-                self._pid = os.getpid()
-            else:
-                reaper.update(self._path, cgroups=sorted(self._cgroups))
-
-    def discard(self, cg: Path) -> None:
-        with self._lock:
-            self._cgroups.discard(str(cg))
-            if self._path is not None and self._pid == os.getpid():
-                reaper.update(self._path, cgroups=sorted(self._cgroups))
-
-    def close(self) -> None:
-        """Nothing held any more: stop the reaper (by pid, waited for), remove its state."""
-        with self._lock, reaper.deferred_signals():
-            if self._path is not None and self._pid == os.getpid() and not self._cgroups:
-                reaper.disarm(self._path)
-                self._path = None
-
-
-_journal = _Journal()
+#: the run cgroups this process holds: recorded before each is created, so a harness killed
+#: even with SIGKILL leaves none behind (the journal's watchdog, or the next run, removes them)
+_journal = reaper.Journal("local")
 
 
 def read_local_facts(node: str) -> NodeFacts:

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.core.errors import TargetError
-from harness.nodes.reaper import arm, disarm
+from harness.nodes.reaper import Journal
 
 #: short name -> kernel release, both installed in the one cached image
 KERNELS: dict[str, str] = {"6.1": "6.1.0-56-amd64", "6.12": "6.12.117+deb12-amd64"}
@@ -312,7 +312,8 @@ class VirtualMachine:
         self._proc: subprocess.Popen[bytes] | None = None
         self._port = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._reaper = Path()  # the reaper's state file while a private folder exists
+        #: the private folder, while it exists (see nodes/reaper)
+        self._journal = Journal("vm")
 
     @property
     def state_file(self) -> Path | None:
@@ -388,9 +389,9 @@ class VirtualMachine:
             return self.state_dir
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"shadowtest-vm-{self.name}-")
-            # removed by down(), or by the detached reaper when this process is SIGKILLed
+            # removed by down(), or by the journal's watchdog when this process is SIGKILLed
             # (QEMU dies by its parent-death signal; its folder would stay)
-            self._reaper = arm(f"vm-{Path(self._tmp.name).name}", dirs=[self._tmp.name])
+            self._journal.record("dir", path=self._tmp.name)
         return Path(self._tmp.name)
 
     def _wait_ssh(self, proc: subprocess.Popen[bytes], endpoint: VmEndpoint, deadline: float,
@@ -454,8 +455,9 @@ class VirtualMachine:
         self._reset()
         if self._tmp is not None:
             self._tmp.cleanup()
+            self._journal.forget("dir", path=self._tmp.name)
+            self._journal.close()
             self._tmp = None
-            disarm(self._reaper)
 
 
 class _PortLost(Exception):
