@@ -1,6 +1,10 @@
 """Sysdig Secure's events read: one Event of the Events API (wire camelCase or the SDK's
 snake_case) to a Detection, and the pure readers of its fields and MITRE tags. No I/O: the
-poller lives in ``sysdig.py``."""
+poller lives in ``sysdig.py``.
+
+Correlation: a Falco-type event's ``content.fields`` hold the fields its rule's output
+prints; its ancestors are Falco's ``proc.apid[2..]`` and ``proc.sid`` there. A syscall event
+of a Falco rule without them carries ``fields['correlation_hint']`` (what to print)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,15 @@ from harness.sensors.rulepack import SEEN
 
 _TECHNIQUE = re.compile(r"(?<![A-Za-z0-9])T(\d{4})(\.\d{3})?(?![0-9]|\.[0-9])", re.IGNORECASE)
 _TACTIC_ID = re.compile(r"(?<![A-Za-z0-9])TA(\d{4})(?![0-9])", re.IGNORECASE)
+#: what to print when a Falco-rule event carries no ancestry (the MISSED near miss says it)
+_FIELDS = ("proc.pid, proc.ppid, proc.apid[2]..proc.apid[7], proc.vpid and proc.sid in the "
+           "output of the Falco rules your runtime policies use (custom rules: Sysdig puts the "
+           "fields a rule's output prints in its events' content.fields; README, 'Sysdig "
+           "Secure correlation')")
+ANCESTRY_HINT = ("this Sysdig Secure event has no process ancestry beyond proc.ppid, so it "
+                 "can only match the run's own pids: print " + _FIELDS)
+NO_PID_HINT = ("this Sysdig Secure event has no proc.pid: its rule's output prints no process "
+               "id; print " + _FIELDS)
 _SEVERITY = {0: "high", 1: "high", 2: "high", 3: "high", 4: "medium", 5: "medium", 6: "low",
              7: "info"}
 
@@ -73,21 +86,36 @@ def normalise_event(raw: Any, sensor: str) -> Detection | None:
     }
     if raw.get("name"):  # what it reports about the rules that produced it
         fields[SEEN] = (f"policy:{raw['name']}",)
+    pid = integer(_field(cfields, labels, "proc.pid"))
+    ancestors = ancestors_of(cfields, pid, container)  # proc.apid[2..], proc.sid
+    if hint := _ancestry_hint(raw, pid, ancestors):
+        fields["correlation_hint"] = hint
     return Detection(
         sensor=sensor, rule=str(rule), technique=techniques,
         severity=_SEVERITY.get(severity_code) if severity_code is not None else None,
         action=",".join(action_types) or None,
         node=_field(labels, cfields, "host.hostName"),
         container_id=container,
-        pid=(pid := integer(_field(cfields, labels, "proc.pid"))),
+        pid=pid,
         ppid=integer(_field(cfields, labels, "proc.ppid")),
-        ancestors=ancestors_of(cfields, pid, container),  # proc.apid[2..], proc.sid
+        ancestors=ancestors,
         comm=_field(cfields, labels, "proc.name"),
         names=names,
         observed_at=(integer(raw.get("timestamp")) or 0) / 1e9,
         fields={k: v for k, v in fields.items() if v not in (None, [], {})},
         raw=raw,
     )
+
+
+def _ancestry_hint(raw: dict[str, Any], pid: int | None,
+                   ancestors: tuple[int, ...]) -> str | None:
+    """What to print when a Falco rule's syscall event cannot be tied to a run's process
+    tree (other engines' fields, e.g. drift's, are Sysdig's own: nothing to print)."""
+    if raw.get("source") != "syscall" or raw.get("engine") != "falco":
+        return None
+    if pid is None:
+        return NO_PID_HINT
+    return None if ancestors else ANCESTRY_HINT
 
 
 def mitre_techniques(tags: list[str]) -> tuple[str, ...]:

@@ -8,6 +8,10 @@ or legacy ``metadata.Properties``); plain syscall/trace events are not. The pid 
 host pid (the harness correlates by the host pids it started); the namespace pid is
 kept in ``fields["ns_pid"]``. Tracee's events carry no node name: ``node`` is the
 configured one (legacy ``hostName`` is the process's UTS name, kept in fields).
+
+No sync: Tracee gives no point in its output before which everything earlier was written
+(events may come out unordered, and a finding is derived after the event that raised it),
+so a window is waited out and the row says why (``sync_hint``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ ANCESTRY_HINT = (
     "direct children: run Tracee with --proctree source=both (v1beta1 findings then carry "
     "workload.process.ancestors), or select sched_process_fork and sched_process_exec too "
     "(--events), so the harness can rebuild the process tree from entity ids")
+#: why a Tracee window is waited out (a healthy MISSED row says it)
+SYNC_HINT = (
+    "Tracee not synced: the window was waited out; Tracee has no marker the harness could "
+    "wait for (its events may be written out of order, and a signature finding only after "
+    "the event it was derived from), so a miss is proved only when the window ends")
 #: 1973 in ns: a smaller legacy timestamp is relative to boot, not the epoch
 _EPOCH_NS_FLOOR = 10**17
 
@@ -72,6 +81,11 @@ class TraceeSensor(JsonLinesSensor):
         #: Tracee's process tree as its events showed it: entity id (legacy
         #: processEntityId, v1beta1 unique_id) -> (host pid, parent entity id); bounded
         self.tree: OrderedDict[int, tuple[int | None, int | None]] = OrderedDict()
+
+    @property
+    def sync_hint(self) -> str | None:
+        """Why every window of this sensor is waited out: it cannot be synced."""
+        return SYNC_HINT
 
     # ------------------------------------------------------------ process tree
     def on_record(self, raw: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ import pytest
 from harness.core.correlate import correlate
 from harness.core.errors import ConfigError
 from harness.core.run import Run
+from harness.sensors import sysdig_events
 from harness.sensors.base import build_sensor
 from harness.sensors.sysdig import MAX_TIMEFRAME_NS, SysdigSensor, retry_after, split_timeframe
 from harness.sensors.sysdig_events import mitre_tactics, mitre_techniques
@@ -266,3 +267,35 @@ def test_normalise_without_apid_fields_has_no_ancestors(sensor: SysdigSensor,
     d = sensor.normalise(events[0])
     assert d is not None
     assert d.ancestors == ()
+
+
+def test_normalise_falco_event_without_ancestry_says_what_to_print(
+        sensor: SysdigSensor, events: list[dict[str, Any]]) -> None:
+    """A Falco rule's syscall event with proc.pid but no proc.apid/proc.sid, or no pid at
+    all, names the output fields to print; one with ancestry, or of another engine (drift:
+    Sysdig's own fields), says nothing."""
+    raw = copy.deepcopy(events[0])
+    raw["content"]["fields"]["proc.apid[2]"] = "48100"
+    hints = [(d.fields if d else {}).get("correlation_hint")
+             for d in (sensor.normalise(e) for e in (events[0], events[3], events[4], raw))]
+    assert hints == [sysdig_events.ANCESTRY_HINT, sysdig_events.NO_PID_HINT, None, None]
+    assert "proc.apid[2]..proc.apid[7]" in sysdig_events.ANCESTRY_HINT
+
+
+def test_missed_row_names_the_sysdig_fields_an_uncorrelated_event_lacks(
+        sensor: SysdigSensor, events: list[dict[str, Any]]) -> None:
+    """The event fired in the run's descendant, but without ancestry it cannot be tied to the
+    run: the MISSED reason says what to print."""
+    from harness.core.health import Health
+    from harness.core.verdict import Expectation, judge
+
+    raw = copy.deepcopy(events[0])
+    raw["content"]["fields"]["container.id"] = "host"
+    d = sensor.normalise(raw)
+    assert d is not None
+    run = Run(run_id="st000000000001", scenario="s", context="host", node="node-1",
+              started_at=d.observed_at - 1, ended_at=d.observed_at + 1, executed=True,
+              pids=frozenset({47000}))
+    j = judge(run, [d], Expectation(technique="T1611"), Health(up=True), "sysdig")
+    assert j.verdict.value == "MISSED"
+    assert j.reason.endswith(f"cannot be tied to the run: {sysdig_events.ANCESTRY_HINT}")

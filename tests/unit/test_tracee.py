@@ -463,3 +463,42 @@ def test_tree_survives_an_exec_cycle_without_looping() -> None:
     sensor.on_line(json.dumps(raw))
     (det,) = sensor.stream.snapshot()
     assert (det.ppid, det.ancestors) == (6, ())
+
+
+# ---------------------------------------------------------------- sync
+def test_judge_tracee_miss_says_the_window_was_waited_out_and_why(tmp_path: Path) -> None:
+    """Tracee cannot be synced: a healthy MISSED row says the window was waited out."""
+    from harness.core.verdict import Expectation
+    from harness.engine.execute import _judge_all
+    from harness.sensors import tracee
+
+    events = tmp_path / "tracee.json"
+    events.touch()
+    sensor = TraceeSensor(path=str(events))
+
+    class Scenario:
+        def expectation(self, name: str, facts: Any = None) -> Expectation:
+            return Expectation(technique="T1611")
+
+    sensor.start()
+    try:
+        before = {"tracee": sensor.health()}
+        sub = sensor.stream.subscribe()
+        started = time.time()
+        plain = [x for x in _lines("v1beta1.jsonl") if '"threat"' not in x]
+        with events.open("a") as fh:
+            fh.write(plain[0] + "\n")  # a sign of life, not a finding
+        deadline = time.time() + 5
+        while sensor._tail is None or sensor._tail.last_line < started:
+            assert time.time() < deadline, "the line was never read"
+            time.sleep(0.01)
+        run = Run(run_id="st000000000001", scenario="s", context="host", node="local",
+                  started_at=started, ended_at=time.time(), executed=True, pids=frozenset({1}))
+        _, (judgement,), health = _judge_all(run, Scenario(), {"tracee": sensor},  # type: ignore[arg-type]
+                                             {"tracee": sub}, before, window=0.2)
+    finally:
+        sensor.stop()
+    assert sensor.sync() is None
+    assert (judgement.verdict.value, health["tracee"].synced) == ("MISSED", False)
+    assert judgement.reason.endswith(f"; {tracee.SYNC_HINT}")
+    assert "window was waited out" in tracee.SYNC_HINT
