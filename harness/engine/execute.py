@@ -27,6 +27,7 @@ from harness.core.verdict import (
     judge,
     with_claims,
 )
+from harness.nodes.remote.stagerunner import loss_scope
 from harness.nodes.runner import RunnerSession
 from harness.sensors.base import Quiet, Sensor, Subscription, expect_key
 from harness.targets.base import Target
@@ -35,6 +36,14 @@ from harness.targets.base import Target
 def new_run_id() -> str:
     """``st`` + 12 hex: short enough for file and host names, unique per run."""
     return "st" + secrets.token_hex(6)
+
+
+def _health(sensor: Sensor) -> Health:
+    """The sensor's health; down with the reason whenever its stream was closed (it did not
+    start, or its reader ended), whatever the sensor's own ``health()`` says: a row it
+    judges is then SENSOR_DOWN with that reason, never MISSED or CLEAN."""
+    closed = sensor.stream.closed
+    return Health(False, closed) if closed is not None else sensor.health()
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ def execute(scenario: Scenario, context: str, target: Target, facts: NodeFacts,
             run_id: str | None = None) -> Outcome:
     """Subscribe every sensor, run the atomic once, then judge each sensor; cleanup always."""
     run_id = run_id or new_run_id()
-    before = {name: s.health() for name, s in sensors.items()}
+    before = {name: _health(s) for name, s in sensors.items()}
     subs = {name: s.stream.subscribe() for name, s in sensors.items()}  # before acting
     atomic = scenario.atomic
     bin_dir = atomic.path.parent / "bin"
@@ -249,13 +258,13 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         down: Health | None = None  # down when the run ended: judged on that, at once
         if run.executed:
             deadline = run.ended_at + window + sensor.delay
-            if not (at_end := sensor.health()).up:  # what it had is in; nothing to wait for
+            if not (at_end := _health(sensor)).up:  # what it had is in; nothing to wait for
                 down, deadline = at_end, min(deadline, time.time())
             seen, synced = sub.wait(partial(decided, run, expectation), markers.get(name),
                                     deadline, until=run.ended_at)
         # the reading the wait was decided on: a row judged without waiting is never
         # healthy (a later reading of "up" would turn what was not waited for into MISSED)
-        now = down if down is not None else sensor.health()
+        now = down if down is not None else _health(sensor)
         start = before[name]
         # synced past the run = everything it caused was delivered: healthy for this window
         # even if the backend blipped; a sensor that can sync but did not is not proven
@@ -274,7 +283,8 @@ def _judge_all(run: Run, scenario: Scenario, sensors: Mapping[str, Sensor],
         hint = sensor.sync_hint
         if up and run.executed and not synced and hint:
             reason = hint  # a healthy sensor that could not be synced: the row says so
-        health = Health(up=up, reason=reason, lost=sub.lost(), malformed=sub.malformed(),
+        health = Health(up=up, reason=reason, lost=sub.lost(loss_scope(run.run_id)),
+                        malformed=sub.malformed(),
                         synced=synced)
         healths[name] = health
         out.append(judge(run, seen, expectation, health, name, enforcer=enforcer(sensor)))

@@ -151,6 +151,9 @@ class _State:
     detections: list[Detection] = field(default_factory=list)
     markers: set[str] = field(default_factory=set)
     lost: int = 0
+    #: losses a sensor could attribute to one run's process tree, by loss scope (see
+    #: count_lost): they blind only the runs of that scope
+    lost_scoped: dict[int, int] = field(default_factory=dict)
     malformed: int = 0
     malformed_samples: list[str] = field(default_factory=list)
     closed: str | None = None
@@ -205,9 +208,15 @@ class DetectionStream:
                 self._s.watermark = watermark
                 self._cond.notify_all()
 
-    def count_lost(self, n: int) -> None:
+    def count_lost(self, n: int, scope: int | None = None) -> None:
+        """``n`` events were lost: of every run in flight, or — with ``scope`` — only of the
+        runs whose process trees were announced under that loss scope (the stage runner's
+        ``loss_scope`` of the run id; a sensor that follows run trees in the kernel knows)."""
         with self._cond:
-            self._s.lost += n
+            if scope:
+                self._s.lost_scoped[scope] = self._s.lost_scoped.get(scope, 0) + n
+            else:
+                self._s.lost += n
             self._cond.notify_all()
 
     def count_malformed(self, line: str) -> None:
@@ -224,7 +233,12 @@ class DetectionStream:
     # ------------------------------------------------------------- readers
     @property
     def lost(self) -> int:
+        """Losses of every run (not those attributed to one loss scope)."""
         return self._s.lost
+
+    def lost_in(self, scope: int) -> int:
+        """Losses attributed to one loss scope so far."""
+        return self._s.lost_scoped.get(scope, 0) if scope else 0
 
     @property
     def malformed(self) -> int:
@@ -251,7 +265,7 @@ class DetectionStream:
     def subscribe(self) -> Subscription:
         with self._cond:
             return Subscription(self, self._s.base + len(self._s.detections), self._s.lost,
-                                self._s.malformed, time.time())
+                                self._s.malformed, time.time(), dict(self._s.lost_scoped))
 
     def _since(self, index: int) -> list[Detection]:
         return self._s.detections[max(0, index - self._s.base):]
@@ -305,6 +319,8 @@ class Subscription:
     malformed_at_start: int
     #: when the run subscribed (epoch seconds): its window for the sensor opens here
     opened_at: float = 0.0
+    #: the stream's losses by loss scope when the run subscribed
+    scoped_at_start: dict[int, int] = field(default_factory=dict)
 
     def wait(
         self, done: Callable[[list[Detection]], bool], marker: str | None, deadline: float,
@@ -312,8 +328,12 @@ class Subscription:
     ) -> tuple[list[Detection], bool]:
         return self.stream.wait(self.index, done, marker, deadline, until)
 
-    def lost(self) -> int:
-        return self.stream.lost - self.lost_at_start + self.stream.dropped_since(self.index)
+    def lost(self, scope: int = 0) -> int:
+        """Events lost since the run subscribed that it cannot rule out as its own: those of
+        every run, and those of its own loss ``scope`` (0: a run of no scope)."""
+        own = self.stream.lost_in(scope) - self.scoped_at_start.get(scope, 0) if scope else 0
+        return (self.stream.lost - self.lost_at_start + own
+                + self.stream.dropped_since(self.index))
 
     def malformed(self) -> int:
         return self.stream.malformed - self.malformed_at_start

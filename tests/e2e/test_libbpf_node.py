@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,4 +175,57 @@ def test_busy_node_filtered_sensor_decides_every_run_and_none_says_missed(
               if r["verdict"] == "MISSED"]
     assert missed == []  # a lossy node-wide sensor is SENSOR_DOWN, never MISSED
     assert {r["verdict"] for r in executed} <= {"DETECTED", "SENSOR_DOWN"}
+    assert clean_node() == NOTHING_LEFT
+
+
+#: a run's tree flooding the rule it matches: announces itself under a run id's loss scope
+#: (as the stage runner does), then reads /etc/shadow as fast as it can for a while
+_FLOOD = """
+import os, sys, time
+from harness.nodes.remote.stagerunner import ANNOUNCE_BASE, loss_scope
+try:
+    os.getpgid(ANNOUNCE_BASE + loss_scope(sys.argv[1]))
+except OSError:
+    pass
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    for _ in range(1000):
+        os.close(os.open("/etc/shadow", os.O_RDONLY))
+"""
+
+
+def test_a_runs_own_loss_blinds_that_run_only(clean_node: Callable[[], Leftovers]) -> None:
+    """Issue 16: losses are reported per run, not per window. A run whose own process tree
+    overflows the (smallest) ring buffer loses events of its own scope; another run in
+    flight at the same time, in another tree, is not blinded by it and is still DETECTED."""
+    from harness.nodes.remote.stagerunner import loss_scope
+    from harness.sensors.libbpf import LibbpfSensor
+
+    sensor = LibbpfSensor(name="libbpf-scoped", ringbuf_mb=1, filter="runs")
+    sensor.start()
+    try:
+        assert sensor.health().up, sensor.health().reason
+        loud, quiet = "run-loud-0001", "run-quiet-0002"
+        assert loss_scope(loud) != loss_scope(quiet)
+        sub = sensor.stream.subscribe()
+        floods = [subprocess.Popen([sys.executable, "-c", _FLOOD, loud, "3"])
+                  for _ in range(os.cpu_count() or 2)]
+        for f in floods:
+            assert f.wait(60) == 0
+        drained = sensor.sync()  # the flood read out: the quiet run's event finds room
+        assert sub.wait(lambda _: False, drained, time.time() + 30)[1]
+        # in the same window, after the flood: a run of another tree (its event would be
+        # in a window with losses, were losses counted per window)
+        one = subprocess.Popen([sys.executable, "-c", _FLOOD, quiet, "0.001"])
+        assert one.wait(60) == 0
+        token = sensor.sync()
+        seen, synced = sub.wait(lambda _: False, token, time.time() + 30)
+        assert synced, "the sync marker did not arrive"
+        assert any(d.pid == one.pid for d in seen), "the quiet run's event is not in"
+        assert sub.lost(loss_scope(loud)) > 0, "the flood did not overflow the ring buffer"
+        assert sub.lost(loss_scope(quiet)) == 0  # the loud run's loss is not the quiet one's
+        assert sub.lost() == 0  # nothing lost outside a run's tree
+        assert sensor.stream.lost_in(loss_scope(loud)) > 0
+    finally:
+        sensor.stop()
     assert clean_node() == NOTHING_LEFT

@@ -112,6 +112,26 @@ def test_on_line_lost_counts_every_lost_event() -> None:
     assert (len(_detections(sensor)), sensor.stream.malformed) == (18, 0)
 
 
+def test_a_scoped_loss_blinds_only_the_runs_of_that_scope() -> None:
+    """The compiled sensor attributes a run tree's losses to its loss scope (issue 16:
+    loss per run, not per window): a run of another scope, subscribed over the same
+    window, has lost nothing; a scope-less loss blinds every run."""
+    from harness.nodes.remote.stagerunner import loss_scope
+
+    sensor = _feed([])
+    sub = sensor.stream.subscribe()
+    loud, quiet = loss_scope("run-loud"), loss_scope("run-quiet")
+    sensor.on_line(json.dumps({"type": "lost_events", "data": {"events": 40, "scope": loud}}))
+    assert (sub.lost(loud), sub.lost(quiet), sub.lost()) == (40, 0, 0)
+    later = sensor.stream.subscribe()  # a later run of the same scope: only what came since
+    sensor.on_line(json.dumps({"type": "lost_events", "data": {"events": 2, "scope": loud}}))
+    assert (sub.lost(loud), later.lost(loud)) == (42, 2)
+    sensor.on_line(json.dumps({"type": "lost_events", "data": {"events": 3}}))
+    assert (sub.lost(loud), sub.lost(quiet), sub.lost()) == (45, 3, 3)
+    assert sensor.stream.lost == 3
+    assert sensor.stream.lost_in(loud) == 42
+
+
 # ---------------------------------------------------------------- truncated.jsonl
 def test_on_line_truncated_and_non_json_lines_are_malformed_not_raised() -> None:
     lines = _lines("truncated.jsonl")

@@ -294,11 +294,32 @@ def test_every_rule_but_the_usermode_helpers_is_behind_the_filter() -> None:
 
 def test_the_announce_magic_is_the_stage_runners() -> None:
     from harness.nodes.remote import stagerunner
+    from harness.sensors import falco, tetragon
+    from harness.sensors.bpftrace import MARKER_BASE
 
     event_h = (gen.HERE / "event.h").read_text()
-    assert f"#define ST_ANNOUNCE {stagerunner.ANNOUNCE:#x}" in event_h
+    base = stagerunner.ANNOUNCE_BASE
+    assert f"#define ST_ANNOUNCE_BASE {base:#x}" in event_h
+    assert f"#define ST_ANNOUNCE_LAST {base + 0xFFFF:#x}" in event_h
     assert f"#define ST_INIT_PIDNS {INIT_PIDNS}U" in event_h
-    assert stagerunner.ANNOUNCE > 4 * 1024 * 1024  # above PID_MAX_LIMIT: never a real pid
+    assert base > 4 * 1024 * 1024  # above PID_MAX_LIMIT: never a real pid
+    announce = range(base, base + 0x10000)
+    # no sensor's sync marker is taken for an announcement (nor the other way round)
+    for first, last in ((MARKER_BASE, MARKER_BASE + 0xFFFFF),
+                        (falco.MARKER_BASE, falco.MARKER_BASE + 0xFFFFF),
+                        (tetragon.MARKER_PID, tetragon.MARKER_PID)):
+        assert last < announce.start or first > announce[-1], hex(first)
+
+
+def test_a_runs_loss_scope_is_its_own_and_never_zero() -> None:
+    from harness.nodes.remote.stagerunner import loss_scope
+
+    scopes = {loss_scope(f"run-{i}") for i in range(2000)}
+    assert 0 not in scopes
+    assert all(0 < s <= 0xFFFF for s in scopes)
+    assert len(scopes) > 1900  # 16 bits: concurrent runs rarely share one
+    assert loss_scope("") == 0
+    assert loss_scope("abc") == loss_scope("abc")
 
 
 @pytest.mark.parametrize("bad", [0, 3, 2048, True, "8"])

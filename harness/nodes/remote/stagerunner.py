@@ -14,12 +14,16 @@ Protocol (stdin -> stdout, JSON lines):
                      in-process: no interpreter start per marker on a slow VM)
   EOF / SIGTERM: runs the armed on_exit command, then exits.
 
-At start, before its hello, the runner calls getpgid(ANNOUNCE) once (it fails: no such
-pid): a sensor that filters in the kernel (the compiled reference sensor with
-``filter = "runs"``) starts following this process's tree there, synchronously.
+At start, before its hello, the runner calls getpgid(ANNOUNCE_BASE + scope) once (it
+fails: no such pid): a sensor that follows run trees in the kernel (the compiled reference
+sensor) starts following this process's tree there, synchronously — with
+``filter = "runs"`` it reports only such trees — and counts the events of the tree it had
+to drop against ``scope`` (:func:`loss_scope` of the run id), so one run's loss does not
+blind another.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -28,8 +32,19 @@ import sys
 import time
 from typing import Any
 
-#: getpgid(ANNOUNCE): "follow my process tree" (harness.sensors.libbpf; above pid_max)
-ANNOUNCE = 0x5AE00000
+#: getpgid(ANNOUNCE_BASE + scope): "follow my process tree, its losses are scope's"
+#: (harness.sensors.libbpf; above any pid_max, and outside every sensor's marker range)
+ANNOUNCE_BASE = 0x5B000000
+
+
+def loss_scope(run_id: str) -> int:
+    """The 16-bit loss scope of a run (0: no run; two concurrent runs share one only by
+    chance, and then each counts the other's losses too: never fewer)."""
+    if not run_id:
+        return 0
+    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:2], "big") or 1
+
+
 _armed: dict[str, dict[str, Any]] = {}
 _current: dict[str, subprocess.Popen[str]] = {}
 
@@ -116,7 +131,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness decides; Ctrl-C reaches it first
     with contextlib.suppress(OSError):
-        os.getpgid(ANNOUNCE)
+        os.getpgid(ANNOUNCE_BASE + loss_scope(os.environ.get("SHADOWTEST_RUN_ID", "")))
     hello = {"ready": True, "pid": os.getpid(), "pidns": _ns("pid"), "mntns": _ns("mnt"),
              "hostname": os.uname().nodename}
     sys.stdout.write(json.dumps(hello) + "\n")

@@ -235,8 +235,9 @@ class BpftraceSensor(SensorBase):
         try:
             outer = _decoder.decode(line)
             kind = outer.get("type") if isinstance(outer, dict) else None
-            if kind == "lost_events":
-                self.stream.count_lost(int(outer["data"]["events"]))
+            if kind == "lost_events":  # "scope": the compiled sensor's per-run attribution
+                data = outer["data"]
+                self.stream.count_lost(int(data["events"]), int(data.get("scope", 0)))
                 return
             if kind != "printf":
                 if kind not in ("attached_probes", "map", "hist", "stats"):

@@ -12,7 +12,10 @@
 #define ST_MARKER_BASE 0x5ad00000
 #define ST_MARKER_LAST 0x5adfffff
 #define ST_INIT_PIDNS 4026531836U  /* PROC_PID_INIT_INO: the initial pid namespace */
-#define ST_ANNOUNCE 0x5ae00000  /* getpgid(): "follow my tree" (the stage runner's ANNOUNCE) */
+/* getpgid(ST_ANNOUNCE_BASE + scope): "follow my tree; its losses are scope's" (the stage
+ * runner's ANNOUNCE_BASE; scope: 16 bits of its run id, 0 for no run) */
+#define ST_ANNOUNCE_BASE 0x5b000000
+#define ST_ANNOUNCE_LAST 0x5b00ffff
 
 /* what the programs report (the loader's --filter; config map slot 0) */
 enum st_filter { ST_FILTER_NONE = 0, ST_FILTER_RUNS = 1, ST_FILTER_RUNS_CONTAINERS = 2 };

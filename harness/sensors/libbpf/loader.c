@@ -9,7 +9,8 @@
  *                     [--ringbuf-mb N] [--filter none|runs|runs+containers]
  *
  * --filter runs reports only the process trees of the stage runners that announced
- * themselves (getpgid(ST_ANNOUNCE), see harness/nodes/remote/stagerunner.py) and what a
+ * themselves (getpgid(ST_ANNOUNCE_BASE + scope), see harness/nodes/remote/stagerunner.py)
+ * and what a
  * kernel usermode helper runs; runs+containers also every task outside the initial pid
  * namespace; none (the default) the whole node. The filter is applied in the kernel,
  * before anything is read or sent: background load does not reach the ring buffer.
@@ -27,7 +28,9 @@
  *    "ancestors":[6 x N],"comm":"...","cgroup":N,"pidns":N,"mntns":N,"uid":N,"ts_ns":N,
  *    "wall_ns":N, <rule fields>}
  * and {"type":"lost_events","data":{"events":N}} when the ring buffer was full (N new
- * losses). Strings are JSON-escaped. When the sensor cannot run, one
+ * losses), {"type":"lost_events","data":{"events":N,"scope":K}} when they all came from
+ * the process trees of runs announced under scope K (they blind those runs only).
+ * Strings are JSON-escaped. When the sensor cannot run, one
  * {"kind":"error","reason":"..."} line and exit status 2.
  */
 #define _GNU_SOURCE
@@ -45,8 +48,9 @@
 
 static const char *node = "this node";
 static uint64_t wall_offset; /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns, at start */
-static int lost_fd = -1, ncpu;
+static int lost_fd = -1, lost_scoped_fd = -1, ncpu;
 static uint64_t reported; /* lost events reported so far */
+static uint64_t reported_scoped[ST_ANNOUNCE_LAST - ST_ANNOUNCE_BASE + 1]; /* ... by scope */
 
 static uint64_t lost_total(void)
 {
@@ -68,6 +72,19 @@ static void report_lost(void)
 		printf("{\"type\":\"lost_events\",\"data\":{\"events\":%llu}}\n",
 		       (unsigned long long)(total - reported));
 		reported = total;
+	}
+	uint32_t key, next, *prev = NULL;
+	uint64_t count;
+	while (lost_scoped_fd >= 0 && bpf_map_get_next_key(lost_scoped_fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		if (key >= sizeof(reported_scoped) / sizeof(reported_scoped[0]) ||
+		    bpf_map_lookup_elem(lost_scoped_fd, &key, &count) != 0 ||
+		    count <= reported_scoped[key])
+			continue;
+		printf("{\"type\":\"lost_events\",\"data\":{\"events\":%llu,\"scope\":%u}}\n",
+		       (unsigned long long)(count - reported_scoped[key]), key);
+		reported_scoped[key] = count;
 	}
 }
 
@@ -237,6 +254,7 @@ int main(int argc, char **argv)
 	if (!rb)
 		fail("cannot open the ring buffer: %s", strerror(errno));
 	lost_fd = bpf_object__find_map_fd_by_name(obj, "lost");
+	lost_scoped_fd = bpf_object__find_map_fd_by_name(obj, "lost_scoped");
 	ncpu = libbpf_num_possible_cpus();
 	if (lost_fd < 0 || ncpu <= 0)
 		fail("%s: no 'lost' map, or the possible CPUs are unknown", object);

@@ -31,15 +31,27 @@ struct {
 	__type(value, __u32);
 } st_config SEC(".maps");
 
-/* processes followed with --filter runs: the stage runners that announced themselves
- * (getpgid(ST_ANNOUNCE)) and everything they forked since. LRU: never full; an entry is
- * never deleted on exit (a recycled pid may be followed too: more events, never fewer) */
+/* processes followed: the stage runners that announced themselves
+ * (getpgid(ST_ANNOUNCE_BASE + scope)) and everything they forked since, each with its
+ * run's loss scope. --filter runs reports only these; every mode attributes their losses
+ * to their scope. LRU: never full; an entry is never deleted on exit (a recycled pid may be
+ * followed too: more events and a wider loss, never fewer) */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } tracked SEC(".maps");
+
+/* events of a followed tree that found the ring buffer full, by loss scope (cumulative;
+ * the loader reports the increase). Full (more scopes losing at once than this): the loss
+ * is counted in `lost` instead, where it blinds every run */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost_scoped SEC(".maps");
 
 /* the path arguments of the running program, read once (too large for the stack) */
 struct st_scratch {
@@ -135,9 +147,24 @@ static __always_inline int st_traced(struct task_struct *task)
 	return *mode == ST_FILTER_RUNS_CONTAINERS && st_pidns(task) != ST_INIT_PIDNS;
 }
 
+/* an event that found the ring buffer full: counted against the calling task's run (its
+ * loss scope) when it is followed under one, else against every run */
 static __always_inline void st_lost(void)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *scope = bpf_map_lookup_elem(&tracked, &tgid);
+	if (scope && *scope) {
+		__u32 key = *scope;
+		__u64 init = 0, *c = bpf_map_lookup_elem(&lost_scoped, &key);
+		if (!c) {
+			bpf_map_update_elem(&lost_scoped, &key, &init, BPF_NOEXIST);
+			c = bpf_map_lookup_elem(&lost_scoped, &key);
+		}
+		if (c) {
+			__sync_fetch_and_add(c, 1);
+			return;
+		}
+	}
 	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
 	if (n)
 		*n += 1;
@@ -182,15 +209,16 @@ static __always_inline struct st_event *st_emit(struct task_struct *task, __u32 
 }
 
 /* sync markers: getpgid(pid) with pid in [ST_MARKER_BASE, ST_MARKER_LAST]; and
- * getpgid(ST_ANNOUNCE): follow the caller's tree from now on (before the call returns) */
+ * getpgid(ST_ANNOUNCE_BASE + scope): follow the caller's tree from now on (before the call
+ * returns), its losses counted against scope */
 SEC("tracepoint/syscalls/sys_enter_getpgid")
 int st_marker(struct trace_event_raw_sys_enter *ctx)
 {
 	int pid = (int)ctx->args[0];
-	if (pid == ST_ANNOUNCE) {
+	if (pid >= ST_ANNOUNCE_BASE && pid <= ST_ANNOUNCE_LAST) {
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		__u8 one = 1;
-		bpf_map_update_elem(&tracked, &tgid, &one, BPF_ANY);
+		__u32 scope = pid - ST_ANNOUNCE_BASE;
+		bpf_map_update_elem(&tracked, &tgid, &scope, BPF_ANY);
 		return 0;
 	}
 	if (pid < ST_MARKER_BASE || pid > ST_MARKER_LAST)
@@ -208,13 +236,16 @@ int st_marker(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* a followed process's children are followed (threads too: keyed by their tid, harmless) */
+/* a followed process's children are followed under its scope (threads too: keyed by
+ * their tid, harmless) */
 SEC("tracepoint/sched/sched_process_fork")
 int st_fork(struct trace_event_raw_sched_process_fork *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, child = ctx->child_pid;
-	__u8 one = 1;
-	if (bpf_map_lookup_elem(&tracked, &tgid))
-		bpf_map_update_elem(&tracked, &child, &one, BPF_ANY);
+	__u32 *scope = bpf_map_lookup_elem(&tracked, &tgid);
+	if (scope) {
+		__u32 inherited = *scope;
+		bpf_map_update_elem(&tracked, &child, &inherited, BPF_ANY);
+	}
 	return 0;
 }
