@@ -37,10 +37,19 @@ class Cell:
         return {"DETECTED": "DETECTED", "BLOCKED": "BLOCKED", "GAP": "known gap",
                 "CLEAN": "CLEAN"}[self.verdict]
 
-    def accepts(self, verdict: str) -> bool:
+    @property
+    def gap(self) -> str | None:
+        """A known gap's reason (what a results row's ``known_gap`` carries on its MISSED),
+        else None."""
+        return self.text if self.verdict == "GAP" else None
+
+    def accepts(self, verdict: str, *, closed_gap: bool = False) -> bool:
         """A run's verdict is the one the cell documents (a known gap: MISSED; a gap that
-        closed, DETECTED, passes a run but means the catalogue is out of date). NOT_EXECUTED
-        and SENSOR_DOWN prove nothing either way and are the caller's to judge."""
+        closed, DETECTED, passes a run but means the catalogue is out of date: accepted only
+        with ``closed_gap``). NOT_EXECUTED and SENSOR_DOWN prove nothing either way and are
+        the caller's to judge."""
+        if closed_gap and self.verdict == "GAP" and verdict == "DETECTED":
+            return True
         return verdict == {"GAP": "MISSED"}.get(self.verdict, self.verdict)
 
 

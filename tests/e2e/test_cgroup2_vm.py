@@ -31,11 +31,13 @@ import pytest
 import yaml
 
 from harness.builtin import ATOMICS, SCENARIOS
+from harness.core import policy
 from harness.core.node import kernel_satisfies, unmet
 from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
 from harness.nodes import cgroups
 from harness.targets import vm
 from harness.targets.vm import VirtualMachine, VmEndpoint
+from harness.tools.catalogue import expected_cell
 
 pytestmark = pytest.mark.vm
 
@@ -44,8 +46,6 @@ KERNEL = "6.12"
 GUEST = "/opt/shadowtest"
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SENSORS = ("auditd", "bpftrace")
-#: what the results rows report for a declared known gap
-GAP_VERDICT = "MISSED"
 
 #: the README's main job configuration: pyproject.toml's [tool.shadowtest] (checked below)
 #: plus one allowance for QEMU TCG on a loaded CI machine: LLVM compiles the bundled rule
@@ -173,25 +173,26 @@ def _declared_not_executed(scenario: Scenario, facts: dict[str, Any], reason: st
 
 
 def _check_row(scenario: Scenario, row: dict[str, Any]) -> str | None:
-    """None when the row's verdict is the one the catalogue expects, else what differs."""
-    facts = row["facts"]
-    want = scenario.expectation(row["sensor"], facts)
-    got = row["verdict"]
-    if got == "NOT_EXECUTED" and _declared_not_executed(scenario, facts, row.get("reason", "")):
-        return None
-    if got == "NOT_EXECUTED" and want.requires and unmet(facts, *want.requires) \
-            and row.get("reason", "").startswith(f"not runnable for {row['sensor']}: "):
-        return None  # the sensor's own requires, unmet by the node
-    if want.benign:
-        expected = "CLEAN"
-    elif want.gap is not None:
-        expected = GAP_VERDICT
-        if got == GAP_VERDICT and row.get("known_gap") != want.gap:
-            return f"a miss without the declared gap {want.gap!r} (known_gap {row.get('known_gap')!r})"
-    else:
-        expected = "DETECTED"
-    if got != expected:
-        return f"expected {expected} ({want}), got {got}: {row.get('reason', '')[:300]}"
+    """None when the row's verdict is the one the catalogue expects for its sensor on the
+    row's node (``expected_cell``: harness.core.expectation, enforce and overrides
+    included), else what differs. NOT_EXECUTED (harness.core.policy: not run) passes only
+    when the catalogue declares it or the sensor's own ``requires`` is unmet by the facts."""
+    facts, sensor, got = row["facts"], row["sensor"], row["verdict"]
+    want = expected_cell(scenario, sensor, facts)
+    outcome = policy.outcome_of_row(row)
+    if policy.state(outcome) is policy.State.NOT_RUN:
+        if _declared_not_executed(scenario, facts, row.get("reason", "")):
+            return None
+        exp = scenario.expectation(sensor, facts)
+        if exp.requires and unmet(facts, *exp.requires) \
+                and row.get("reason", "").startswith(f"not runnable for {sensor}: "):
+            return None  # the sensor's own requires, unmet by the node
+    if not want.accepts(got):
+        return f"expected {want.short()} ({want.text}), got {got}: {row.get('reason', '')[:300]}"
+    if want.gap is not None and row.get("known_gap") != want.gap:
+        return f"a miss without the declared gap {want.gap!r} (known_gap {row.get('known_gap')!r})"
+    if policy.fails(outcome):
+        return f"{got} fails the run (harness.core.policy): {row.get('reason', '')[:300]}"
     return None
 
 

@@ -8,13 +8,16 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.builtin import BUILTIN
+from harness.core import policy
 from harness.core.node import unmet
 from harness.core.scenario import Scenario, check_scenario, load_atomics, scenario_files
 from harness.nodes.runner import RunnerSession, stage_runner_argv, start_runner
+from harness.tools.catalogue import expected_cell
 from tests.e2e.conftest import NOTHING_LEFT, Catalog, verdicts
 
 pytestmark = pytest.mark.node
@@ -29,6 +32,33 @@ def bundled_scenarios() -> dict[str, Scenario]:
         assert scenario is not None
         out[scenario.id] = scenario
     return out
+
+
+def check_row(scenario: Scenario, row: dict[str, Any]) -> str | None:
+    """None when the row's verdict is what the scenario declares for its sensor on the row's
+    node (the catalogue's cell, ``expected_cell``: harness.core.expectation; a known gap
+    that closed, DETECTED, is accepted), else what differs. NOT_EXECUTED (harness.core.policy:
+    not run) only through a precondition, a scenario requirement, or the sensor's own
+    ``requires`` unmet by the row's facts."""
+    sensor, verdict, reason = row["sensor"], row["verdict"], row["reason"]
+    facts = row.get("facts") or {}
+    outcome = policy.outcome_of_row(row)
+    if policy.state(outcome) is policy.State.NOT_RUN:
+        if reason.startswith(f"not runnable for {sensor}: "):  # its own requires
+            exp = scenario.expectation(sensor, facts)
+            declared = exp.requires is not None and bool(unmet(facts, *exp.requires))
+        else:
+            declared = reason.startswith(("precondition failed:", "not runnable:"))
+        return None if declared else f"NOT_EXECUTED, not declared by the scenario: {reason}"
+    want = expected_cell(scenario, sensor, facts)
+    if not want.accepts(verdict, closed_gap=True):
+        return f"expected {want.short()} ({want.text}), got {verdict}: {reason}"
+    if verdict == "MISSED" and (row.get("known_gap") != want.gap
+                                or not reason.startswith(f"known gap: {want.gap}")):
+        return f"a miss without the declared gap {want.gap!r}: {row.get('known_gap')!r}, {reason}"
+    if policy.fails(outcome):
+        return f"{verdict} fails the run (harness.core.policy): {reason}"
+    return None
 
 
 @pytest.fixture
@@ -49,25 +79,9 @@ def test_bundled_scenarios_give_each_sensor_its_expected_verdict(bundled: Catalo
     res = bundled.run("run", "--results", "results.jsonl")
     rows = bundled.rows()
     assert res.returncode == 0, res.stdout + res.stderr
-    for r in rows:
-        scenario = scenarios[r["scenario"]]
-        expectation = scenario.expectation(r["sensor"])
-        where = (r["scenario"], r["context"], r["sensor"], r["verdict"], r["reason"])
-        if r["verdict"] == "NOT_EXECUTED":
-            if r["reason"].startswith(f"not runnable for {r['sensor']}: "):  # its own requires
-                assert expectation.requires, where
-                assert unmet(r["facts"], *expectation.requires), where
-            else:
-                assert r["reason"].startswith(("precondition failed:", "not runnable:")), where
-        elif scenario.benign:
-            assert r["verdict"] == "CLEAN", where
-        elif expectation.gap:
-            assert r["verdict"] in ("MISSED", "DETECTED"), where
-            if r["verdict"] == "MISSED":
-                assert r["known_gap"] == expectation.gap, where
-                assert r["reason"].startswith(f"known gap: {expectation.gap}"), where
-        else:
-            assert r["verdict"] == "DETECTED", where
+    problems = [f"{r['scenario']}[{r['context']}] {r['sensor']}: {diff}" for r in rows
+                if (diff := check_row(scenarios[r["scenario"]], r)) is not None]
+    assert problems == [], "\n".join(problems)
     got = verdicts(rows)
     assert {(s, c) for s, c, _ in got} == {(s.id, c) for s in scenarios.values() for c in s.contexts}
     assert {sensor for _, _, sensor in got} == {"auditd", "bpftrace"}

@@ -12,6 +12,7 @@ from harness.builtin import BUILTIN
 from harness.core.atomic import Atomic
 from harness.core.errors import ScenarioError
 from harness.core.scenario import Scenario
+from harness.core.verdict import Verdict
 from harness.tools.catalogue import DEFAULT_OUT, check, expected_cell, load_catalogue, render, run, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,6 +130,30 @@ def test_expected_cell_reads_overrides_for_a_node() -> None:
     assert not gap.accepts("DETECTED")
     assert expected_cell(scenario, "auditd").accepts("DETECTED")
 
+
+
+@pytest.mark.parametrize(("expect", "benign", "accepted", "closed_gap_adds"), [
+    ({"auditd": {"gap": "no watch"}}, False, {"MISSED"}, {"DETECTED"}),
+    ({"auditd": {"rule": "r"}}, False, {"DETECTED"}, set()),
+    ({"auditd": {"rule": "r", "enforce": {"action": "sigkill"}}}, False, {"BLOCKED"}, set()),
+    ({}, True, {"CLEAN"}, set()),
+])
+def test_cell_accepts_only_its_verdict_and_a_closed_gap_on_request(
+        expect: dict[str, dict[str, object]], benign: bool, accepted: set[str],
+        closed_gap_adds: set[str]) -> None:
+    """The e2e oracles judge rows with ``accepts``: RACED, SENSOR_DOWN, NOT_EXECUTED,
+    UNEXPECTED and every other verdict are refused; ``closed_gap`` adds only a known gap's
+    DETECTED."""
+    cell = expected_cell(_scenario(expect, benign=benign), "auditd")
+    everything = {v.value for v in Verdict}
+    assert {v for v in everything if cell.accepts(v)} == accepted
+    assert {v for v in everything if cell.accepts(v, closed_gap=True)} == accepted | closed_gap_adds
+
+
+def test_cell_gap_is_the_declared_reason() -> None:
+    assert expected_cell(_scenario({"auditd": {"gap": "no watch"}}), "auditd").gap == "no watch"
+    assert expected_cell(_scenario({"auditd": {"rule": "r"}}), "auditd").gap is None
+    assert expected_cell(_scenario({}, benign=True), "auditd").gap is None
 
 def test_overrides_are_rendered(repo: Path) -> None:
     path = repo / "scenarios" / "persistence" / "etc-write.yaml"
