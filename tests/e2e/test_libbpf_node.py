@@ -194,14 +194,17 @@ while time.monotonic() < end:
 """
 
 
-def test_a_runs_own_loss_blinds_that_run_only(clean_node: Callable[[], Leftovers]) -> None:
+def test_a_runs_own_loss_blinds_that_run_only(tmp_path: Path,
+                                              clean_node: Callable[[], Leftovers]) -> None:
     """Issue 16: losses are reported per run, not per window. A run whose own process tree
     overflows the (smallest) ring buffer loses events of its own scope; another run in
-    flight at the same time, in another tree, is not blinded by it and is still DETECTED."""
+    flight at the same time, in another tree, is not blinded by it and is still DETECTED.
+    The offered rate measured meanwhile sizes the next ``ringbuf_mb = "auto"`` start."""
     from harness.nodes.remote.stagerunner import loss_scope
-    from harness.sensors.libbpf import LibbpfSensor
+    from harness.sensors.libbpf import LibbpfSensor, load_rate, ring_mb_for
 
-    sensor = LibbpfSensor(name="libbpf-scoped", ringbuf_mb=1, filter="runs")
+    sensor = LibbpfSensor(name="libbpf-scoped", ringbuf_mb=1, filter="runs",
+                          cache_dir=str(tmp_path))
     sensor.start()
     try:
         assert sensor.health().up, sensor.health().reason
@@ -228,4 +231,14 @@ def test_a_runs_own_loss_blinds_that_run_only(clean_node: Callable[[], Leftovers
         assert sensor.stream.lost_in(loss_scope(loud)) > 0
     finally:
         sensor.stop()
+    peak = load_rate(tmp_path / "rate-local-runs.json")
+    assert peak is not None
+    assert peak > 1024  # events/s: more than a 1 MiB ring holds for a second
+    sized = LibbpfSensor(name="libbpf-sized", filter="runs", cache_dir=str(tmp_path))
+    sized.start()
+    try:
+        assert sized.ring_mb == ring_mb_for(peak) > 1
+        assert sized.health().up, sized.health().reason
+    finally:
+        sized.stop()
     assert clean_node() == NOTHING_LEFT

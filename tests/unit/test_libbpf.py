@@ -324,8 +324,53 @@ def test_a_runs_loss_scope_is_its_own_and_never_zero() -> None:
 
 @pytest.mark.parametrize("bad", [0, 3, 2048, True, "8"])
 def test_ringbuf_mb_must_be_a_power_of_two_in_range(bad: Any) -> None:
-    with pytest.raises(ConfigError, match="ringbuf_mb must be a power of two from 1 to 1024"):
+    with pytest.raises(ConfigError, match='ringbuf_mb must be "auto" or a power of two from 1'):
         build_sensor("ref", {"type": "libbpf", "ringbuf_mb": bad})
+
+
+@pytest.mark.parametrize(("rate", "mb"), [(None, 8), (0.0, 8), (8000.0, 8), (9000.0, 16),
+                                          (100_000.0, 128), (5e6, 256)])
+def test_auto_ring_holds_a_second_of_the_measured_peak(rate: float | None, mb: int) -> None:
+    from harness.sensors.libbpf import EVENT_BYTES, HEADROOM_S, ring_mb_for
+
+    assert ring_mb_for(rate) == mb
+    if rate and mb < 256:  # it holds the headroom, and half of it would not
+        assert mb << 20 >= rate * EVENT_BYTES * HEADROOM_S > (mb << 19) or mb == 8
+
+
+def test_the_rate_meter_reads_the_offered_rate_from_heartbeats(tmp_path: Path) -> None:
+    from harness.sensors.libbpf import RateMeter, load_rate, save_rate
+
+    meter = RateMeter()
+    meter.beat(1_000_000_000, 0, 0)
+    assert meter.peak is None  # one heartbeat: no rate yet
+    meter.beat(2_000_000_000, 900, 100)  # 1000 offered in 1 s
+    meter.beat(2_500_000_000, 2900, 600)  # 2500 in 0.5 s
+    meter.beat(3_500_000_000, 3000, 600)
+    assert meter.peak == pytest.approx(5000.0)
+    path = tmp_path / "rate-local-none.json"
+    assert load_rate(path) is None
+    save_rate(path, meter.peak)
+    assert load_rate(path) == pytest.approx(5000.0)
+    path.write_text("{not json")
+    assert load_rate(path) is None  # a bad file: not measured, the default size
+    path.write_text('{"peak_per_s": -3}')
+    assert load_rate(path) is None
+
+
+def test_auto_sizes_the_loaders_ring_from_the_last_measured_peak(tmp_path: Path) -> None:
+    from harness.sensors.libbpf import LibbpfSensor, save_rate
+
+    sensor = LibbpfSensor(cache_dir=str(tmp_path), filter="runs", load_modules=False)
+    argv = sensor.loader_args("/l", "/o")
+    assert argv[argv.index("--ringbuf-mb") + 1] == "8"  # nothing measured yet
+    save_rate(tmp_path / "rate-local-runs.json", 100_000.0)
+    argv = sensor.loader_args("/l", "/o")
+    assert argv[argv.index("--ringbuf-mb") + 1] == "128"
+    fixed = LibbpfSensor(cache_dir=str(tmp_path), filter="runs", ringbuf_mb=4,
+                         load_modules=False)
+    argv = fixed.loader_args("/l", "/o")
+    assert argv[argv.index("--ringbuf-mb") + 1] == "4"  # a configured size is kept
 
 
 def test_the_compiled_sensor_is_judged_by_the_bpftrace_expectations() -> None:

@@ -17,8 +17,11 @@ this sensor is the bpftrace sensor's reader with another daemon: markers, heartb
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import json
+import re
 import shlex
 import signal
 import subprocess
@@ -204,34 +207,109 @@ class LibbpfSensor(LoaderSensor):
     expects = "bpftrace"
 
     def __init__(self, name: str = "libbpf", build_dir: str | None = None,
-                 cache_dir: str | None = None, ringbuf_mb: int = 8, filter: str = "none",
-                 start_timeout: float = 60.0, node: str | None = None,
+                 cache_dir: str | None = None, ringbuf_mb: int | str = "auto",
+                 filter: str = "none", start_timeout: float = 60.0, node: str | None = None,
                  record: str | None = None, load_modules: bool = True) -> None:
         if filter not in FILTERS:
             raise ConfigError(f"[tool.shadowtest.sensors.{name}]: filter must be one of "
                               f"{', '.join(repr(f) for f in FILTERS)}, got {filter!r}",
                               key="filter")
-        if isinstance(ringbuf_mb, bool) or not isinstance(ringbuf_mb, int) \
-                or ringbuf_mb < 1 or ringbuf_mb > 1024 or ringbuf_mb & (ringbuf_mb - 1):
-            raise ConfigError(f"[tool.shadowtest.sensors.{name}]: ringbuf_mb must be a power "
-                              f"of two from 1 to 1024 (MiB of ring buffer), got {ringbuf_mb!r}",
-                              key="ringbuf_mb")
+        if ringbuf_mb != "auto" and (
+                isinstance(ringbuf_mb, bool) or not isinstance(ringbuf_mb, int)
+                or ringbuf_mb < 1 or ringbuf_mb > 1024 or ringbuf_mb & (ringbuf_mb - 1)):
+            raise ConfigError(f"[tool.shadowtest.sensors.{name}]: ringbuf_mb must be \"auto\" or "
+                              "a power of two from 1 to 1024 (MiB of ring buffer), got "
+                              f"{ringbuf_mb!r}", key="ringbuf_mb")
         super().__init__(name=name, build_dir=build_dir, cache_dir=cache_dir,
                          start_timeout=start_timeout, node=node, record=record,
                          load_modules=load_modules)
         self.ringbuf_mb = ringbuf_mb
         self.filter = filter
+        #: the ring buffer this start used (MiB) and the offered rate measured on the node
+        #: (detections read + lost, per second, between heartbeats)
+        self.ring_mb = 0
+        self.rate = RateMeter()
 
     def loader_args(self, loader: str, obj: str) -> list[str]:
         self.modules = [feature for feature, (_, probe) in MODULES.items()
                         if self.load_modules and self.shell.run(probe).returncode == 0]
-        return loader_argv(loader, obj, self.shell.node, self.modules, self.ringbuf_mb,
+        self.ring_mb = (ring_mb_for(load_rate(self._rate_file())) if self.ringbuf_mb == "auto"
+                        else int(self.ringbuf_mb))
+        return loader_argv(loader, obj, self.shell.node, self.modules, self.ring_mb,
                            self.filter)
+
+    def _rate_file(self) -> Path:
+        node = re.sub(r"[^A-Za-z0-9_.-]", "_", self.shell.node)
+        return self.cache_dir / f"rate-{node}-{self.filter.replace('+', '_')}.json"
+
+    def _on_payload(self, payload: dict[str, Any], line: str) -> None:
+        if payload.get("kind") == "heartbeat":
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self.rate.beat(int(payload["ts_ns"]), int(payload["events"]),
+                               int(payload["lost"]))
+        super()._on_payload(payload, line)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.rate.peak is not None:  # what the next "auto" start sizes its buffer from
+            with contextlib.suppress(OSError):
+                save_rate(self._rate_file(), self.rate.peak)
 
     def rulepack(self) -> dict[str, Any]:
         """The generated and hand-written sources (header ``shadowtest-rulepack`` of the
         table, the same version as sensor.bt's)."""
         return files_pack(list(SOURCES))
+
+
+#: bytes one detection takes in the ring buffer (struct st_event, 884 bytes, plus the
+#: record header, rounded up: a bound, so the buffer errs large)
+EVENT_BYTES = 1024
+#: seconds of the peak offered rate the buffer holds while the reader is held up
+HEADROOM_S = 1.0
+#: the sizes "auto" chooses from (MiB): the loader's default at least, a bounded most
+AUTO_MIN_MB, AUTO_MAX_MB = 8, 256
+
+
+def ring_mb_for(rate: float | None) -> int:
+    """Pure: the ring buffer (MiB, a power of two) that holds ``HEADROOM_S`` of ``rate``
+    detections per second (the peak measured on the node by an earlier session; None:
+    not measured yet, the default size)."""
+    need = (rate or 0.0) * EVENT_BYTES * HEADROOM_S / (1 << 20)
+    mb = AUTO_MIN_MB
+    while mb < need and mb < AUTO_MAX_MB:
+        mb *= 2
+    return mb
+
+
+class RateMeter:
+    """The peak offered rate (detections read + lost per second) from the loader's
+    heartbeats, which carry both totals since its start."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int] | None = None
+        self.peak: float | None = None
+
+    def beat(self, ts_ns: int, events: int, lost: int) -> None:
+        if self._last is not None and ts_ns > self._last[0]:
+            rate = (events + lost - self._last[1]) / ((ts_ns - self._last[0]) / 1e9)
+            self.peak = max(self.peak or 0.0, rate)
+        self._last = (ts_ns, events + lost)
+
+
+def load_rate(path: Path) -> float | None:
+    """The peak rate an earlier session measured on this node (None: none, or unreadable)."""
+    try:
+        rate = json.loads(path.read_text())["peak_per_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(rate) if isinstance(rate, (int, float)) and rate >= 0 else None
+
+
+def save_rate(path: Path, peak: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"peak_per_s": round(peak, 1), "at": time.time()}))
+    tmp.replace(path)
 
 
 def loader_argv(loader: str, obj: str, node: str, modules: list[str],

@@ -22,7 +22,8 @@
  * payloads, so its reader reads this unchanged (emit.h):
  *   {"kind":"ready","version":"2","engine":"libbpf","ts_ns":N,"load_ms":N,"attach_ms":N,
  *    "modules":[...],"programs":N}
- *   {"kind":"heartbeat","ts_ns":N}                        (every second)
+ *   {"kind":"heartbeat","ts_ns":N,"events":N,"lost":N}  (every second; detections read and
+ *                                                         losses reported since start)
  *   {"kind":"marker","token":N,"cpu":N,"ts_ns":N}        (getpgid(0x5ad00000+token))
  *   {"kind":"detection","rule":R,"technique":T,"severity":S,"pid":N,"tid":N,"ppid":N,
  *    "ancestors":[6 x N],"comm":"...","cgroup":N,"pidns":N,"mntns":N,"uid":N,"ts_ns":N,
@@ -51,6 +52,8 @@ static uint64_t wall_offset; /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns, at start *
 static int lost_fd = -1, lost_scoped_fd = -1, ncpu;
 static uint64_t reported; /* lost events reported so far */
 static uint64_t reported_scoped[ST_ANNOUNCE_LAST - ST_ANNOUNCE_BASE + 1]; /* ... by scope */
+static uint64_t reported_all; /* every loss reported so far, scoped or not */
+static uint64_t consumed;     /* detections read from the ring buffer */
 
 static uint64_t lost_total(void)
 {
@@ -71,6 +74,7 @@ static void report_lost(void)
 	if (total > reported) {
 		printf("{\"type\":\"lost_events\",\"data\":{\"events\":%llu}}\n",
 		       (unsigned long long)(total - reported));
+		reported_all += total - reported;
 		reported = total;
 	}
 	uint32_t key, next, *prev = NULL;
@@ -84,8 +88,26 @@ static void report_lost(void)
 			continue;
 		printf("{\"type\":\"lost_events\",\"data\":{\"events\":%llu,\"scope\":%u}}\n",
 		       (unsigned long long)(count - reported_scoped[key]), key);
+		reported_all += count - reported_scoped[key];
 		reported_scoped[key] = count;
 	}
+}
+
+static uint64_t last_beat; /* CLOCK_MONOTONIC of the last heartbeat */
+
+/* a heartbeat once a second (losses reported first): from the poll loop, and from within a
+ * long drain (a poll under a steady flood does not return until the flood ends) */
+static void heartbeat(void)
+{
+	uint64_t now = clock_ns(CLOCK_MONOTONIC);
+	if (now - last_beat < 1000000000ull)
+		return;
+	report_lost();
+	struct buf hb = {.len = 0};
+	put(&hb, "{\"kind\":\"heartbeat\",\"ts_ns\":%llu,\"events\":%llu,\"lost\":%llu}",
+	    (unsigned long long)now, (unsigned long long)consumed, (unsigned long long)reported_all);
+	emit(&hb);
+	last_beat = now;
 }
 
 static int on_event(void *ctx, void *data, size_t size)
@@ -104,6 +126,8 @@ static int on_event(void *ctx, void *data, size_t size)
 	}
 	if (e->kind != ST_KIND_DETECTION || e->rule >= ST_NRULES)
 		return 0;
+	if ((++consumed & 1023) == 0)
+		heartbeat();
 	const struct st_rule *r = &st_rules[e->rule];
 	struct st_header h = {
 		.rule = r->name, .technique = r->technique, .severity = r->severity,
@@ -273,21 +297,14 @@ int main(int argc, char **argv)
 	put(&b, "]}");
 	emit(&b);
 
-	uint64_t beat = clock_ns(CLOCK_MONOTONIC);
+	last_beat = clock_ns(CLOCK_MONOTONIC);
 	while (!stopping) {
 		int n = ring_buffer__poll(rb, 250);
 		if (n < 0 && n != -EINTR) {
 			fprintf(stderr, ST_PROG ": ring_buffer__poll: %s\n", strerror(-n));
 			break;
 		}
-		uint64_t now = clock_ns(CLOCK_MONOTONIC);
-		if (now - beat >= 1000000000ull) {
-			report_lost();
-			struct buf hb = {.len = 0};
-			put(&hb, "{\"kind\":\"heartbeat\",\"ts_ns\":%llu}", (unsigned long long)now);
-			emit(&hb);
-			beat = now;
-		}
+		heartbeat();
 	}
 	ring_buffer__consume(rb);
 	ring_buffer__free(rb);
