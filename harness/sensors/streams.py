@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING
 from inotify_simple import INotify, flags
 
 from harness.core.errors import ConfigError, SensorError
+from harness.sensors.rates import PeakRate
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -107,6 +108,10 @@ class FileTail:
     lumberjack-style writers such as Tetragon's export name them, by inode and in order of
     modification), then the new file from its start. A rotated file it cannot read is
     counted lost (``on_lost``), so a row whose window it covers is SENSOR_DOWN, never MISSED.
+    So is a generation removed before the tail got to it (a writer keeping fewer rotated
+    files than the tail lags behind): every file created at the path is counted (inotify
+    CREATE/MOVED_TO, a watch of its own that sees nothing else), and once the tail stands
+    at the path's current file, generations created but never read are lost ones.
     Lines and failures are handed on as :class:`Delivery` says.
     """
 
@@ -126,13 +131,38 @@ class FileTail:
         self._stop = threading.Event()
         self._inotify = INotify()
         self._inotify.add_watch(str(path.parent), flags.CREATE | flags.MOVED_TO | flags.MODIFY)
+        # files created at the path (rare events: this queue cannot overflow as MODIFY can)
+        self._births = INotify()
+        self._births.add_watch(str(path.parent), flags.CREATE | flags.MOVED_TO)
+        self._born = 0  # generations created at the path since the tail started
+        self._read = 0  # generations read (or counted unreadable) since it started
+        self._skipped_gens = 0  # generations found missing so far
+        #: bytes written to the path's generations since the tail started, and the peak
+        #: rate they were written at (per second, over at least half a second; read from
+        #: the files' sizes, not from how fast the tail read them): what the producer's
+        #: rotation is sized from
+        self._done = 0  # bytes written to the generations finished
+        self._base = 0  # the size of the current file when the tail opened it
+        self.rate = PeakRate()
         self._seen: set[int] = set()  # inodes read (or being read): never read twice
         self._opened_at = time.time()
         self._fh = self._open(from_start)
+        self._read = 0  # the file there at start is not one created since
+        self._born = 0
         self._partial: list[str] = []  # the last line read so far, in pieces
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def written(self) -> int:
+        """Bytes written to the path's generations since the tail started (so far as read)."""
+        fh = self._fh
+        try:
+            grown = os.fstat(fh.fileno()).st_size - self._base if fh is not None else 0
+        except (OSError, ValueError):  # closed meanwhile
+            grown = 0
+        return self._done + grown
 
     def _open(self, from_start: bool) -> IO[str] | None:
         self._opened_at = time.time()
@@ -140,7 +170,10 @@ class FileTail:
             fh = self.path.open(encoding="utf-8", errors="replace", newline="\n")
         except FileNotFoundError:
             return None
-        self._seen.add(os.fstat(fh.fileno()).st_ino)
+        st = os.fstat(fh.fileno())
+        self._seen.add(st.st_ino)
+        self._read += 1
+        self._base = 0 if from_start else st.st_size
         if not from_start:
             fh.seek(0, os.SEEK_END)
         return fh
@@ -226,15 +259,43 @@ class FileTail:
         for rotated in self._skipped():
             try:
                 with _open_text(rotated) as fh:
-                    self._seen.add(os.stat(rotated).st_ino)
+                    st = os.stat(rotated)
+                    self._seen.add(st.st_ino)
+                    self._done += st.st_size
                     self._drain_file(fh)
                     self._end_of_file()
             except (OSError, EOFError) as exc:  # gone, or compressed while we read it
+                self._read += 1
                 self.unreadable.append(f"{rotated}: {exc}")
                 if self._on_lost is not None:
                     self._on_lost(1)  # at least one event: its windows cannot prove a miss
                 continue
+            self._read += 1
             self.caught_up.append(str(rotated))
+
+    def _count_generations(self) -> None:
+        """Generations created at the path but never read, once the tail stands at the
+        current one: counted lost (at least one event each). The births are read *before*
+        the path is checked, so every birth counted is of the current file or older."""
+        name = self.path.name
+        self._born += sum(1 for e in self._births.read(timeout=0) if e.name == name)
+        if self._fh is None:
+            return
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return
+        st = os.fstat(self._fh.fileno())
+        if current != st.st_ino:
+            return  # a rotation the loop has not followed yet
+        self.rate.observe(time.monotonic(), self._done + st.st_size - self._base)
+        missing = self._born - self._read - self._skipped_gens
+        if missing > 0:
+            self._skipped_gens += missing
+            self.unreadable.append(f"{missing} generation(s) of {self.path} were rotated out "
+                                   "and removed before the tail read them")
+            if self._on_lost is not None:
+                self._on_lost(missing)
 
     def _loop(self) -> None:
         import select
@@ -246,10 +307,12 @@ class FileTail:
                     self._drain()
                     self._end_of_file()
                     if self._fh is not None:
+                        self._done += os.fstat(self._fh.fileno()).st_size - self._base
                         self._fh.close()
                         self._catch_up()
                     self._fh = self._open(from_start=True)
                     continue
+                self._count_generations()
                 ready, _, _ = select.select([self._inotify.fileno(), self._wake_r], [], [], 1.0)
                 if self._inotify.fileno() in ready:
                     self._inotify.read(timeout=0)
@@ -264,6 +327,7 @@ class FileTail:
         if self._fh is not None:
             self._fh.close()
         self._inotify.close()
+        self._births.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 

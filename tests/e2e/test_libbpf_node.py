@@ -201,7 +201,8 @@ def test_a_runs_own_loss_blinds_that_run_only(tmp_path: Path,
     flight at the same time, in another tree, is not blinded by it and is still DETECTED.
     The offered rate measured meanwhile sizes the next ``ringbuf_mb = "auto"`` start."""
     from harness.nodes.remote.stagerunner import loss_scope
-    from harness.sensors.libbpf import LibbpfSensor, load_rate, ring_mb_for
+    from harness.sensors.libbpf import LibbpfSensor, ring_mb_for
+    from harness.sensors.rates import load_rate
 
     sensor = LibbpfSensor(name="libbpf-scoped", ringbuf_mb=1, filter="runs",
                           cache_dir=str(tmp_path))

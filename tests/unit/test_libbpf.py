@@ -339,15 +339,23 @@ def test_auto_ring_holds_a_second_of_the_measured_peak(rate: float | None, mb: i
 
 
 def test_the_rate_meter_reads_the_offered_rate_from_heartbeats(tmp_path: Path) -> None:
-    from harness.sensors.libbpf import RateMeter, load_rate, save_rate
+    from harness.sensors.libbpf import LibbpfSensor
+    from harness.sensors.rates import load_rate, save_rate
 
-    meter = RateMeter()
-    meter.beat(1_000_000_000, 0, 0)
+    sensor = LibbpfSensor(cache_dir=str(tmp_path))
+    meter = sensor.rate
+
+    def beat(ts_ns: int, events: int, lost: int) -> None:
+        sensor.on_line(json.dumps({"type": "printf", "data": json.dumps(
+            {"kind": "heartbeat", "ts_ns": ts_ns, "events": events, "lost": lost})}))
+
+    beat(1_000_000_000, 0, 0)
     assert meter.peak is None  # one heartbeat: no rate yet
-    meter.beat(2_000_000_000, 900, 100)  # 1000 offered in 1 s
-    meter.beat(2_500_000_000, 2900, 600)  # 2500 in 0.5 s
-    meter.beat(3_500_000_000, 3000, 600)
+    beat(2_000_000_000, 900, 100)  # 1000 offered in 1 s
+    beat(2_500_000_000, 2900, 600)  # 2500 in 0.5 s
+    beat(3_500_000_000, 3000, 600)
     assert meter.peak == pytest.approx(5000.0)
+    assert sensor.stream.malformed == 0
     path = tmp_path / "rate-local-none.json"
     assert load_rate(path) is None
     save_rate(path, meter.peak)
@@ -359,7 +367,8 @@ def test_the_rate_meter_reads_the_offered_rate_from_heartbeats(tmp_path: Path) -
 
 
 def test_auto_sizes_the_loaders_ring_from_the_last_measured_peak(tmp_path: Path) -> None:
-    from harness.sensors.libbpf import LibbpfSensor, save_rate
+    from harness.sensors.libbpf import LibbpfSensor
+    from harness.sensors.rates import save_rate
 
     sensor = LibbpfSensor(cache_dir=str(tmp_path), filter="runs", load_modules=False)
     argv = sensor.loader_args("/l", "/o")

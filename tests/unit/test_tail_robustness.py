@@ -72,6 +72,51 @@ def test_a_tail_behind_two_auditd_style_rotations_reads_every_line_in_order(tmp_
     assert tail.caught_up == [str(tmp_path / "audit.log.1")]
 
 
+def test_a_generation_removed_before_the_tail_read_it_is_counted_lost(tmp_path: Path) -> None:
+    """auditd keeps num_logs files: a tail lagging by more of them than that finds one
+    generation gone (B here, removed by the third rotation before the tail got to it).
+    Its lines cannot be read; they are counted lost, never skipped silently."""
+    log = tmp_path / "audit.log"
+    _write(log, "A1", "A2")
+    got = _Stalled()
+    lost: list[int] = []
+    tail = FileTail(log, got, "t", from_start=True, on_lost=lost.append)
+    try:
+        assert got.entered.wait(10)
+        for gen in ("B", "C", "D"):  # num_logs = 2: audit.log -> audit.log.1, the old .1 gone
+            time.sleep(0.05)  # distinct modification times
+            log.rename(tmp_path / "audit.log.1")
+            _write(log, f"{gen}1", f"{gen}2")
+        got.release.set()
+        _until(lambda: "D2" in got.lines, "D2")
+        _until(lambda: bool(lost), "the lost generation counted")
+    finally:
+        tail.stop()
+    assert got.lines == ["A1", "A2", "C1", "C2", "D1", "D2"]  # B was removed unread
+    assert lost == [1]
+    assert "1 generation(s)" in tail.unreadable[0]
+
+
+def test_rotations_the_tail_kept_up_with_lose_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    lost: list[int] = []
+    lines: list[str] = []
+    tail = FileTail(log, lines.append, "t", from_start=True, on_lost=lost.append)
+    try:
+        for gen in ("A", "B", "C", "D"):
+            _write(log, f"{gen}1")
+            _until(lambda g=gen: f"{g}1" in lines, f"{gen}1")  # type: ignore[misc]
+            log.rename(tmp_path / "audit.log.1")
+        _write(log, "E1")
+        _until(lambda: "E1" in lines, "E1")
+        time.sleep(1.2)  # a few idle turns of the loop, each counting generations
+    finally:
+        tail.stop()
+    assert lines == ["A1", "B1", "C1", "D1", "E1"]
+    assert lost == []
+    assert tail.unreadable == []
+
+
 def test_a_tail_behind_lumberjack_style_rotations_reads_plain_and_gzipped_files(
         tmp_path: Path) -> None:
     """Tetragon's export (lumberjack): tetragon.log -> tetragon-<time>.log, maybe .gz."""

@@ -10,7 +10,9 @@ ancestors.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -44,17 +46,51 @@ from harness.sensors.auditd.daemon import (
     restore_settings,
 )
 from harness.sensors.base import DetectionStream, SensorBase
+from harness.sensors.rates import load_rate, save_rate, size_for
 from harness.sensors.rulepack import files_pack
 from harness.sensors.streams import FileTail, LineReader
 
 SYNC_PREFIX = "shadowtest-sync "
-def render_conf(log: Path) -> str:
-    """The shipped auditd.conf with ``log_file`` pointing at ``log`` (auditd 3.0.9 needs
-    ``key = value`` with spaces, space_left > admin_space_left, and freq > 0)."""
+#: the audit log's rotation: each file holds ``LOG_HEADROOM_S`` of the peak write rate an
+#: earlier session measured on the node (16 to 64 MiB, and all files together at most half
+#: the free space where the log is: it may be a tmpfs), ``NUM_LOGS`` files are kept, so a
+#: tail may lag three files behind (one lagging more is told by FileTail: lost, never
+#: skipped silently)
+LOG_HEADROOM_S, LOG_MIN_MB, LOG_MAX_MB, NUM_LOGS = 10.0, 16, 64, 4
+#: where the measured peak write rate of the audit log is kept, per node
+RATES = Path("/var/cache/shadowtest/auditd")
+
+
+def log_mb_for(rate: float | None, free_bytes: int | None = None) -> int:
+    """Pure: max_log_file (MiB) for a measured peak write rate (bytes/s; None: default),
+    bounded by ``free_bytes`` where the log is written."""
+    cap = LOG_MAX_MB
+    while free_bytes is not None and cap > LOG_MIN_MB and cap * NUM_LOGS * 2 << 20 > free_bytes:
+        cap //= 2
+    return size_for(rate, 1, LOG_HEADROOM_S, LOG_MIN_MB, cap)
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def render_conf(log: Path, max_log_mb: int = LOG_MIN_MB) -> str:
+    """The shipped auditd.conf with ``log_file`` pointing at ``log`` and the rotation sized
+    (auditd 3.0.9 needs ``key = value`` with spaces, space_left > admin_space_left, and
+    freq > 0)."""
     template = Path(str(files("harness").joinpath("sensors/auditd/auditd_conf/auditd.conf")))
-    lines = [f"log_file = {log}" if ln.split("=")[0].strip() == "log_file" else ln
+    values = {"log_file": str(log), "max_log_file": str(max_log_mb), "num_logs": str(NUM_LOGS)}
+    lines = [f"{key} = {values[key]}" if (key := ln.split("=")[0].strip()) in values else ln
              for ln in template.read_text("utf-8").splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _rate_file(node: str) -> Path:
+    return RATES / f"rate-{re.sub(r'[^A-Za-z0-9_.-]', '_', node)}.json"
 
 
 def rules_path() -> Path:
@@ -154,7 +190,9 @@ class AuditdSensor(SensorBase):
         conf = self.shared.root / "conf"
         conf.mkdir(parents=True, exist_ok=True)
         os.chmod(conf, 0o750)
-        (conf / "auditd.conf").write_text(render_conf(self.log))
+        (conf / "auditd.conf").write_text(
+            render_conf(self.log, log_mb_for(load_rate(_rate_file(self.shell.node)),
+                                             _free_bytes(self.log.parent))))
         os.chmod(conf / "auditd.conf", 0o640)
         # journal first: the kernel's settings as they are now and the daemon's config are
         # recorded, and the watchdog runs, before anything changes; whoever releases (this
@@ -212,6 +250,9 @@ class AuditdSensor(SensorBase):
             return
         if self._tail is not None:
             self._tail.stop()
+            if self._tail.rate.peak is not None and not self.attach:  # sizes the next start
+                with contextlib.suppress(OSError):
+                    save_rate(_rate_file(self.shell.node), self._tail.rate.peak)
             self._tail = None
         if not self._started:
             return

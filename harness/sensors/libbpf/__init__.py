@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import json
 import re
 import shlex
 import signal
@@ -34,6 +33,7 @@ from harness.core.errors import ConfigError, SensorError
 from harness.core.health import Health
 from harness.nodes.shell import NodeShell
 from harness.sensors.bpftrace import MODULES, BpftraceSensor
+from harness.sensors.rates import PeakRate, load_rate, save_rate, size_for
 from harness.sensors.rulepack import files_pack
 
 HERE = Path(__file__).resolve().parent
@@ -228,7 +228,7 @@ class LibbpfSensor(LoaderSensor):
         #: the ring buffer this start used (MiB) and the offered rate measured on the node
         #: (detections read + lost, per second, between heartbeats)
         self.ring_mb = 0
-        self.rate = RateMeter()
+        self.rate = PeakRate()
 
     def loader_args(self, loader: str, obj: str) -> list[str]:
         self.modules = [feature for feature, (_, probe) in MODULES.items()
@@ -245,8 +245,8 @@ class LibbpfSensor(LoaderSensor):
     def _on_payload(self, payload: dict[str, Any], line: str) -> None:
         if payload.get("kind") == "heartbeat":
             with contextlib.suppress(KeyError, TypeError, ValueError):
-                self.rate.beat(int(payload["ts_ns"]), int(payload["events"]),
-                               int(payload["lost"]))
+                self.rate.observe(int(payload["ts_ns"]) / 1e9,
+                                  int(payload["events"]) + int(payload["lost"]))
         super()._on_payload(payload, line)
 
     def stop(self) -> None:
@@ -274,42 +274,7 @@ def ring_mb_for(rate: float | None) -> int:
     """Pure: the ring buffer (MiB, a power of two) that holds ``HEADROOM_S`` of ``rate``
     detections per second (the peak measured on the node by an earlier session; None:
     not measured yet, the default size)."""
-    need = (rate or 0.0) * EVENT_BYTES * HEADROOM_S / (1 << 20)
-    mb = AUTO_MIN_MB
-    while mb < need and mb < AUTO_MAX_MB:
-        mb *= 2
-    return mb
-
-
-class RateMeter:
-    """The peak offered rate (detections read + lost per second) from the loader's
-    heartbeats, which carry both totals since its start."""
-
-    def __init__(self) -> None:
-        self._last: tuple[int, int] | None = None
-        self.peak: float | None = None
-
-    def beat(self, ts_ns: int, events: int, lost: int) -> None:
-        if self._last is not None and ts_ns > self._last[0]:
-            rate = (events + lost - self._last[1]) / ((ts_ns - self._last[0]) / 1e9)
-            self.peak = max(self.peak or 0.0, rate)
-        self._last = (ts_ns, events + lost)
-
-
-def load_rate(path: Path) -> float | None:
-    """The peak rate an earlier session measured on this node (None: none, or unreadable)."""
-    try:
-        rate = json.loads(path.read_text())["peak_per_s"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return float(rate) if isinstance(rate, (int, float)) and rate >= 0 else None
-
-
-def save_rate(path: Path, peak: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"peak_per_s": round(peak, 1), "at": time.time()}))
-    tmp.replace(path)
+    return size_for(rate, EVENT_BYTES, HEADROOM_S, AUTO_MIN_MB, AUTO_MAX_MB)
 
 
 def loader_argv(loader: str, obj: str, node: str, modules: list[str],
