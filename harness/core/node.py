@@ -13,6 +13,9 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt, "<": operator.lt,
 }
 _REQ = re.compile(r"^(?P<op>>=|<=|==|!=|>|<)?(?P<ver>[0-9]+(?:\.[0-9]+){0,2})$")
+#: why a feature no probe explains is missing
+_WHY_NOT = {"disposable": "not one of the harness's own snapshot VMs (vm://); an effect "
+                          "global by nature runs only there"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,9 @@ class NodeFacts:
     kfunc: bool = False
     cgroup2_root: str = ""
     ncpu: int = 0
+    #: one of the harness's own snapshot VMs (vm://): every boot starts from the image and
+    #: nothing a run does outlives it, so effects global by nature may run there
+    disposable: bool = False
 
     @classmethod
     def from_probe(cls, data: dict[str, Any]) -> NodeFacts:
@@ -50,7 +56,8 @@ class NodeFacts:
     def feature(self, name: str) -> tuple[bool, str]:
         """(available, why not) for a feature a scenario may require."""
         ok = bool(getattr(self, name, False))
-        return ok, dict(self.reasons).get(name, "" if ok else f"{name} not available")
+        why = "" if ok else _WHY_NOT.get(name, f"{name} not available")
+        return ok, dict(self.reasons).get(name, why)
 
 
 def unmet(facts: Mapping[str, Any], kernel: str | None, features: Sequence[str]) -> str:
@@ -64,7 +71,8 @@ def unmet(facts: Mapping[str, Any], kernel: str | None, features: Sequence[str])
         return f"kernel {release or 'unknown'} on {node} does not satisfy {kernel}"
     for feature in features:
         if not facts.get(feature):
-            why = dict(facts.get("reasons") or {}).get(feature) or f"{feature} not available"
+            why = (dict(facts.get("reasons") or {}).get(feature)
+                   or _WHY_NOT.get(feature, f"{feature} not available"))
             return f"{feature} not usable on {node} ({release}): {why}"
     return ""
 

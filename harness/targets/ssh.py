@@ -10,6 +10,7 @@ leaked host mount-namespace fd), built by the same script shape on the node.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -216,6 +217,13 @@ class VmTarget(SshTarget):
             self._vm = vm
             self._shell_args = (f"{endpoint.user}@{endpoint.host}", endpoint.port, str(endpoint.key))
         return super().shell()
+
+    def facts(self) -> NodeFacts:
+        """The guest's probe, and: disposable (``snapshot=on``: every boot starts from the
+        image, so effects global by nature may run here and nowhere else)."""
+        if self._facts is None:
+            self._facts = dataclasses.replace(super().facts(), disposable=True)
+        return self._facts
 
     def close(self) -> None:
         try:

@@ -112,15 +112,16 @@ def processes_with(run_ids: set[str]) -> list[str]:
     return found
 
 
-def declared_not_executed(scenario_path: Path) -> str | None:
-    """The scenario's own reason to expect NOT_EXECUTED (``requires``, or a declared
-    ``not_executed`` reason), else None."""
+def declared_not_executed(scenario_path: Path, facts: dict[str, Any] | None = None) -> str | None:
+    """The scenario's own reason to expect NOT_EXECUTED on a node with ``facts`` (a declared
+    ``not_executed`` reason, or a ``requires`` those facts do not meet), else None."""
     raw = yaml.safe_load(scenario_path.read_text())
     if raw.get("not_executed"):
         return str(raw["not_executed"])
-    if raw.get("requires"):
-        return f"requires {raw['requires']}"
-    return None
+    req = raw.get("requires") or {}
+    if req and facts is not None:
+        return unmet(facts, req.get("kernel"), req.get("features") or ()) or None
+    return f"requires {req}" if req else None
 
 
 def declared_by_precondition(scenario: Any, reason: str) -> bool:
@@ -219,9 +220,10 @@ def test_whole_catalogue_gives_the_documented_verdicts_and_leaves_nothing(
                         problems.append(f"{s.id}[{context}] {sensor}: no verdict row")
                     continue
                 verdict, want = row["verdict"], expected_cell(s, sensor, row.get("facts"))
-                if verdict == "NOT_EXECUTED" and (why_not is not None
-                                                  or declared_by_precondition(s, row["reason"])
-                                                  or own_requires_unmet(s, sensor, row)):
+                if verdict == "NOT_EXECUTED" and (
+                        declared_not_executed(s.path, row.get("facts") or {}) is not None
+                        or declared_by_precondition(s, row["reason"])
+                        or own_requires_unmet(s, sensor, row)):
                     continue
                 if not want.accepts(verdict):
                     problems.append(f"{s.id}[{context}] {sensor}: expected {want.short()} "

@@ -116,7 +116,7 @@ def test_path_matches_compare_the_nul_for_exact_and_basename() -> None:
     source = gen.bpf_source()
     assert 'st_prefix(s->str[0], "/etc/shadow", 12)' in source  # exact: 11 bytes + NUL
     assert 'st_prefix(s->str[0], "/etc/sudoers.d/", 15)' in source  # prefix: no NUL
-    assert 'st_at(s->str[0], base0, "ld.so.preload", 14)' in source  # basename: + NUL
+    assert 'st_at(s->str[0], base0, "release_agent", 14)' in source  # basename: + NUL
     assert '!st_prefix(comm, "dpkg", 5)' in source
 
 

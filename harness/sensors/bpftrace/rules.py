@@ -21,7 +21,7 @@ from typing import Literal
 
 #: rule pack version: the ``shadowtest-rulepack`` header of the generated programs (bump
 #: when what a rule matches or emits changes)
-VERSION = "2"
+VERSION = "3"
 
 #: the initial pid namespace's inum (PROC_PID_INIT_INO): "in a container" is any other
 INIT_PIDNS = 4026531836
@@ -276,8 +276,8 @@ RULES: tuple[Rule, ...] = (
          (_WRITE, _basename("release_agent")), _OPEN_FIELDS,
          "open for write of .../release_agent"),
     Rule("core-pattern-write", "T1611", "high", ("openat",),
-         (_WRITE, _basename("core_pattern")), _OPEN_FIELDS,
-         "open for write of .../core_pattern"),
+         (_WRITE, _paths(("exact", "/proc/sys/kernel/core_pattern"))), _OPEN_FIELDS,
+         "open for write of /proc/sys/kernel/core_pattern"),
     Rule("usermode-helper-exec", "T1611", "high", ("exec",), (ParentIs(2),),
          (Field("path", "str", "filename"),),
          "exec by a kernel usermode helper (a child of kthreadd: release_agent, "
@@ -330,8 +330,8 @@ RULES: tuple[Rule, ...] = (
          (_WRITE, _paths(("prefix", "/etc/profile.d/"))), _OPEN_FIELDS,
          "open for write under /etc/profile.d/"),
     Rule("ld-preload-write", "T1574.006", "high", ("openat",),
-         (_WRITE, _basename("ld.so.preload")), _OPEN_FIELDS,
-         "open for write of .../ld.so.preload"),
+         (_WRITE, _paths(("exact", "/etc/ld.so.preload"))), _OPEN_FIELDS,
+         "open for write of /etc/ld.so.preload"),
     Rule("shadow-read", "T1003.008", "high", ("openat",),
          (_READ, _paths(("exact", "/etc/shadow"), ("exact", "/etc/gshadow"))), _OPEN_FIELDS,
          "open for read of /etc/shadow or /etc/gshadow"),

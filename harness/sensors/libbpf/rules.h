@@ -3,7 +3,7 @@
  * The loader's view of the rule table: index (the BPF programs' rule number) ->
  * name, technique, severity, module, fields ('i' int, 'l' long, 'u' uint, 's' str
  * and their slot in the event's num[] or str[]). */
-#define ST_RULEPACK "2"
+#define ST_RULEPACK "3"
 #define ST_NRULES 26
 static const struct st_rule st_rules[ST_NRULES] = {
 	{"ptrace-pid1", "T1055.008", "high", "", 2, {{"request", 'l', 0}, {"target", 'l', 1}}},

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-/* shadowtest-rulepack: 2 (compiled engine)
+/* shadowtest-rulepack: 3 (compiled engine)
  *
  * GENERATED from harness/sensors/bpftrace/rules.py by
  *   python -m harness.sensors.libbpf.generate
@@ -114,9 +114,9 @@ int st_openat(struct trace_event_raw_sys_enter *ctx)
 		}
 	}
 
-	/* core-pattern-write (T1611): open for write of .../core_pattern */
+	/* core-pattern-write (T1611): open for write of /proc/sys/kernel/core_pattern */
 	{
-		if ((a_flags & 0x43) != 0 && (st_at(s->str[0], base0, "core_pattern", 13))) {
+		if ((a_flags & 0x43) != 0 && (st_prefix(s->str[0], "/proc/sys/kernel/core_pattern", 30))) {
 			struct st_event *e = st_emit(task, 7);
 			if (e) {
 				bpf_probe_read_kernel_str(e->str[0], ST_STR, s->str[0]);
@@ -197,9 +197,9 @@ int st_openat(struct trace_event_raw_sys_enter *ctx)
 		}
 	}
 
-	/* ld-preload-write (T1574.006): open for write of .../ld.so.preload */
+	/* ld-preload-write (T1574.006): open for write of /etc/ld.so.preload */
 	{
-		if ((a_flags & 0x43) != 0 && (st_at(s->str[0], base0, "ld.so.preload", 14))) {
+		if ((a_flags & 0x43) != 0 && (st_prefix(s->str[0], "/etc/ld.so.preload", 19))) {
 			struct st_event *e = st_emit(task, 17);
 			if (e) {
 				bpf_probe_read_kernel_str(e->str[0], ST_STR, s->str[0]);
