@@ -270,7 +270,24 @@ def sweep(state_dir: Path | None = None) -> list[Path]:
             os.close(fd)
         spawn_detached([sys.executable, "-m", "harness.nodes.reaper", str(path)])
         handed.append(path)
+    _sweep_locks(root)
     return handed
+
+
+def _sweep_locks(root: Path) -> None:
+    """Remove the locks whose journal is gone (a watchdog killed between removing the one
+    and the other), unless someone holds them."""
+    for lock in root.glob("*.lock"):
+        journal = lock.with_suffix(".json")
+        if journal.exists():
+            continue
+        fd = _try_lock(journal)
+        if fd is not None:
+            try:
+                if not journal.exists():
+                    lock.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
 
 def held(kind: str, state_dir: Path | None = None) -> set[str]:

@@ -182,3 +182,16 @@ def test_held_names_only_live_runners_entries(state_dir: Path) -> None:
                                 "entries": [{"kind": "cgroup", "path": "/live"},
                                             {"kind": "dir", "path": "/tmp/shadowtest-x"}]}))
     assert reaper.held("cgroup", state_dir) == {"/live"}
+
+
+def test_a_sweep_removes_a_lock_whose_journal_is_gone(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True)
+    stale = state_dir / "docker-1-99999.lock"
+    stale.write_text("")
+    kept = state_dir / "vm-1-99998.lock"  # its journal is there: not stale
+    kept.write_text("")
+    (state_dir / "vm-1-99998.json").write_text(json.dumps(
+        {"pid": os.getpid(), "start": reaper.start_time(os.getpid()), "entries": []}))
+    reaper.sweep(state_dir)
+    assert not stale.exists()
+    assert kept.exists()
