@@ -88,6 +88,24 @@ def test_catalogue_refuses_invalid_scenarios_with_file_line(repo: Path) -> None:
         write(repo, DEFAULT_OUT)
 
 
+@pytest.mark.parametrize("gap", ['""', '"   "', "true", "null"])
+def test_check_fails_on_a_gap_without_a_reason(repo: Path, gap: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15: a declared gap is a limit of the sensor, with the reason; one without a
+    reason fails `shadowtest catalogue --check`, naming the file, line and key."""
+    assert run(argparse.Namespace(check=False, out=DEFAULT_OUT, config=None)) == 0
+    path = repo / "scenarios" / "privilege-escalation" / "core-pattern-write.yaml"
+    text = path.read_text()
+    start = text.index("  auditd: {gap: ")
+    end = text.index("\n", start)
+    path.write_text(text[:start] + f"  auditd: {{gap: {gap}}}" + text[end:])
+    capsys.readouterr()
+    assert run(argparse.Namespace(check=True, out=DEFAULT_OUT, config=None)) == 1
+    err = capsys.readouterr().err
+    assert "core-pattern-write.yaml:" in err
+    assert "gap" in err
+
+
 def _scenario(expect: dict[str, dict[str, object]], benign: bool = False) -> Scenario:
     atomic = Atomic(id="a", name="a", technique="T1611", path=Path("atomic/a.yaml"), command="true")
     return Scenario(id="s", name="s", path=Path("scenarios/x/s.yaml"), atomic=atomic,
