@@ -295,7 +295,7 @@ def check(scenario: Scenario, sensor: str, product: str, rules: Sequence[Rule],
             finding(f"rule {exp.rule!r} is not in the {product} pack",
                     f"closest: {', '.join(map(repr, close))}" if close else f"{len(rules)} rules, none close",
                     "name an existing rule, load the pack that has it, or declare a gap naming the "
-                    "upstream file and rule")
+                    "upstream file and rule" + _project_hint(product, [str(exp.rule)]))
         elif not live:
             finding(f"rule {exp.rule!r} is not loaded", "; ".join(r.describe() for r in named),
                     "load its file/maturity, or declare a gap naming the file the rule is in")
@@ -311,6 +311,21 @@ def check(scenario: Scenario, sensor: str, product: str, rules: Sequence[Rule],
                     "declare a gap naming the rule and its scope (it closes where the scope fits), or "
                     "restrict contexts")
     return out
+
+
+#: the project's own Tetragon pack: a name from it means "load it", not a wrong citation
+PROJECT_TETRAGON = Path(__file__).resolve().parents[1] / "rulepacks" / "tetragon"
+
+
+def _project_hint(product: str, names: Iterable[str]) -> str:
+    """", or load harness/rulepacks/tetragon ..." when a name that is not loaded is one of
+    the project's Tetragon pack (a shadowtest-* policy or one of its files)."""
+    if product != "tetragon":
+        return ""
+    ours = {p.name for p in PROJECT_TETRAGON.rglob("*.yaml")}
+    if any(str(n).startswith("shadowtest-") or str(n) in ours for n in names):
+        return "; or load the project's pack, harness/rulepacks/tetragon, which has it"
+    return ""
 
 
 def _rule_matches(expected: Any, rule: Rule) -> bool:
@@ -332,7 +347,8 @@ def _check_gap(note: str, technique: str, in_scope: Sequence[Rule], rules: Seque
         more = " ..." if len(files) > 8 else ""
         finding(f"gap note cites {', '.join(map(repr, missing_files + missing_rules))}, not in the "
                 f"{product} packs", f"files: {', '.join(sorted(files)[:8]) or '-'}{more}",
-                "cite the upstream file and rule the note refers to as they are named there")
+                "cite the upstream file and rule the note refers to as they are named there"
+                + _project_hint(product, missing_files + missing_rules))
     claimed = {c for m in _CLAIM.finditer(note) for c in _CONSTANT.findall(m.group(1))}
     for r in sorted(cited, key=lambda r: r.name):
         if r.constants and claimed and claimed != set(r.constants):
