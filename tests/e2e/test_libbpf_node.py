@@ -168,13 +168,18 @@ def test_busy_node_filtered_sensor_decides_every_run_and_none_says_missed(
     executed = [r for r in rows if r["executed"] and not r["benign"]]
     assert len({(r["scenario"], r["context"]) for r in executed}) >= 5, rows
     filtered = [r for r in executed if r["sensor"] == "libbpf-runs"]
-    assert {r["verdict"] for r in filtered} == {"DETECTED"}, [
-        (r["scenario"], r["context"], r["verdict"], r["reason"]) for r in filtered]
+    # the filtered sensor decides every run as the scenario declares: DETECTED, or MISSED
+    # only where the scenario declares that sensor's gap (the evasion variants)
+    undecided = [(r["scenario"], r["context"], r["verdict"], r["reason"]) for r in filtered
+                 if not (r["verdict"] == "DETECTED"
+                         or (r["verdict"] == "MISSED" and r.get("known_gap")))]
+    assert undecided == []
+    assert any(r["verdict"] == "DETECTED" for r in filtered)
     assert all(r["lost_events"] == 0 for r in filtered)
     missed = [(r["scenario"], r["context"], r["sensor"], r["reason"]) for r in executed
-              if r["verdict"] == "MISSED"]
+              if r["verdict"] == "MISSED" and not r.get("known_gap")]
     assert missed == []  # a lossy node-wide sensor is SENSOR_DOWN, never MISSED
-    assert {r["verdict"] for r in executed} <= {"DETECTED", "SENSOR_DOWN"}
+    assert {r["verdict"] for r in executed} <= {"DETECTED", "SENSOR_DOWN", "MISSED"}
     assert clean_node() == NOTHING_LEFT
 
 
