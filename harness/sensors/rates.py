@@ -5,6 +5,7 @@ sizes its buffers from it (the compiled sensor's ring buffer, the audit log's ro
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def size_for(rate: float | None, unit_bytes: float, seconds: float, lo_mb: int,
     while mb < need and mb < hi_mb:
         mb *= 2
     return min(mb, hi_mb)
+
+
+def rate_file(root: Path, *parts: str) -> Path:
+    """Where a measured rate is kept: ``root/rate-<part>-<part>.json`` (a node name and
+    what else tells the measurements apart, made safe for a file name)."""
+    return root / ("rate-" + "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", p) for p in parts) + ".json")
 
 
 def load_rate(path: Path) -> float | None:

@@ -166,8 +166,7 @@ def sweep_cgroups(root: Path | None = None) -> list[Path]:
     parent = root / CGROUP_PARENT
     if not parent.is_dir():
         return removed
-    reaper.sweep()  # journals of dead runners first: their watchdogs remove their cgroups
-    live = reaper.held("cgroup")
+    live = reaper.held("cgroup")  # (dead runners' journals are swept at session start)
     for cg in parent.iterdir():
         try:
             if (not cg.is_dir() or str(cg) in live

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import sys
@@ -46,7 +45,7 @@ from harness.sensors.auditd.daemon import (
     restore_settings,
 )
 from harness.sensors.base import DetectionStream, SensorBase
-from harness.sensors.rates import load_rate, save_rate, size_for
+from harness.sensors.rates import load_rate, rate_file, save_rate, size_for
 from harness.sensors.rulepack import files_pack
 from harness.sensors.streams import FileTail, LineReader
 
@@ -90,7 +89,7 @@ def render_conf(log: Path, max_log_mb: int = LOG_MIN_MB) -> str:
 
 
 def _rate_file(node: str) -> Path:
-    return RATES / f"rate-{re.sub(r'[^A-Za-z0-9_.-]', '_', node)}.json"
+    return rate_file(RATES, node)
 
 
 def rules_path() -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import re
 import shlex
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from harness.core.errors import ConfigError, SensorError
 from harness.core.health import Health
 from harness.nodes.shell import NodeShell
 from harness.sensors.bpftrace import MODULES, BpftraceSensor
-from harness.sensors.rates import PeakRate, load_rate, save_rate, size_for
+from harness.sensors.rates import PeakRate, load_rate, rate_file, save_rate, size_for
 from harness.sensors.rulepack import files_pack
 
 HERE = Path(__file__).resolve().parent
@@ -239,8 +238,7 @@ class LibbpfSensor(LoaderSensor):
                            self.filter)
 
     def _rate_file(self) -> Path:
-        node = re.sub(r"[^A-Za-z0-9_.-]", "_", self.shell.node)
-        return self.cache_dir / f"rate-{node}-{self.filter.replace('+', '_')}.json"
+        return rate_file(self.cache_dir, self.shell.node, self.filter)
 
     def _on_payload(self, payload: dict[str, Any], line: str) -> None:
         if payload.get("kind") == "heartbeat":
