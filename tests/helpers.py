@@ -1,5 +1,5 @@
-"""What several test modules share: a SIGALRM hang guard, and a fake target whose session
-runs nothing (for ``harness.engine.execute`` without a node)."""
+"""What several test modules share: a SIGALRM hang guard, a bounded wait for a condition,
+and a fake target whose session runs nothing (for ``harness.engine.execute`` without a node)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ from typing import Any
 
 from harness.core.run import StageResult
 from harness.targets.base import TargetBase
+
+
+def until(cond: Callable[[], bool], what: str, seconds: float = 10.0,
+          poll: float = 0.02) -> None:
+    """Wait until ``cond()`` holds; AssertionError naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting for: {what}")
+        time.sleep(poll)
 
 
 @contextmanager

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from harness.nodes import reaper
 from tests.e2e.conftest import NOTHING_LEFT, Catalog, leftovers, snapshot
+from tests.helpers import until
 
 pytestmark = [pytest.mark.node]
 
@@ -33,14 +33,6 @@ url = "local://"
 [tool.shadowtest.sensors.auditd]
 type = "auditd"
 """
-
-
-def _until(cond: Callable[[], bool], what: str, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for: {what}")
-        time.sleep(0.1)
 
 
 def _journal_of(pid: int) -> tuple[Path, dict[str, Any]] | None:
@@ -86,22 +78,22 @@ def test_an_orphan_journal_is_replayed_by_the_next_run(catalog: Catalog) -> None
     before = snapshot()
     proc = catalog.popen("run", "--results", "first.jsonl")
     try:
-        _until(lambda: _journal_of(proc.pid) is not None or proc.poll() is not None,
-               "the run's journal with its namespace cgroup")
+        until(lambda: _journal_of(proc.pid) is not None or proc.poll() is not None,
+              "the run's journal with its namespace cgroup", seconds=120)
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         found = _journal_of(proc.pid)
         assert found is not None
         path, state = found
         cgroup = Path(next(e["path"] for e in state["entries"] if e["kind"] == "cgroup"))
-        _until(cgroup.is_dir, "the run cgroup created")
+        until(cgroup.is_dir, "the run cgroup created", seconds=120)
         watchdog = int(state["watchdog"][0])
         os.kill(watchdog, signal.SIGKILL)  # nobody looks after the journal any more...
         os.kill(proc.pid, signal.SIGKILL)  # ...and the harness runs no cleanup of its own
         proc.communicate(timeout=60)
         # the context's own processes finish the atomic's cleanup (parent-death signal) and
         # leave an empty cgroup that only the journal names
-        _until(lambda: "populated 0" in (cgroup / "cgroup.events").read_text().splitlines(),
-               "the killed run's processes gone")
+        until(lambda: "populated 0" in (cgroup / "cgroup.events").read_text().splitlines(),
+              "the killed run's processes gone", seconds=120)
         time.sleep(1.0)
         assert cgroup.is_dir(), "not an orphan: something removed its cgroup"
         assert path.exists(), "not an orphan: something replayed its journal"
@@ -120,8 +112,8 @@ def test_an_orphan_journal_is_replayed_by_the_next_run(catalog: Catalog) -> None
     """)
     res = catalog.run("run", "--results", "second.jsonl")
     assert res.returncode == 0, res.stdout + res.stderr
-    _until(lambda: not cgroup.exists(), f"the orphan's cgroup {cgroup} removed")
-    _until(lambda: not path.exists() and not path.with_suffix(".lock").exists(),
-           "the orphan journal and its lock removed")
+    until(lambda: not cgroup.exists(), f"the orphan's cgroup {cgroup} removed", seconds=120)
+    until(lambda: not path.exists() and not path.with_suffix(".lock").exists(),
+          "the orphan journal and its lock removed", seconds=120)
     left = leftovers(before, catalog.owner)
     assert left == NOTHING_LEFT, left

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.nodes import reaper
 from harness.nodes.process import pid_alive
+from tests.helpers import until
 
 
 @pytest.fixture
@@ -36,13 +37,6 @@ def private_dir() -> Iterator[Path]:
     yield d
     if d.exists():
         subprocess.run(["rm", "-rf", str(d)], check=False)
-
-
-def _until(cond: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.05)
 
 
 def _watchdog(path: Path) -> subprocess.Popen[bytes]:
@@ -71,7 +65,7 @@ def test_entries_are_recorded_in_order_forgotten_and_closed(
     assert state["pid"] == os.getpid()
     assert [e["kind"] for e in state["entries"]] == ["dir", "cgroup"]
     watchdog = int(state["watchdog"][0])
-    _until(lambda: pid_alive(watchdog), "the watchdog runs")
+    until(lambda: pid_alive(watchdog), "the watchdog runs", seconds=15)
     journal.close()  # entries left: stays armed
     assert path.exists()
     assert pid_alive(watchdog)
@@ -81,7 +75,7 @@ def test_entries_are_recorded_in_order_forgotten_and_closed(
     journal.close()
     assert not path.exists()
     assert not path.with_suffix(".lock").exists()
-    _until(lambda: not pid_alive(watchdog), "the watchdog stopped by pid")
+    until(lambda: not pid_alive(watchdog), "the watchdog stopped by pid", seconds=15)
     assert private_dir.exists()  # released by its owner, never by the journal
 
 
@@ -125,7 +119,7 @@ def test_a_second_watchdog_for_the_same_journal_exits_at_once(
     path = _journal_of(runner.pid, [{"kind": "dir", "path": str(private_dir)}], state_dir)
     first = _watchdog(path)
     try:
-        _until(lambda: path.with_suffix(".lock").exists(), "the first watchdog's lock")
+        until(lambda: path.with_suffix(".lock").exists(), "the first watchdog's lock", seconds=15)
         time.sleep(0.2)
         second = _watchdog(path)
         assert second.wait(10) == 0
@@ -143,7 +137,7 @@ def test_the_next_run_sweeps_a_journal_whose_runner_and_watchdog_were_both_kille
     runner = subprocess.Popen(["sleep", "60"])
     path = _journal_of(runner.pid, [{"kind": "dir", "path": str(private_dir)}], state_dir)
     dog = _watchdog(path)
-    _until(lambda: path.with_suffix(".lock").exists(), "the watchdog's lock")
+    until(lambda: path.with_suffix(".lock").exists(), "the watchdog's lock", seconds=15)
     time.sleep(0.2)
     dog.send_signal(signal.SIGKILL)
     dog.wait()
@@ -154,9 +148,9 @@ def test_the_next_run_sweeps_a_journal_whose_runner_and_watchdog_were_both_kille
     assert path.exists()
     handed = reaper.sweep(state_dir)
     assert handed == [path]
-    _until(lambda: not private_dir.exists(), "the orphan's folder removed")
-    _until(lambda: not path.exists() and not path.with_suffix(".lock").exists(),
-           "the orphan journal and its lock removed")
+    until(lambda: not private_dir.exists(), "the orphan's folder removed", seconds=15)
+    until(lambda: not path.exists() and not path.with_suffix(".lock").exists(),
+          "the orphan journal and its lock removed", seconds=15)
     assert reaper.sweep(state_dir) == []
 
 
@@ -167,7 +161,7 @@ def test_a_new_journal_sweeps_orphans_first(state_dir: Path, private_dir: Path) 
     journal = reaper.Journal("t")
     journal.record("cgroup", path="/sys/fs/cgroup/shadowtest/y")
     try:
-        _until(lambda: not private_dir.exists() and not orphan.exists(), "the orphan replayed")
+        until(lambda: not private_dir.exists() and not orphan.exists(), "the orphan replayed", seconds=15)
     finally:
         journal.forget("cgroup", path="/sys/fs/cgroup/shadowtest/y")
         journal.close()

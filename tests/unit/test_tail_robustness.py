@@ -10,7 +10,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -20,13 +19,7 @@ from harness.sensors.base import DetectionStream
 from harness.sensors.falco import FalcoSensor
 from harness.sensors.jsonlines import decode_json
 from harness.sensors.streams import FileTail, LineReader
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+from tests.helpers import until
 
 
 class _Stalled:
@@ -65,7 +58,7 @@ def test_a_tail_behind_two_auditd_style_rotations_reads_every_line_in_order(tmp_
         log.rename(tmp_path / "audit.log.1")
         _write(log, "C1", "marker")
         got.release.set()
-        _until(lambda: "marker" in got.lines, "the marker")
+        until(lambda: "marker" in got.lines, "the marker")
     finally:
         tail.stop()
     assert got.lines == ["A1", "A2", "B1", "event", "B2", "C1", "marker"]
@@ -88,8 +81,8 @@ def test_a_generation_removed_before_the_tail_read_it_is_counted_lost(tmp_path: 
             log.rename(tmp_path / "audit.log.1")
             _write(log, f"{gen}1", f"{gen}2")
         got.release.set()
-        _until(lambda: "D2" in got.lines, "D2")
-        _until(lambda: bool(lost), "the lost generation counted")
+        until(lambda: "D2" in got.lines, "D2")
+        until(lambda: bool(lost), "the lost generation counted")
     finally:
         tail.stop()
     assert got.lines == ["A1", "A2", "C1", "C2", "D1", "D2"]  # B was removed unread
@@ -105,10 +98,10 @@ def test_rotations_the_tail_kept_up_with_lose_nothing(tmp_path: Path) -> None:
     try:
         for gen in ("A", "B", "C", "D"):
             _write(log, f"{gen}1")
-            _until(lambda g=gen: f"{g}1" in lines, f"{gen}1")  # type: ignore[misc]
+            until(lambda g=gen: f"{g}1" in lines, f"{gen}1")  # type: ignore[misc]
             log.rename(tmp_path / "audit.log.1")
         _write(log, "E1")
-        _until(lambda: "E1" in lines, "E1")
+        until(lambda: "E1" in lines, "E1")
         time.sleep(1.2)  # a few idle turns of the loop, each counting generations
     finally:
         tail.stop()
@@ -137,7 +130,7 @@ def test_a_tail_behind_lumberjack_style_rotations_reads_plain_and_gzipped_files(
         _write(log, "C1")
         (tmp_path / "tetragon-config.yaml").write_text("not: a log\n")  # not a sibling
         got.release.set()
-        _until(lambda: "C1" in got.lines, "C1")
+        until(lambda: "C1" in got.lines, "C1")
     finally:
         tail.stop()
     assert got.lines == ["A1", "B1", "C1"]
@@ -155,7 +148,7 @@ def test_a_rotated_file_that_cannot_be_read_is_counted_lost(tmp_path: Path) -> N
         (tmp_path / "app.log.2.gz").write_bytes(b"\x1f\x8b not really gzip")
         _write(log, "C1")
         got.release.set()
-        _until(lambda: "C1" in got.lines, "C1")
+        until(lambda: "C1" in got.lines, "C1")
     finally:
         tail.stop()
     assert got.lines == ["A1", "C1"]
@@ -173,10 +166,10 @@ def test_old_rotated_files_are_not_read_again(tmp_path: Path) -> None:
     got: list[str] = []
     tail = FileTail(log, got.append, "t", from_start=True)
     try:
-        _until(lambda: got == ["A1"], "A1")
+        until(lambda: got == ["A1"], "A1")
         log.rename(tmp_path / "audit.log.2")
         _write(log, "B1")
-        _until(lambda: "B1" in got, "B1")
+        until(lambda: "B1" in got, "B1")
     finally:
         tail.stop()
     assert got == ["A1", "B1"]
@@ -196,7 +189,7 @@ def test_a_line_whose_callback_raises_is_counted_and_the_next_line_read(tmp_path
     tail = FileTail(log, on_line, "t", on_bad_line=bad.append)
     try:
         _write(log, "boom", "next")
-        _until(lambda: got == ["next"], "the next line")
+        until(lambda: got == ["next"], "the next line")
     finally:
         tail.stop()
     assert bad == ["boom"]
@@ -244,7 +237,7 @@ def test_a_live_falco_tail_reads_on_after_a_hostile_line(tmp_path: Path) -> None
                  "priority": "Error", "output": "x", "tags": ["T1098"],
                  "output_fields": {"proc.pid": 4242, "proc.name": "sh"}}
         _write(log, '{"a":' * 3000 + "1" + "}" * 3000, json.dumps(alert))
-        _until(lambda: len(sensor.stream.snapshot()) == 1, "the alert after the hostile line")
+        until(lambda: len(sensor.stream.snapshot()) == 1, "the alert after the hostile line")
         assert sensor.health().up
         assert sensor.stream.malformed == 1
     finally:
