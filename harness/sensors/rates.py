@@ -19,6 +19,11 @@ class PeakRate:
         self._last: tuple[float, float] | None = None
         self.peak: float | None = None
 
+    def due(self, t: float) -> bool:
+        """Whether an observation at ``t`` would count (the first, or one at least
+        ``min_interval`` after the last that did)."""
+        return self._last is None or t - self._last[0] >= self.min_interval
+
     def observe(self, t: float, total: float) -> None:
         if self._last is None:
             self._last = (t, total)

@@ -279,8 +279,10 @@ class FileTail:
         the path is checked, so every birth counted is of the current file or older."""
         name = self.path.name
         self._born += sum(1 for e in self._births.read(timeout=0) if e.name == name)
-        if self._fh is None:
-            return
+        now = time.monotonic()
+        accounted = self._born <= self._read + self._skipped_gens
+        if self._fh is None or (accounted and not self.rate.due(now)):
+            return  # nothing to count nor to measure: no stat on every wake-up
         try:
             current = os.stat(self.path).st_ino
         except FileNotFoundError:
@@ -288,7 +290,7 @@ class FileTail:
         st = os.fstat(self._fh.fileno())
         if current != st.st_ino:
             return  # a rotation the loop has not followed yet
-        self.rate.observe(time.monotonic(), self._done + st.st_size - self._base)
+        self.rate.observe(now, self._done + st.st_size - self._base)
         missing = self._born - self._read - self._skipped_gens
         if missing > 0:
             self._skipped_gens += missing

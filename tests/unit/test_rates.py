@@ -17,9 +17,12 @@ from harness.sensors.streams import FileTail
 
 def test_peak_rate_takes_the_highest_interval_of_at_least_the_minimum() -> None:
     meter = PeakRate(min_interval=0.5)
+    assert meter.due(10.0)
     meter.observe(10.0, 0)
+    assert not meter.due(10.1)
     meter.observe(10.1, 10_000)  # too short an interval: not a rate yet
     assert meter.peak is None
+    assert meter.due(10.5)
     meter.observe(10.5, 1000)
     meter.observe(11.5, 4000)
     meter.observe(12.5, 4500)
