@@ -41,8 +41,8 @@ def _journal_of(pid: int) -> tuple[Path, dict[str, Any]] | None:
             state = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if state.get("pid") == pid and any(e.get("kind") == "cgroup"
-                                           for e in state.get("entries", ())):
+        if state.get("pid") == pid and state.get("watchdog") and any(  # armed: watchdog named
+                e.get("kind") == "cgroup" for e in state.get("entries", ())):
             return path, state
     return None
 
